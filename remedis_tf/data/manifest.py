@@ -1,0 +1,96 @@
+"""Record and manifest types: the one in-memory form every reader produces.
+
+A :class:`Manifest` is an ordered, immutable list of :class:`Record` s plus the label
+schema. Readers (CSV recipes, image folders, TFRecord indexes, TFDS) build manifests;
+pipelines, label-fraction selection and MICLe pairing consume them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+TASK_TYPES = ("multilabel", "multiclass", "binary", "unlabelled")
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """One image.
+
+  Attributes:
+    image_path: full path (local or ``gs://``) of the encoded image (PNG/JPEG/DICOM).
+    example_id: unique id within the manifest (defaults to the relative path).
+    labels: K floats. Multi-label/binary: 0/1. Multi-class: one-hot. Empty if unlabelled.
+    mask: K floats, 1 where the label is known and used, 0 where it is masked out.
+    patient_id: patient/case key ("" if unknown); MICLe pairs and label-fraction sampling
+      group by it, bootstrap CIs resample it.
+    view: acquisition view (e.g. "frontal"), "" if unknown.
+    site: acquisition site / domain, "" if unknown.
+    source_row: 1-based row in the source file (CSV line number) for error messages, 0 if n/a.
+  """
+  image_path: str
+  example_id: str
+  labels: Tuple[float, ...] = ()
+  mask: Tuple[float, ...] = ()
+  patient_id: str = ""
+  view: str = ""
+  site: str = ""
+  source_row: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+  """An ordered collection of records with a shared label schema.
+
+  Attributes:
+    records: the records, in a stable order.
+    label_names: names of the K label columns/classes.
+    task: one of TASK_TYPES.
+    source: human-readable origin (e.g. the CSV path), used in error messages.
+  """
+  records: Tuple[Record, ...]
+  label_names: Tuple[str, ...] = ()
+  task: str = "unlabelled"
+  source: str = ""
+
+  def __post_init__(self):
+    if self.task not in TASK_TYPES:
+      raise ValueError(f"task must be one of {TASK_TYPES}, got {self.task!r}")
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  @property
+  def num_labels(self) -> int:
+    return len(self.label_names)
+
+  def label_matrix(self) -> np.ndarray:
+    """float32 ``[N, K]`` labels (``[N, 0]`` when unlabelled)."""
+    return np.asarray([r.labels for r in self.records], np.float32).reshape(
+        len(self.records), self.num_labels)
+
+  def mask_matrix(self) -> np.ndarray:
+    """float32 ``[N, K]`` label mask."""
+    return np.asarray([r.mask for r in self.records], np.float32).reshape(
+        len(self.records), self.num_labels)
+
+  def paths(self) -> List[str]:
+    return [r.image_path for r in self.records]
+
+  def patients(self) -> List[str]:
+    """Patient key of each record; records without one count as their own patient."""
+    return [r.patient_id or f"__record__{r.example_id}" for r in self.records]
+
+  def subset(self, indices: Sequence[int], source_suffix: str = "") -> "Manifest":
+    """Manifest of ``records[i] for i in indices`` with the same schema."""
+    return dataclasses.replace(self, records=tuple(self.records[i] for i in indices),
+                               source=self.source + source_suffix)
+
+  def by_patient(self) -> Dict[str, List[int]]:
+    """patient key → record indices, in first-seen order."""
+    groups: Dict[str, List[int]] = {}
+    for i, p in enumerate(self.patients()):
+      groups.setdefault(p, []).append(i)
+    return groups
