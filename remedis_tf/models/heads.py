@@ -38,13 +38,19 @@ class ProjectionHead(keras.layers.Layer):
     self.bn_layers = []
     for i in range(num_layers):
       last = i == num_layers - 1
-      self.dense_layers.append(keras.layers.Dense(
+      dense = keras.layers.Dense(
           output_dim if last else hidden_dim, use_bias=False,
           kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-          name=f"dense_{i}"))
-      self.bn_layers.append(keras.layers.BatchNormalization(
+          name=f"dense_{i}")
+      bn = keras.layers.BatchNormalization(
           momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=not last, synchronized=True,
-          name=f"bn_{i}"))
+          name=f"bn_{i}")
+      # Keras 3 list attributes are invisible to tf.train.Checkpoint; named attributes
+      # make the layers checkpointable.
+      setattr(self, f"dense_{i}", dense)
+      setattr(self, f"bn_{i}", bn)
+      self.dense_layers.append(dense)
+      self.bn_layers.append(bn)
 
   def call(self, pooled, training=None) -> List:
     outputs = [pooled]

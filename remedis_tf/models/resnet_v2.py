@@ -182,8 +182,12 @@ class ResNetV2(keras.Model):
       for u in range(1, n_units + 1):
         stride = (1 if b == 1 else 2) if u == 1 else 1
         project = u == 1 and (stride != 1 or in_channels != 4 * filters)
-        units.append(BottleneckUnitV2(filters, stride, s.num_groups, project,
-                                      name=f"block{b}__unit{u:02d}"))
+        unit = BottleneckUnitV2(filters, stride, s.num_groups, project,
+                                name=f"block{b}__unit{u:02d}")
+        # Keras 3 list attributes are invisible to tf.train.Checkpoint; an attribute per
+        # unit makes every variable checkpointable (key ``block{b}_unit{u}/...``).
+        setattr(self, f"block{b}_unit{u:02d}", unit)
+        units.append(unit)
         in_channels = 4 * filters
       self.blocks.append(units)
     self.final_gn = _group_norm(s.num_groups, "group_norm")
