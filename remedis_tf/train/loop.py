@@ -1,0 +1,342 @@
+"""The one custom training loop shared by every stage.
+
+``run_loop(task, strategy, loop_config)`` drives any :class:`Task`: it builds the task's
+models under the strategy, restores the run directory's latest checkpoint (resume always
+wins over init weights), runs ``strategy.run(task.train_step)`` inside a ``tf.function``
+that performs up to ``steps_per_loop`` steps per call (what TPUs need), and between calls
+writes TensorBoard summaries, prints progress with images/s and ETA, saves checkpoints,
+stops on a non-finite loss without touching the last good checkpoint, and saves then
+exits cleanly on SIGTERM (preemption).
+
+Exact resumption: the input pipeline is a pure function of (seed, step) and the task's
+per-step randomness is derived from the step, so a resumed run produces the same weights
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from remedis_tf import configs, io_utils
+from remedis_tf.errors import ConfigError, TrainingError
+from remedis_tf.train import strategy as strategy_lib
+
+CHECKPOINT_SUBDIR = "checkpoints"
+
+# Config fields a resumed run may change without being a "different run".
+_RESUME_MUTABLE = ("total_steps", "log_every", "summary_every", "checkpoint_every",
+                   "keep_checkpoints", "steps_per_loop", "strategy", "num_cpu_devices", "tpu",
+                   "image_summary_steps", "eval_every", "run_dir", "init", "xla")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  """Cadences and bookkeeping of a training run.
+
+  Attributes:
+    run_dir: directory for checkpoints (``checkpoints/``), summaries (``train/``) and the
+      resolved ``config.json``. Local path or ``gs://``.
+    total_steps: optimizer steps to train for (a resumed run continues up to this).
+    steps_per_loop: steps executed per ``tf.function`` call (host loop); events
+      (checkpoint, summary, eval) happen on call boundaries.
+    checkpoint_every: save every N steps (independent of the summary interval); a final
+      checkpoint is always written.
+    keep_checkpoints: how many recent checkpoints to keep.
+    summary_every: TensorBoard scalars every N steps.
+    log_every: progress line every N steps.
+    eval_every: call the task's evaluation hook every N steps (0 = only at the end).
+    xla: compile the per-replica train step with XLA (``jit_compile=True``).
+    handle_sigterm: save a checkpoint and stop cleanly on SIGTERM.
+  """
+  run_dir: str
+  total_steps: int
+  steps_per_loop: int = 1
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3
+  summary_every: int = 50
+  log_every: int = 20
+  eval_every: int = 0
+  xla: bool = False
+  handle_sigterm: bool = True
+
+  def __post_init__(self):
+    for name in ("total_steps", "steps_per_loop", "checkpoint_every", "keep_checkpoints",
+                 "summary_every", "log_every"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.eval_every < 0:
+      raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
+
+
+class Task(Protocol):
+  """What the loop needs from a training stage (see ContrastiveTask / SupervisedTask)."""
+
+  #: names of the scalar metrics ``train_step`` returns; the first is the loss.
+  metric_names: Sequence[str]
+  #: global batch size (examples per step, all replicas together).
+  global_batch_size: int
+
+  def build(self, strategy: tf.distribute.Strategy) -> None:
+    """Creates models and optimizer (called inside ``strategy.scope()``)."""
+
+  def checkpoint_items(self) -> Dict[str, Any]:
+    """Trackables saved in checkpoints (backbone, heads, optimizer, ...)."""
+
+  def initialize(self) -> List[str]:
+    """Loads init weights for a fresh run; returns human-readable lines on what loaded."""
+
+  def dataset_fn(self, input_context: Optional[tf.distribute.InputContext],
+                 start_step: int) -> tf.data.Dataset:
+    """Per-input-pipeline dataset positioned at ``start_step``."""
+
+  def train_step(self, batch: Dict[str, tf.Tensor], step: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """One per-replica step: forward, loss, gradients, update. Returns scalar metrics."""
+
+  def extra_summaries(self) -> Dict[str, float]:
+    """Host-side scalars for TensorBoard (learning rate, weight norm, ...)."""
+
+  def summarize_inputs(self) -> None:
+    """Writes input summaries (e.g. augmented view pairs) into the default summary writer."""
+
+
+@dataclasses.dataclass
+class LoopResult:
+  """What a finished (or preempted) run reports."""
+  final_step: int
+  resumed_from: int
+  preempted: bool
+  last_metrics: Dict[str, float]
+  history: List[Dict[str, float]]
+  checkpoint_path: Optional[str]
+
+
+class _Preemption:
+  """Records SIGTERM so the loop can save and stop between host-loop calls."""
+
+  def __init__(self, enabled: bool):
+    self.requested = False
+    self._previous = None
+    self._enabled = enabled and threading.current_thread() is threading.main_thread()
+
+  def __enter__(self):
+    if self._enabled:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._enabled:
+      signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+
+
+def check_run_config(run_dir: str, run_config: Dict[str, Any]) -> None:
+  """Refuses to resume into ``run_dir`` if it was written by a different config.
+
+  Fields listed in ``_RESUME_MUTABLE`` may differ (e.g. a longer ``total_steps``). Raises
+  ConfigError listing the differing fields; writes ``config.json`` when absent.
+  """
+  path = os.path.join(run_dir, configs.RUN_CONFIG_FILE)
+  if not tf.io.gfile.exists(path):
+    return
+  old = io_utils.read_json(path)
+  new = _jsonify(run_config)
+  diffs = []
+  for section in sorted(set(old) | set(new)):
+    a, b = old.get(section), new.get(section)
+    if isinstance(a, dict) and isinstance(b, dict):
+      for key in sorted(set(a) | set(b)):
+        if key in _RESUME_MUTABLE:
+          continue
+        if a.get(key) != b.get(key):
+          diffs.append(f"{section}.{key}: run dir has {a.get(key)!r}, now {b.get(key)!r}")
+    elif a != b and section not in _RESUME_MUTABLE:
+      diffs.append(f"{section}: run dir has {a!r}, now {b!r}")
+  if diffs:
+    raise ConfigError(
+        f"run directory {run_dir} was written by a different config ({'; '.join(diffs[:6])}"
+        f"{' ...' if len(diffs) > 6 else ''}); use a new --run_dir or the original settings")
+
+
+def _jsonify(obj):
+  import json
+  return json.loads(json.dumps(
+      {k: (configs.to_dict(v) if dataclasses.is_dataclass(v) else v) for k, v in obj.items()},
+      default=str))
+
+
+def _format_eta(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _next_boundary(step: int, every: int) -> int:
+  return (step // every + 1) * every
+
+
+def make_checkpoint_manager(checkpoint: tf.train.Checkpoint, run_dir: str, keep: int,
+                            strategy: tf.distribute.Strategy) -> tf.train.CheckpointManager:
+  """CheckpointManager in ``run_dir/checkpoints``; non-chief workers write to a scratch dir
+  (TF requires every worker to save, but only the chief's copy is kept)."""
+  directory = os.path.join(run_dir, CHECKPOINT_SUBDIR)
+  if not strategy_lib.is_chief(strategy):
+    directory = os.path.join(run_dir, f".worker{strategy_lib.worker_id(strategy)}_tmp")
+  return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep,
+                                    step_counter=None)
+
+
+def run_loop(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
+             run_config: Optional[Dict[str, Any]] = None,
+             log: Callable[[str], None] = print,
+             after_steps: Optional[Callable[[int, Dict[str, float]], None]] = None,
+             eval_hook: Optional[Callable[[int], Dict[str, float]]] = None) -> LoopResult:
+  """Trains ``task`` to ``config.total_steps``, resuming from ``config.run_dir`` if possible.
+
+  Args:
+    task: the stage to train.
+    strategy: from :func:`remedis_tf.train.strategy.make_strategy`.
+    config: cadences.
+    run_config: all resolved configs of the run (written to ``config.json``; a run dir
+      written by a different config is refused).
+    log: where progress lines go.
+    after_steps: called with (step, metrics) after every host-loop call (tests use it to
+      interrupt runs).
+    eval_hook: called with the step every ``eval_every`` steps and at the end; returns
+      metrics that are logged and written to TensorBoard.
+  Returns:
+    A LoopResult. Raises TrainingError on a non-finite loss (the last good checkpoint is
+    kept untouched).
+  """
+  chief = strategy_lib.is_chief(strategy)
+  run_dir = config.run_dir
+  io_utils.ensure_dir(run_dir)
+  if run_config is not None:
+    check_run_config(run_dir, run_config)
+    if chief:
+      configs.write_run_config(run_dir, **run_config)
+
+  with strategy.scope():
+    task.build(strategy)
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    checkpoint = tf.train.Checkpoint(step=step_var, **task.checkpoint_items())
+  manager = make_checkpoint_manager(checkpoint, run_dir, config.keep_checkpoints, strategy)
+  latest = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_SUBDIR))
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+    log(f"[resume] restored {latest} at step {int(step_var.numpy())}")
+  else:
+    for line in task.initialize():
+      log(f"[init] {line}")
+  start_step = int(step_var.numpy())
+  resumed_from = start_step
+
+  writer = (tf.summary.create_file_writer(os.path.join(run_dir, "train")) if chief
+            else tf.summary.create_noop_writer())
+
+  dist_dataset = strategy.distribute_datasets_from_function(
+      lambda ctx: task.dataset_fn(ctx, start_step))
+  iterator = iter(dist_dataset)
+  if chief and start_step == 0:
+    with writer.as_default(step=0):
+      task.summarize_inputs()
+  step_fn = task.train_step
+  if config.xla:
+    step_fn = tf.function(task.train_step, jit_compile=True)
+  names = list(task.metric_names)
+
+  @tf.function
+  def run_steps(iterator, num_steps):
+    sums = {k: tf.constant(0.0) for k in names}
+    for i in tf.range(num_steps):
+      batch = next(iterator)
+      per_replica = strategy.run(step_fn, args=(batch, step_var + tf.cast(i, tf.int64)))
+      sums = {k: sums[k] + tf.cast(strategy.reduce(tf.distribute.ReduceOp.MEAN,
+                                                   per_replica[k], axis=None), tf.float32)
+              for k in names}
+    step_var.assign_add(tf.cast(num_steps, tf.int64))
+    return {k: v / tf.cast(num_steps, tf.float32) for k, v in sums.items()}
+
+  history: List[Dict[str, float]] = []
+  last_metrics: Dict[str, float] = {}
+  step = start_step
+  saved_path = latest
+  preempted = False
+  t_start = time.time()
+  t_window, step_window = t_start, step
+  if step >= config.total_steps:
+    log(f"[done] run already at step {step} >= total_steps {config.total_steps}")
+  with _Preemption(config.handle_sigterm) as preemption:
+    while step < config.total_steps:
+      boundaries = [config.total_steps, step + config.steps_per_loop,
+                    _next_boundary(step, config.checkpoint_every),
+                    _next_boundary(step, config.summary_every),
+                    _next_boundary(step, config.log_every)]
+      if config.eval_every:
+        boundaries.append(_next_boundary(step, config.eval_every))
+      n = min(boundaries) - step
+      metrics = {k: float(v) for k, v in run_steps(iterator, tf.constant(n)).items()}
+      step += n
+      loss = metrics[names[0]]
+      if not math.isfinite(loss):
+        raise TrainingError(
+            f"non-finite loss ({loss}) in steps {step - n + 1}-{step} in {run_dir}; the last "
+            f"good checkpoint "
+            f"({saved_path or 'none'}) is untouched. Lower the learning rate or check the data")
+      metrics["step"] = step
+      history.append(metrics)
+      last_metrics = metrics
+      if step % config.log_every == 0 or step == config.total_steps:
+        now = time.time()
+        rate = (step - step_window) * task.global_batch_size / max(now - t_window, 1e-9)
+        steps_per_s = (step - step_window) / max(now - t_window, 1e-9)
+        eta = (config.total_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
+        shown = " ".join(f"{k} {metrics[k]:.4f}" for k in names)
+        log(f"[train] step {step}/{config.total_steps} {shown} | {rate:.1f} img/s | "
+            f"ETA {_format_eta(eta)}")
+        t_window, step_window = now, step
+      if step % config.summary_every == 0 or step == config.total_steps:
+        with writer.as_default(step=step):
+          for k in names:
+            tf.summary.scalar(k, metrics[k])
+          for k, v in task.extra_summaries().items():
+            tf.summary.scalar(k, v)
+      if eval_hook is not None and ((config.eval_every and step % config.eval_every == 0)
+                                    or step == config.total_steps):
+        eval_metrics = eval_hook(step)
+        if eval_metrics:
+          log("[eval] step {} {}".format(
+              step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())))
+          with writer.as_default(step=step):
+            for k, v in eval_metrics.items():
+              tf.summary.scalar(f"eval/{k}", v)
+      if step % config.checkpoint_every == 0 or step == config.total_steps:
+        saved_path = manager.save(checkpoint_number=step)
+      if after_steps is not None:
+        after_steps(step, metrics)
+      if preemption.requested and step < config.total_steps:
+        saved_path = manager.save(checkpoint_number=step)
+        log(f"[preempted] SIGTERM received: saved {saved_path} at step {step}; "
+            f"run the same command to resume")
+        preempted = True
+        break
+  writer.flush()
+  if not chief and tf.io.gfile.exists(manager.directory):
+    tf.io.gfile.rmtree(manager.directory)
+  return LoopResult(final_step=step, resumed_from=resumed_from, preempted=preempted,
+                    last_metrics=last_metrics, history=history, checkpoint_path=saved_path)
