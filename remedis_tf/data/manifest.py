@@ -94,3 +94,17 @@ class Manifest:
     for i, p in enumerate(self.patients()):
       groups.setdefault(p, []).append(i)
     return groups
+
+
+def read_csv_manifest(csv_path: str, **kwargs) -> Manifest:
+  """Re-export of :func:`remedis_tf.data.csv_reader.read_csv_manifest` (same arguments)."""
+  from remedis_tf.data import csv_reader  # pylint: disable=g-import-not-at-top
+  return csv_reader.read_csv_manifest(csv_path, **kwargs)
+
+
+def describe(manifest: Manifest) -> str:
+  """One line: size, task, labels and patient count, for logs and CLI summaries."""
+  n_pat = len({r.patient_id for r in manifest.records if r.patient_id})
+  labels = ", ".join(manifest.label_names) if manifest.label_names else "none"
+  return (f"{len(manifest)} images, {n_pat} patients, task {manifest.task}, "
+          f"labels [{labels}] from {manifest.source or '?'}")

@@ -1,0 +1,462 @@
+"""Sharded TFRecords of ``tf.train.Example`` (write from a Manifest, read as tf.data).
+
+Layout for an output prefix ``P``:
+  ``P-00000-of-00008.tfrecord`` …  the shards (record i of the written order goes to
+                                   shard i mod N, so every shard spans the whole set);
+  ``P.manifest.json``              small sidecar: label names, task, count, shard files,
+                                   image_size, bit_depth, source (written last: its
+                                   presence marks a complete write);
+  ``P.index.csv``                  one row per example (id, patient, view, site, labels,
+                                   mask, shard): lets label-fraction selection and MICLe
+                                   pairing work on a Manifest (:func:`tfrecords_manifest`)
+                                   without touching image bytes.
+
+Example features: ``image/encoded`` (PNG bytes; 1 channel when grey, 8- or 16-bit),
+``image/id``, ``image/patient``, ``image/view``, ``image/site`` (bytes), ``label`` and
+``mask`` (float lists of length K).
+
+``image_size``: when set, images are downscaled (area resampling, aspect ratio kept, never
+upscaled) so their LONGEST side is at most ``image_size``; crops to a square are left to
+the training/eval pipeline, so no pixels are thrown away here.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import io
+import json
+import math
+import re
+import time
+import uuid
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from remedis_tf import io_utils
+from remedis_tf.data import decode
+from remedis_tf.data import dicom as dicom_lib
+from remedis_tf.data.manifest import Manifest, Record, TASK_TYPES
+from remedis_tf.data.validate import BadFile, BadReport
+from remedis_tf.errors import ConfigError, DataError
+
+_SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.tfrecord$")
+TFRECORDS_SOURCE_PREFIX = "tfrecords:"
+
+
+def shard_path(prefix: str, index: int, num_shards: int) -> str:
+  return f"{prefix}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def sidecar_path(prefix: str) -> str:
+  return f"{prefix}.manifest.json"
+
+
+def index_path(prefix: str) -> str:
+  return f"{prefix}.index.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class TFRecordSchema:
+  """What a set of shards holds (from the sidecar)."""
+  label_names: Tuple[str, ...]
+  task: str
+  count: int
+  files: Tuple[str, ...]
+  image_size: Optional[int] = None
+  bit_depth: int = 8
+  source: str = ""
+
+  @property
+  def num_labels(self) -> int:
+    return len(self.label_names)
+
+
+def _bytes_feature(value: str) -> tf.train.Feature:
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode("utf-8")]))
+
+
+def _float_feature(values: Sequence[float]) -> tf.train.Feature:
+  return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
+
+
+def encode_png(image: np.ndarray, bit_depth: int = 8) -> bytes:
+  """float ``[H, W, 3]`` in [0, 1] → PNG bytes (1 channel if all channels are equal)."""
+  if bit_depth not in (8, 16):
+    raise ConfigError(f"bit_depth must be 8 or 16, got {bit_depth}")
+  image = np.asarray(image, np.float32)
+  if image.shape[-1] == 3 and np.array_equal(image[..., 0], image[..., 1]) and \
+      np.array_equal(image[..., 0], image[..., 2]):
+    image = image[..., :1]
+  top = 255.0 if bit_depth == 8 else 65535.0
+  dtype = np.uint8 if bit_depth == 8 else np.uint16
+  quantised = np.round(np.clip(image, 0.0, 1.0) * top).astype(dtype)
+  return tf.io.encode_png(quantised).numpy()
+
+
+def make_example(record: Record, png: bytes) -> bytes:
+  """Serialized ``tf.train.Example`` for one record and its encoded image."""
+  feature = {
+      "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+      "image/id": _bytes_feature(record.example_id),
+      "image/patient": _bytes_feature(record.patient_id),
+      "image/view": _bytes_feature(record.view),
+      "image/site": _bytes_feature(record.site),
+      "label": _float_feature(record.labels),
+      "mask": _float_feature(record.mask),
+  }
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _default_shards(count: int) -> int:
+  return max(1, math.ceil(count / 1000))
+
+
+class _ShardWriter:
+  """Writes shards to temporary names; ``commit`` renames them and writes the sidecars."""
+
+  def __init__(self, prefix: str, num_shards: int):
+    parent = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+    if parent:
+      io_utils.ensure_dir(parent)
+    self.prefix, self.num_shards = prefix, num_shards
+    self.final = [shard_path(prefix, i, num_shards) for i in range(num_shards)]
+    tag = uuid.uuid4().hex[:8]
+    self.tmp = [f"{p}.tmp-{tag}" for p in self.final]
+    self.writers = [tf.io.TFRecordWriter(p) for p in self.tmp]
+    self.count = 0
+    self.index_rows: List[List[str]] = []
+
+  def write(self, record: Record, serialized: bytes) -> None:
+    shard = self.count % self.num_shards
+    self.writers[shard].write(serialized)
+    self.index_rows.append([record.example_id, record.patient_id, record.view, record.site,
+                            str(record.source_row), self.final[shard].rsplit("/", 1)[-1],
+                            *[repr(float(v)) for v in record.labels],
+                            *[repr(float(v)) for v in record.mask]])
+    self.count += 1
+
+  def abort(self) -> None:
+    for w in self.writers:
+      w.close()
+    for p in self.tmp:
+      if tf.io.gfile.exists(p):
+        tf.io.gfile.remove(p)
+
+  def commit(self, label_names: Sequence[str], task: str, meta: Dict) -> Dict:
+    for w in self.writers:
+      w.close()
+    for tmp, final in zip(self.tmp, self.final):
+      tf.io.gfile.rename(tmp, final, overwrite=True)
+    # Shards of an earlier write with another shard count would be picked up by a glob.
+    keep = set(self.final)
+    for old in tf.io.gfile.glob(f"{self.prefix}-*-of-*.tfrecord"):
+      if old not in keep and _SHARD_RE.search(old):
+        tf.io.gfile.remove(old)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "patient", "view", "site", "source_row", "shard",
+                *[f"label:{n}" for n in label_names], *[f"mask:{n}" for n in label_names]])
+    w.writerows(self.index_rows)
+    io_utils.atomic_write_text(index_path(self.prefix), buf.getvalue())
+    sidecar = {"label_names": list(label_names), "task": task, "count": self.count,
+               "num_shards": self.num_shards,
+               "files": [p.rsplit("/", 1)[-1] for p in self.final], **meta}
+    io_utils.atomic_write_json(sidecar_path(self.prefix), sidecar)
+    return sidecar
+
+
+def _prepare(record: Record, image_size: Optional[int], bit_depth: int,
+             dicom_options: Optional[dicom_lib.DicomOptions]) -> bytes:
+  image = decode.read_image_numpy(record.image_path, max_size=image_size,
+                                  dicom_options=dicom_options)
+  return make_example(record, encode_png(image, bit_depth))
+
+
+def write_tfrecords(manifest: Manifest, out_prefix: str, num_shards: Optional[int] = None,
+                    image_size: Optional[int] = None, num_workers: int = 4,
+                    progress_callback: Optional[Callable[[int, int], None]] = None,
+                    skip_bad: bool = False, bit_depth: int = 8,
+                    dicom_options: Optional[dicom_lib.DicomOptions] = None,
+                    max_bad_examples: int = 10) -> Dict:
+  """Decodes, optionally downscales, and writes every record as sharded TFRecords.
+
+  Args:
+    manifest: the records (any reader).
+    out_prefix: output path prefix (local or gs://); see the module docstring for names.
+    num_shards: shard count; None → one shard per 1000 images.
+    image_size: longest side after downscaling (aspect kept, no upscaling); None = as is.
+    num_workers: decode/encode threads.
+    progress_callback: ``fn(done, total)`` after every record (called in this thread).
+    skip_bad: drop unreadable images (listed in the summary) instead of raising.
+    bit_depth: 8 or 16-bit PNG inside the records (16 keeps 12/16-bit sources exact).
+    dicom_options: DICOM grey mapping.
+    max_bad_examples: bad files listed in the summary.
+
+  Returns:
+    JSON-able summary: ``count`` (written), ``skipped``, ``total``, ``num_shards``,
+    ``files``, ``seconds``, ``bad_examples`` (path, row, reason) and ``skipped_summary``
+    (text to print, "" when nothing was skipped).
+
+  Raises:
+    DataError: (skip_bad=False) the first unreadable image, naming file and CSV row;
+      or no image could be written.
+  """
+  if not len(manifest):
+    raise DataError(f"{manifest.source or 'manifest'}: nothing to write (0 records)")
+  if image_size is not None and image_size < 1:
+    raise ConfigError(f"image_size must be a positive number of pixels, got {image_size}")
+  if bit_depth not in (8, 16):
+    raise ConfigError(f"bit_depth must be 8 or 16, got {bit_depth}")
+  num_shards = num_shards or _default_shards(len(manifest))
+  if num_shards < 1:
+    raise ConfigError(f"num_shards must be >= 1, got {num_shards}")
+  start = time.time()
+  total = len(manifest)
+  writer = _ShardWriter(out_prefix, num_shards)
+  bad: List[BadFile] = []
+  n_bad = 0
+  try:
+    with concurrent.futures.ThreadPoolExecutor(max(1, num_workers)) as pool:
+      window = max(1, num_workers) * 4  # bounded read-ahead: memory stays flat
+      records = manifest.records
+      for lo in range(0, total, window):
+        chunk = records[lo:lo + window]
+        futures = [pool.submit(_prepare, r, image_size, bit_depth, dicom_options)
+                   for r in chunk]
+        for j, (rec, fut) in enumerate(zip(chunk, futures)):
+          try:
+            writer.write(rec, fut.result())
+          except DataError as e:
+            msg = str(e)
+            reason = msg[len(rec.image_path) + 2:] if msg.startswith(rec.image_path + ": ") \
+                else msg
+            if not skip_bad:
+              for f in futures[j + 1:]:
+                f.cancel()
+              row = f"row {rec.source_row} of {manifest.source}" if rec.source_row else \
+                  f"record {lo + j} of {manifest.source or 'manifest'}"
+              raise DataError(f"{rec.image_path} ({row}): {reason} (skip such files with "
+                              "skip_bad / --skip_bad_examples)") from e
+            n_bad += 1
+            if len(bad) < max_bad_examples:
+              bad.append(BadFile(rec.image_path, rec.source_row, reason))
+          if progress_callback is not None:
+            progress_callback(lo + j + 1, total)
+    if writer.count == 0:
+      raise DataError(f"{manifest.source or 'manifest'}: all {total} images are unreadable, "
+                      f"e.g. {bad[0].path}: {bad[0].reason}")
+    report = BadReport(total=total, count=n_bad, examples=tuple(bad), source=manifest.source)
+    sidecar = writer.commit(manifest.label_names, manifest.task, {
+        "image_size": image_size, "bit_depth": bit_depth, "source": manifest.source,
+        "skipped": n_bad})
+  except BaseException:
+    writer.abort()
+    raise
+  return {"count": writer.count, "skipped": n_bad, "total": total,
+          "num_shards": num_shards, "files": writer.final, "sidecar": sidecar_path(out_prefix),
+          "index": index_path(out_prefix), "seconds": time.time() - start,
+          "bad_examples": [dataclasses.astuple(b) for b in bad],
+          "skipped_summary": report.summary(), "label_names": sidecar["label_names"],
+          "task": sidecar["task"]}
+
+
+def write_tfrecords_from_examples(
+    examples: Iterable[Tuple[Record, np.ndarray]], out_prefix: str, *,
+    label_names: Sequence[str], task: str, num_shards: int = 1,
+    image_size: Optional[int] = None, bit_depth: int = 8, source: str = "",
+    progress_callback: Optional[Callable[[int, int], None]] = None,
+    total: int = 0) -> Dict:
+  """Writes in-memory ``(record, float [H, W, 3] image in [0, 1])`` pairs (e.g. from TFDS).
+
+  ``record.image_path`` is ignored; ``image_size`` downscales as in
+  :func:`write_tfrecords`. Returns the same kind of summary.
+  """
+  if task not in TASK_TYPES:
+    raise ConfigError(f"task must be one of {TASK_TYPES}, got {task!r}")
+  start = time.time()
+  writer = _ShardWriter(out_prefix, num_shards)
+  try:
+    for i, (rec, image) in enumerate(examples):
+      if image_size is not None:
+        image = _resize_numpy(image, image_size)
+      writer.write(rec, make_example(rec, encode_png(image, bit_depth)))
+      if progress_callback is not None:
+        progress_callback(i + 1, total)
+    if writer.count == 0:
+      raise DataError(f"{source or 'dataset'}: no examples to write")
+    writer.commit(label_names, task, {"image_size": image_size, "bit_depth": bit_depth,
+                                      "source": source, "skipped": 0})
+  except BaseException:
+    writer.abort()
+    raise
+  return {"count": writer.count, "skipped": 0, "total": writer.count,
+          "num_shards": num_shards, "files": writer.final, "sidecar": sidecar_path(out_prefix),
+          "index": index_path(out_prefix), "seconds": time.time() - start,
+          "bad_examples": [], "skipped_summary": "", "label_names": list(label_names),
+          "task": task}
+
+
+def _resize_numpy(image: np.ndarray, max_size: int) -> np.ndarray:
+  h, w = image.shape[:2]
+  if max(h, w) <= max_size:
+    return image
+  scale = max_size / max(h, w)
+  size = (max(1, round(h * scale)), max(1, round(w * scale)))
+  return tf.image.resize(image, size, method="area").numpy()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _split_prefix(prefix_or_pattern: str) -> Tuple[str, Optional[str]]:
+  """→ (shard glob pattern, prefix or None when it cannot be derived)."""
+  if any(c in prefix_or_pattern for c in "*?["):
+    return prefix_or_pattern, None
+  if _SHARD_RE.search(prefix_or_pattern):  # a single shard file
+    return prefix_or_pattern, _SHARD_RE.sub("", prefix_or_pattern)
+  if prefix_or_pattern.endswith(".manifest.json"):
+    prefix = prefix_or_pattern[:-len(".manifest.json")]
+    return f"{prefix}-*-of-*.tfrecord", prefix
+  return f"{prefix_or_pattern}-*-of-*.tfrecord", prefix_or_pattern
+
+
+def read_schema(prefix_or_pattern: str) -> TFRecordSchema:
+  """Schema of a shard set: from the sidecar, else inferred from the first example.
+
+  Raises DataError when no shard matches.
+  """
+  pattern, prefix = _split_prefix(prefix_or_pattern)
+  files = tuple(sorted(tf.io.gfile.glob(pattern)))
+  if not files:
+    raise DataError(f"{pattern}: no TFRecord files match")
+  if prefix is None:
+    prefix = _SHARD_RE.sub("", files[0])
+  side = sidecar_path(prefix)
+  if tf.io.gfile.exists(side):
+    meta = io_utils.read_json(side)
+    try:
+      return TFRecordSchema(label_names=tuple(meta["label_names"]), task=meta["task"],
+                            count=int(meta["count"]), files=files,
+                            image_size=meta.get("image_size"),
+                            bit_depth=int(meta.get("bit_depth", 8)),
+                            source=meta.get("source", ""))
+    except (KeyError, TypeError, ValueError) as e:
+      raise DataError(f"{side}: malformed TFRecord sidecar ({e})") from e
+  try:
+    first = next(iter(tf.data.TFRecordDataset(files[0]).take(1)), None)
+  except tf.errors.OpError as e:
+    raise DataError(f"{files[0]}: unreadable TFRecord ({decode.tf_error_text(e)})") from e
+  if first is None:
+    raise DataError(f"{files[0]}: empty TFRecord shard and no sidecar {side}")
+  example = tf.train.Example.FromString(first.numpy())
+  k = len(example.features.feature["label"].float_list.value)
+  task = "unlabelled" if k == 0 else ("binary" if k == 1 else "multilabel")
+  return TFRecordSchema(label_names=tuple(f"label_{i}" for i in range(k)), task=task,
+                        count=-1, files=files)
+
+
+def parse_example(serialized: tf.Tensor, num_labels: int) -> Dict[str, tf.Tensor]:
+  """Serialized Example → dict of the raw features (image still encoded)."""
+  spec = {
+      "image/encoded": tf.io.FixedLenFeature([], tf.string),
+      "image/id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+      "image/patient": tf.io.FixedLenFeature([], tf.string, default_value=""),
+      "image/view": tf.io.FixedLenFeature([], tf.string, default_value=""),
+      "image/site": tf.io.FixedLenFeature([], tf.string, default_value=""),
+      "label": tf.io.FixedLenFeature([num_labels], tf.float32),
+      "mask": tf.io.FixedLenFeature([num_labels], tf.float32),
+  }
+  return tf.io.parse_single_example(serialized, spec)
+
+
+def read_tfrecords(prefix_or_pattern: str, *, deterministic: bool = True,
+                   shuffle_files: bool = False, seed: Optional[int] = None,
+                   include_ids: Optional[Sequence[str]] = None,
+                   cycle_length: int = 8, max_size: Optional[int] = None,
+                   ) -> Tuple[tf.data.Dataset, TFRecordSchema]:
+  """Shards → ``tf.data.Dataset`` of dicts and the schema.
+
+  Elements: ``image`` float32 ``[H, W, 3]`` in [0, 1], ``label`` / ``mask`` float32 ``[K]``,
+  ``id``, ``patient``, ``view``, ``site`` (string scalars). Not batched, not repeated.
+
+  Args:
+    prefix_or_pattern: the writer's out_prefix, a glob of shard files, or the sidecar.
+    deterministic: fixed element order (interleave/map keep order) — set False for a
+      little more throughput in training.
+    shuffle_files: shuffle the shard order (with ``seed``) before interleaving.
+    include_ids: keep only these example ids (e.g. a label-fraction subset selected on
+      :func:`tfrecords_manifest`); filtering happens before image decoding.
+    cycle_length: shards read concurrently.
+    max_size: optional further downscaling at decode time.
+  """
+  schema = read_schema(prefix_or_pattern)
+  k = schema.num_labels
+  files = tf.data.Dataset.list_files(list(schema.files), shuffle=shuffle_files, seed=seed)
+  ds = files.interleave(tf.data.TFRecordDataset,
+                        cycle_length=max(1, min(cycle_length, len(schema.files))),
+                        block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=deterministic)
+  ds = ds.map(lambda s: parse_example(s, k), num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=deterministic)
+  if include_ids is not None:
+    ids = sorted(set(include_ids))
+    if not ids:
+      raise DataError(f"{prefix_or_pattern}: include_ids is empty")
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.ones([len(ids)], tf.int32)),
+        default_value=0)
+    ds = ds.filter(lambda ex: tf.equal(table.lookup(ex["image/id"]), 1))
+
+  def finish(ex):
+    return {"image": decode.decode_image_bytes(ex["image/encoded"], max_size=max_size),
+            "label": ex["label"], "mask": ex["mask"], "id": ex["image/id"],
+            "patient": ex["image/patient"], "view": ex["image/view"], "site": ex["image/site"]}
+
+  ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+  return ds, schema
+
+
+def is_tfrecords_manifest(manifest: Manifest) -> bool:
+  """True for manifests from :func:`tfrecords_manifest` (images live inside shards)."""
+  return manifest.source.startswith(TFRECORDS_SOURCE_PREFIX)
+
+
+def tfrecords_prefix(manifest: Manifest) -> str:
+  """The shard prefix behind a :func:`tfrecords_manifest` manifest."""
+  if not is_tfrecords_manifest(manifest):
+    raise ConfigError(f"manifest from {manifest.source!r} is not a TFRecord index")
+  return manifest.source[len(TFRECORDS_SOURCE_PREFIX):].split(" (", 1)[0]
+
+
+def tfrecords_manifest(prefix: str) -> Manifest:
+  """The ``P.index.csv`` of a shard set as a Manifest (no image bytes are read).
+
+  Records' ``image_path`` is their shard file: decode them with :func:`read_tfrecords`
+  (e.g. ``include_ids=[r.example_id for r in subset.records]``), not ``load_image``.
+  ``Manifest.source`` is ``"tfrecords:<prefix>"``.
+  """
+  from remedis_tf.data import csv_reader  # pylint: disable=g-import-not-at-top
+  _, derived = _split_prefix(prefix)
+  prefix = derived or prefix
+  schema = read_schema(prefix)
+  table = csv_reader.read_csv_table(index_path(prefix))
+  names = schema.label_names
+  table.require_columns(["id", "patient", "view", "site", "shard",
+                         *[f"label:{n}" for n in names], *[f"mask:{n}" for n in names]])
+  parent = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
+  records = []
+  for line, row in table.rows:
+    try:
+      labels = tuple(float(row[f"label:{n}"]) for n in names)
+      mask = tuple(float(row[f"mask:{n}"]) for n in names)
+    except ValueError as e:
+      raise DataError(f"{table.path}:{line}: bad label/mask number ({e})") from e
+    records.append(Record(image_path=parent + row["shard"], example_id=row["id"],
+                          labels=labels, mask=mask, patient_id=row["patient"],
+                          view=row["view"], site=row["site"], source_row=line))
+  return Manifest(records=tuple(records), label_names=names, task=schema.task,
+                  source=TFRECORDS_SOURCE_PREFIX + prefix)

@@ -1,0 +1,164 @@
+"""Up-front checks of every image a manifest points at, with file names and CSV rows.
+
+Graph-mode decode errors inside ``tf.data`` cannot say which CSV row is bad and stop a
+run hours in; :func:`validate_manifest` finds such files before training starts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+from typing import List, Optional, Tuple
+
+import tensorflow as tf
+
+from remedis_tf.data import decode
+from remedis_tf.data import dicom as dicom_lib
+from remedis_tf.data.manifest import Manifest
+from remedis_tf.errors import ConfigError, DataError
+
+CHECKS = ("header", "decode")
+
+
+@dataclasses.dataclass(frozen=True)
+class BadFile:
+  """One unusable image: its path, CSV row (0 if n/a) and the reason."""
+  path: str
+  source_row: int
+  reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class BadReport:
+  """What :func:`validate_manifest` skipped.
+
+  Attributes:
+    total: records checked.
+    count: records found bad (and dropped when skipping).
+    examples: the first few bad files, in manifest order.
+    source: the manifest's source (for messages).
+  """
+  total: int
+  count: int
+  examples: Tuple[BadFile, ...] = ()
+  source: str = ""
+
+  def summary(self) -> str:
+    """Human-readable multi-line summary for the end of a run ("" when nothing was bad)."""
+    if not self.count:
+      return ""
+    lines = [f"skipped {self.count} of {self.total} images from {self.source or 'manifest'} "
+             f"as unreadable; first {len(self.examples)}:"]
+    for bad in self.examples:
+      row = f" (row {bad.source_row})" if bad.source_row else ""
+      lines.append(f"  {bad.path}{row}: {bad.reason}")
+    return "\n".join(lines)
+
+
+def _head(path: str, n: int) -> bytes:
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read(n)
+
+
+def _pil_check(data: bytes) -> None:
+  """Full decode with PIL (an independent decoder); raises on damage PIL detects."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(io.BytesIO(data)) as im:
+      im.load()
+  except Image.DecompressionBombError:
+    pass  # too big for PIL's safety limit, not broken; the TF decode below still runs
+
+
+def check_file(path: str, check: str = "decode",
+               dicom_options: Optional[dicom_lib.DicomOptions] = None) -> Optional[str]:
+  """Returns None if ``path`` is usable, else a one-line reason.
+
+  "header": exists, non-empty, PNG/JPEG/DICOM magic bytes. "decode": additionally a full
+  decode with PIL (PNG/JPEG) or pydicom (DICOM) and with the training pipeline's own
+  decoder, so a file that passes cannot stop a ``tf.data`` pipeline.
+  """
+  try:
+    if not tf.io.gfile.exists(path):
+      return "file not found"
+    if check == "header":
+      if tf.io.gfile.stat(path).length == 0:
+        return "empty file (0 bytes)"
+      head = _head(path, 132)
+      if decode.sniff_format(head) is None:
+        return f"not a PNG, JPEG or DICOM file (starts with {head[:8]!r})"
+      return None
+    data = decode.read_bytes(path)
+    fmt = decode.sniff_format(data[:132])
+    if fmt is None:
+      return f"not a PNG, JPEG or DICOM file (starts with {data[:8]!r})"
+    if fmt != "dicom":
+      try:
+        _pil_check(data)
+      except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...
+        return f"cannot decode {fmt.upper()} data ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    decode.decode_bytes_numpy(data, path, dicom_options=dicom_options)
+    return None
+  except DataError as e:
+    msg = str(e)
+    return msg[len(path) + 2:] if msg.startswith(path + ": ") else msg
+  except tf.errors.OpError as e:
+    return f"cannot read file ({decode.tf_error_text(e)})"
+
+
+def validate_manifest(manifest: Manifest, check: str = "header", num_threads: int = 8,
+                      skip_bad: bool = False, max_examples: int = 10,
+                      dicom_options: Optional[dicom_lib.DicomOptions] = None,
+                      ) -> Tuple[Manifest, BadReport]:
+  """Checks every record's file in a thread pool.
+
+  Args:
+    manifest: records to check.
+    check: "header" (cheap: exists, non-empty, known magic) or "decode" (full decode).
+    num_threads: parallel checks (I/O bound; decoding releases the GIL).
+    skip_bad: False → raise on the first bad file in manifest order; True → drop bad
+      records and report them.
+    max_examples: how many bad files the report lists.
+    dicom_options: DICOM settings used for the decode check.
+
+  Returns:
+    (the good records as a Manifest with the same schema, a BadReport).
+
+  Raises:
+    DataError: (skip_bad=False) naming the first bad file, its CSV row and the reason;
+      (skip_bad=True) when no good record is left.
+  """
+  if check not in CHECKS:
+    raise ConfigError(f"check must be one of {CHECKS}, got {check!r}")
+  records = manifest.records
+  bad: List[int] = []
+  reasons = {}
+  pool = concurrent.futures.ThreadPoolExecutor(max(1, int(num_threads)))
+  try:
+    results = pool.map(lambda r: check_file(r.image_path, check, dicom_options), records)
+    for i, reason in enumerate(results):
+      if reason is None:
+        continue
+      if not skip_bad:
+        rec = records[i]
+        row = f"row {rec.source_row} of {manifest.source}" if rec.source_row else \
+            f"record {i} of {manifest.source or 'manifest'}"
+        raise DataError(f"{rec.image_path} ({row}): {reason} (skip such files with "
+                        "skip_bad / --skip_bad_examples)")
+      bad.append(i)
+      reasons[i] = reason
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)
+  examples = tuple(BadFile(records[i].image_path, records[i].source_row, reasons[i])
+                   for i in bad[:max_examples])
+  report = BadReport(total=len(records), count=len(bad), examples=examples,
+                     source=manifest.source)
+  if not bad:
+    return manifest, report
+  bad_set = set(bad)
+  good = [i for i in range(len(records)) if i not in bad_set]
+  if not good:
+    raise DataError(f"{manifest.source or 'manifest'}: all {len(records)} images are "
+                    f"unreadable, e.g. {examples[0].path}: {examples[0].reason}")
+  return manifest.subset(good, source_suffix=f" (minus {len(bad)} bad)"), report
