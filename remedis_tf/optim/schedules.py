@@ -150,7 +150,8 @@ def scale_steps(steps: Sequence[int], factor: float) -> list:
   return scaled
 
 
-def _check_boundaries(boundaries: Sequence[int]) -> Tuple[int, ...]:
+def check_boundaries(boundaries: Sequence[int]) -> Tuple[int, ...]:
+  """Validates step-decay boundaries (>= 2, non-negative, strictly increasing); returns ints."""
   boundaries = tuple(int(b) for b in boundaries)
   if len(boundaries) < 2 or boundaries[0] < 0 or any(
       b <= a for a, b in zip(boundaries, boundaries[1:])):
@@ -171,7 +172,7 @@ class BiTHyperRuleSchedule(keras.optimizers.schedules.LearningRateSchedule):
   def __init__(self, peak_lr: float, boundaries: Sequence[int], name: Optional[str] = None):
     super().__init__()
     self.peak_lr = float(peak_lr)
-    self.boundaries = _check_boundaries(boundaries)
+    self.boundaries = check_boundaries(boundaries)
     self.name = name
 
   def __call__(self, step):

@@ -1,0 +1,226 @@
+"""Optimizer from a frozen config: LARS / SGD / AdamW / LAMB with a scaled, scheduled lr.
+
+Weight-decay (and, for LARS, trust-ratio) exclusions are chosen by variable OBJECT:
+:func:`norm_and_bias_variables` walks a model's layers and returns the GN/BN/LN
+parameters and every bias, which callers pass as ``exclude``. Keras 3 variable names carry
+no layer path, so name patterns are not used anywhere.
+
+Weight decay semantics differ by optimizer: LARS adds ``wd·w`` to the gradient before the
+trust ratio (SimCLR); SGD, AdamW and LAMB use Keras' decoupled decay
+(``w -= lr·wd·w`` each step). LAMB's trust ratio is applied to every variable (Keras' LAMB
+has no adaptation exclusion).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import keras
+
+from remedis_tf.errors import ConfigError
+from remedis_tf.optim import schedules
+from remedis_tf.optim.lars import LARS
+
+OPTIMIZERS = ("lars", "sgd", "adamw", "lamb")
+SCHEDULES = ("warmup_cosine", "bit_hyperrule", "constant")
+# Where the BiT-HyperRule's three decays fall as fractions of the schedule (6000/20000 etc.)
+# when only warmup_steps/total_steps are given.
+_HYPERRULE_DECAY_FRACTIONS = (0.3, 0.6, 0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """How to build the optimizer and its learning-rate schedule.
+
+  Attributes:
+    name: "lars" | "sgd" | "adamw" | "lamb".
+    base_lr: learning rate before batch scaling (0.3 for SimCLR/REMEDIS LARS, 0.003 for
+      BiT-HyperRule SGD).
+    lr_scaling: "linear" (base·B/reference_batch_size) | "sqrt" (base·√B) | "none".
+    schedule: "warmup_cosine" | "bit_hyperrule" | "constant".
+    warmup_steps: linear warmup length in optimizer steps ("constant" requires 0).
+    total_steps: schedule length in optimizer steps.
+    weight_decay: L2 / decoupled decay coefficient (>= 0; 0 disables it).
+    momentum: momentum for LARS and SGD, in [0, 1).
+    trust_coefficient: LARS eta.
+    nesterov: Nesterov momentum (SGD only; LARS is classic momentum).
+    reference_batch_size: batch of the "linear" rule; None → 512 for "bit_hyperrule"
+      (BiT's convention) and 256 otherwise (SimCLR's).
+    boundaries: "bit_hyperrule" steps (warmup end, decays..., end == total_steps); empty →
+      [warmup_steps, 0.3·T, 0.6·T, 0.9·T, T] with T = total_steps.
+  """
+  name: str = "lars"
+  base_lr: float = 0.3
+  lr_scaling: str = "linear"
+  schedule: str = "warmup_cosine"
+  warmup_steps: int = 0
+  total_steps: int = 1000
+  weight_decay: float = 1e-6
+  momentum: float = 0.9
+  trust_coefficient: float = 0.001
+  nesterov: bool = False
+  reference_batch_size: Optional[int] = None
+  boundaries: Tuple[int, ...] = ()
+
+  def __post_init__(self):
+    def bad(field, why):
+      raise ConfigError(f"OptimizerConfig.{field}={getattr(self, field)!r}: {why}")
+    if self.name not in OPTIMIZERS:
+      bad("name", f"unknown optimizer; valid: {', '.join(OPTIMIZERS)}")
+    if self.lr_scaling not in schedules.LR_SCALINGS:
+      bad("lr_scaling", f"unknown scaling; valid: {', '.join(schedules.LR_SCALINGS)}")
+    if self.schedule not in SCHEDULES:
+      bad("schedule", f"unknown schedule; valid: {', '.join(SCHEDULES)}")
+    if not self.base_lr > 0:
+      bad("base_lr", "must be > 0")
+    if self.total_steps <= 0:
+      bad("total_steps", "must be > 0")
+    if not 0 <= self.warmup_steps <= self.total_steps:
+      bad("warmup_steps", f"must be in [0, total_steps={self.total_steps}]")
+    if self.schedule == "constant" and self.warmup_steps:
+      bad("warmup_steps", "must be 0 for the constant schedule (use warmup_cosine)")
+    if self.weight_decay < 0:
+      bad("weight_decay", "must be >= 0")
+    if not 0 <= self.momentum < 1:
+      bad("momentum", "must be in [0, 1)")
+    if not self.trust_coefficient > 0:
+      bad("trust_coefficient", "must be > 0")
+    if self.nesterov and self.name != "sgd":
+      bad("nesterov", f"only supported by sgd, not {self.name}")
+    if self.reference_batch_size is not None and self.reference_batch_size <= 0:
+      bad("reference_batch_size", "must be > 0")
+    if self.boundaries:
+      if self.schedule != "bit_hyperrule":
+        bad("boundaries", "only used by the bit_hyperrule schedule")
+      try:
+        bounds = schedules.check_boundaries(self.boundaries)
+      except ConfigError as e:
+        bad("boundaries", str(e))
+      if bounds[-1] != self.total_steps:
+        bad("boundaries", f"last boundary must equal total_steps={self.total_steps}")
+    elif self.schedule == "bit_hyperrule":
+      try:
+        self.hyperrule_boundaries()
+      except ConfigError:
+        bad("warmup_steps", f"too long for a bit_hyperrule schedule of {self.total_steps} "
+            f"steps (must end before 0.3·total_steps)")
+
+  def hyperrule_boundaries(self) -> Tuple[int, ...]:
+    """The bit_hyperrule steps: ``boundaries`` or ones derived from warmup/total steps."""
+    if self.boundaries:
+      return tuple(int(b) for b in self.boundaries)
+    total = self.total_steps
+    derived = ((self.warmup_steps,) + tuple(int(round(f * total))
+                                            for f in _HYPERRULE_DECAY_FRACTIONS) + (total,))
+    return schedules.check_boundaries(derived)
+
+  def peak_learning_rate(self, global_batch_size: int) -> float:
+    """``base_lr`` scaled for ``global_batch_size`` by ``lr_scaling``."""
+    reference = self.reference_batch_size or (
+        schedules.HYPERRULE_REFERENCE_BATCH if self.schedule == "bit_hyperrule" else 256)
+    return schedules.scaled_learning_rate(self.base_lr, global_batch_size, self.lr_scaling,
+                                          reference)
+
+
+def bit_hyperrule_config(dataset_size: int, base_lr: float = 0.003,
+                         step_scale: float = 1.0) -> OptimizerConfig:
+  """BiT-HyperRule fine-tuning config: SGD momentum 0.9, no weight decay, step decays.
+
+  ``step_scale`` shrinks the schedule proportionally for demos (see
+  :func:`remedis_tf.optim.schedules.scale_steps`); 1.0 is the published rule. MixUp and
+  resolution come from :func:`remedis_tf.optim.schedules.bit_hyperrule`.
+  """
+  steps = schedules.bit_hyperrule(dataset_size, schedules.HYPERRULE_REFERENCE_BATCH,
+                                  base_lr)["steps"]
+  if step_scale != 1.0:
+    steps = schedules.scale_steps(steps, step_scale)
+  return OptimizerConfig(name="sgd", base_lr=base_lr, lr_scaling="linear",
+                         schedule="bit_hyperrule", warmup_steps=steps[0],
+                         total_steps=steps[-1], weight_decay=0.0, momentum=0.9,
+                         boundaries=tuple(steps))
+
+
+def build_learning_rate(cfg: OptimizerConfig, global_batch_size: int):
+  """The float or ``LearningRateSchedule`` the optimizer gets (peak = scaled base lr)."""
+  peak = cfg.peak_learning_rate(global_batch_size)
+  if cfg.schedule == "warmup_cosine":
+    return schedules.WarmupCosine(peak, cfg.warmup_steps, cfg.total_steps)
+  if cfg.schedule == "bit_hyperrule":
+    return schedules.BiTHyperRuleSchedule(peak, cfg.hyperrule_boundaries())
+  return float(peak)
+
+
+def build_optimizer(cfg: OptimizerConfig, global_batch_size: int,
+                    variables: Optional[Iterable] = None,
+                    exclude: Sequence = ()) -> keras.optimizers.Optimizer:
+  """Builds the optimizer described by ``cfg``.
+
+  Args:
+    cfg: the config.
+    global_batch_size: batch summed over replicas (drives the lr scaling).
+    variables: if given, the optimizer is built on them now (create it inside
+      ``strategy.scope()``); do this before ``tf.train.Checkpoint.restore`` under
+      MirroredStrategy (DESIGN.md §6).
+    exclude: variable objects excluded from weight decay (and from LARS trust scaling),
+      usually ``norm_and_bias_variables(model)``.
+  """
+  lr = build_learning_rate(cfg, global_batch_size)
+  exclude = list(exclude)
+  wd = cfg.weight_decay or None  # Keras treats None as "no decay"
+  if cfg.name == "lars":
+    optimizer = LARS(lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                     trust_coefficient=cfg.trust_coefficient,
+                     exclude_from_weight_decay=exclude)
+  else:
+    if cfg.name == "sgd":
+      optimizer = keras.optimizers.SGD(lr, momentum=float(cfg.momentum), nesterov=cfg.nesterov,
+                                       weight_decay=wd)
+    elif cfg.name == "adamw":
+      optimizer = keras.optimizers.AdamW(lr, weight_decay=float(cfg.weight_decay))
+    else:
+      optimizer = keras.optimizers.Lamb(lr, weight_decay=wd)
+    optimizer.exclude_from_weight_decay(var_list=exclude)
+  if variables is not None:
+    optimizer.build(list(variables))
+  return optimizer
+
+
+_NORM_LAYERS = (keras.layers.GroupNormalization, keras.layers.BatchNormalization,
+                keras.layers.LayerNormalization)
+
+
+def _all_layers(model_or_layers) -> List[keras.layers.Layer]:
+  roots = ([model_or_layers] if isinstance(model_or_layers, keras.layers.Layer)
+           else list(model_or_layers))
+  layers = []
+  for root in roots:
+    if not isinstance(root, keras.layers.Layer):
+      raise TypeError(f"expected Keras layers/models, got {type(root).__name__}")
+    # Keras 3 has no public recursive layer listing (Model.layers is one level deep).
+    layers.extend(root._flatten_layers(include_self=True, recursive=True))
+  return layers
+
+
+def norm_and_bias_variables(
+    model_or_layers: Union[keras.layers.Layer, Iterable[keras.layers.Layer]]) -> list:
+  """Normalisation parameters and biases of (built) layers, chosen by object.
+
+  Returns, without duplicates and in layer order: gamma/beta of every GroupNormalization,
+  BatchNormalization and LayerNormalization layer, and the bias of every layer that has
+  one (Dense, Conv, ...). BatchNorm moving statistics are not returned (not trainable).
+  """
+  found, seen = [], set()
+
+  def add(variable):
+    if isinstance(variable, keras.Variable) and id(variable) not in seen:
+      seen.add(id(variable))
+      found.append(variable)
+
+  for layer in _all_layers(model_or_layers):
+    if isinstance(layer, _NORM_LAYERS):
+      add(getattr(layer, "gamma", None))
+      add(getattr(layer, "beta", None))
+    else:
+      add(getattr(layer, "bias", None))
+  return found
