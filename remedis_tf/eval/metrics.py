@@ -113,20 +113,24 @@ def roc_auc(labels: ArrayLike, scores: ArrayLike, sample_weight: Optional[ArrayL
   _check_finite_scores(scores, used)
   if labels.shape[0] == 0:
     return _unbatch(np.full((w.shape[0],), np.nan), batched)
-  # Sort once; bins of equal score let ties be credited 1/2 via the bin's own negatives.
-  order = np.argsort(scores, kind="mergesort")
-  s = scores[order]
-  starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-  y = labels[order]
+  # Each positive is credited the weight of negatives scoring below it plus half of those
+  # tied with it: both are differences of one cumulative sum over the sorted negatives,
+  # read at positions found once by binary search.
+  pos_idx = np.flatnonzero(labels == 1)
+  neg_idx = np.flatnonzero(labels == 0)
+  neg_idx = neg_idx[np.argsort(scores[neg_idx], kind="mergesort")]
+  neg_scores = scores[neg_idx]
+  below = np.searchsorted(neg_scores, scores[pos_idx], side="left")
+  not_above = np.searchsorted(neg_scores, scores[pos_idx], side="right")
   out = np.empty((w.shape[0],))
   step = max(1, _CHUNK_ELEMENTS // max(1, labels.shape[0]))
   for lo in range(0, w.shape[0], step):
-    ws = w[lo:lo + step][:, order]
-    pos = np.add.reduceat(ws * y, starts, axis=1)
-    neg = np.add.reduceat(ws * (1.0 - y), starts, axis=1)
-    neg_below = np.cumsum(neg, axis=1) - neg
-    num = (pos * (neg_below + 0.5 * neg)).sum(1)
-    out[lo:lo + step] = _safe_divide(num, pos.sum(1) * neg.sum(1))
+    chunk = w[lo:lo + step]
+    cum = np.zeros((chunk.shape[0], neg_idx.size + 1))
+    np.cumsum(chunk[:, neg_idx], axis=1, out=cum[:, 1:])
+    wp = chunk[:, pos_idx]
+    num = (wp * (0.5 * (cum[:, below] + cum[:, not_above]))).sum(1)
+    out[lo:lo + step] = _safe_divide(num, wp.sum(1) * cum[:, -1])
   return _unbatch(out, batched)
 
 
