@@ -47,7 +47,8 @@ class OptimizerConfig:
     nesterov: Nesterov momentum (SGD only; LARS is classic momentum).
     reference_batch_size: batch of the "linear" rule; None → 512 for "bit_hyperrule"
       (BiT's convention) and 256 otherwise (SimCLR's).
-    boundaries: "bit_hyperrule" steps (warmup end, decays..., end == total_steps); empty →
+    boundaries: "bit_hyperrule" steps (warmup end, decays..., end == total_steps); when
+      given, boundaries[0] is the warmup end and warmup_steps is not used; empty →
       [warmup_steps, 0.3·T, 0.6·T, 0.9·T, T] with T = total_steps.
   """
   name: str = "lars"
