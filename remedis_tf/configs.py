@@ -58,3 +58,37 @@ def read_run_config(run_dir: str) -> Dict[str, Any]:
   if not tf.io.gfile.exists(path):
     raise ConfigError(f"no {RUN_CONFIG_FILE} in run directory {run_dir}")
   return io_utils.read_json(path)
+
+
+def field_docs(cls: type) -> Dict[str, str]:
+  """Descriptions of a dataclass' fields, read from the ``Attributes:`` section of its
+  docstring (``name: text`` or ``a, b: text`` entries, continuation lines indented).
+
+  Binaries use this so every generated flag's ``--help`` explains the field.
+  """
+  doc = cls.__doc__ or ""
+  if "Attributes:" not in doc:
+    return {}
+  lines = doc.split("Attributes:", 1)[1].splitlines()
+  docs: Dict[str, str] = {}
+  current: list = []
+  indent = None
+  for line in lines:
+    if not line.strip():
+      continue
+    stripped = line.lstrip()
+    this_indent = len(line) - len(stripped)
+    if indent is None:
+      indent = this_indent
+    if this_indent < indent:
+      break
+    head, sep, text = stripped.partition(":")
+    if this_indent == indent and sep and all(
+        n.strip().isidentifier() for n in head.split(",")):
+      current = [n.strip() for n in head.split(",")]
+      for n in current:
+        docs[n] = text.strip()
+    else:
+      for n in current:
+        docs[n] = (docs[n] + " " + stripped).strip()
+  return docs

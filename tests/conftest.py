@@ -12,3 +12,14 @@ try:
       _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 except RuntimeError:  # already initialised by an earlier import
   pass
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_collective_keys():
+  """Each MirroredStrategy created in one process must use fresh collective keys, else a
+  second strategy's all-reduce can collide with the first one's (tensorflow#62790)."""
+  tf.distribute.MirroredStrategy._collective_key_base += 100000  # pylint: disable=protected-access
+  yield

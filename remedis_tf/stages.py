@@ -1,0 +1,197 @@
+"""The three REMEDIS stages as library calls (what the binaries and the demo run).
+
+* :func:`run_contrastive` — stage 2 (SimCLR / MICLe).
+* :func:`run_supervised` — stage 1 (BiT-style upstream) and stage 3 (fine-tuning), with
+  model selection on a validation set (the best checkpoint is kept in ``run_dir/best``).
+* :func:`load_classifier` — rebuilds a trained classifier from its run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Callable, Dict, Optional, Tuple
+
+import tensorflow as tf
+
+from remedis_tf import configs, io_utils
+from remedis_tf.data import augment as augment_lib
+from remedis_tf.data.manifest import Manifest
+from remedis_tf.errors import CheckpointError, ConfigError
+from remedis_tf.eval import metrics as metrics_lib
+from remedis_tf.eval import predict as predict_lib
+from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.train import loop as loop_lib
+from remedis_tf.train import strategy as strategy_lib
+from remedis_tf.train.contrastive import ContrastiveConfig, ContrastiveTask
+from remedis_tf.train.supervised import SupervisedConfig, SupervisedTask
+
+BEST_SUBDIR = "best"
+BEST_INFO = "best.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+  """Where and how to compute.
+
+  Attributes:
+    strategy: default | mirrored | multi_worker | tpu.
+    tpu: TPU name/address or "local" (strategy=tpu only).
+    num_cpu_devices: logical CPU devices for ``mirrored`` on a GPU-less machine.
+    precision: float32 | bfloat16 | float16 (mixed policies).
+  """
+  strategy: str = "default"
+  tpu: str = ""
+  num_cpu_devices: int = 0
+  precision: str = "float32"
+
+
+def steps_for_epochs(epochs: float, num_examples: int, global_batch_size: int) -> int:
+  """Optimizer steps for ``epochs`` passes over ``num_examples`` (at least 1)."""
+  return max(1, int(math.ceil(epochs * num_examples / global_batch_size)))
+
+
+def _setup(runtime: RuntimeConfig) -> Tuple[tf.distribute.Strategy, str]:
+  policy = strategy_lib.set_precision(runtime.precision)
+  strategy = strategy_lib.make_strategy(runtime.strategy, runtime.tpu or None,
+                                        runtime.num_cpu_devices)
+  return strategy, policy
+
+
+def run_contrastive(manifest: Manifest, config: ContrastiveConfig,
+                    optimizer: OptimizerConfig, augment: augment_lib.AugmentConfig,
+                    loop: loop_lib.LoopConfig, runtime: RuntimeConfig = RuntimeConfig(),
+                    log: Callable[[str], None] = print, **loop_kwargs) -> loop_lib.LoopResult:
+  """Stage 2: contrastive pretraining of ``config.variant`` on ``manifest`` (labels unused
+  except by the optional online linear probe)."""
+  strategy, policy = _setup(runtime)
+  log(f"[contrastive] {len(manifest)} images from {manifest.source}; "
+      f"{strategy.num_replicas_in_sync} replica(s); precision {policy}")
+  task = ContrastiveTask(config, optimizer, augment, manifest, policy)
+  run_config = {"stage": "contrastive", "contrastive": config, "optimizer": optimizer,
+                "augment": augment, "loop": loop, "runtime": runtime,
+                "data": {"source": manifest.source, "num_examples": len(manifest)}}
+  return loop_lib.run_loop(task, strategy, loop, run_config, log=log, **loop_kwargs)
+
+
+def task_metric(result: Dict) -> Tuple[str, float]:
+  """The model-selection metric of an ``evaluate_predictions`` result: mean AUC for
+  multi-label/binary, top-1 accuracy for multi-class."""
+  for name in ("mean_auc", "top1_accuracy"):
+    if name in result.get("metrics", {}):
+      value = result["metrics"][name]
+      return name, float(value["value"] if isinstance(value, dict) else value)
+  raise KeyError(f"no selection metric in {sorted(result.get('metrics', {}))}")
+
+
+def evaluate_task(task: SupervisedTask, manifest: Manifest, image_size: int,
+                  batch_size: int = 64, num_bootstrap: int = 0, seed: int = 0,
+                  operating_point=None, keep_scores: bool = False):
+  """Predicts ``manifest`` with ``task``'s model and computes the task metrics.
+
+  Returns ``(result dict, Predictions)``.
+  """
+  def forward(images):
+    out = task.forward(images, training=False)
+    return {"scores": task.scores_from_logits(out["logits"]), "embedding": out["embedding"]}
+
+  preds = predict_lib.predict(forward, manifest, image_size, batch_size=batch_size)
+  kwargs = {}
+  if operating_point is not None:
+    kwargs["operating_point"] = operating_point
+  result = metrics_lib.evaluate_predictions(
+      manifest.task, preds.labels, preds.scores, preds.mask,
+      patients=preds.patients if any(preds.patients) else None,
+      label_names=list(manifest.label_names), num_bootstrap=num_bootstrap, seed=seed,
+      **kwargs)
+  return result, preds
+
+
+def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: OptimizerConfig,
+                   augment: Optional[augment_lib.AugmentConfig], image_size: int,
+                   loop: loop_lib.LoopConfig, runtime: RuntimeConfig = RuntimeConfig(),
+                   validation: Optional[Manifest] = None, eval_batch_size: int = 64,
+                   stage: str = "finetune", log: Callable[[str], None] = print,
+                   **loop_kwargs) -> loop_lib.LoopResult:
+  """Stage 1 or 3: supervised training; with ``validation``, the checkpoint with the best
+  validation metric is kept in ``run_dir/best`` (``best.json`` records step and value)."""
+  strategy, policy = _setup(runtime)
+  log(f"[{stage}] {len(train)} training images from {train.source} ({train.task}, "
+      f"{train.num_labels} outputs); {strategy.num_replicas_in_sync} replica(s); "
+      f"precision {policy}; mode {config.train_mode}")
+  task = SupervisedTask(config, optimizer, augment, image_size, train, policy)
+  run_config = {"stage": stage, "supervised": config, "optimizer": optimizer,
+                "augment": augment, "image_size": image_size, "loop": loop,
+                "runtime": runtime,
+                "data": {"source": train.source, "num_examples": len(train),
+                         "task": train.task, "label_names": list(train.label_names)}}
+  eval_hook = None
+  if validation is not None:
+    eval_hook = _model_selection_hook(task, validation, image_size, eval_batch_size,
+                                      loop.run_dir, strategy)
+  return loop_lib.run_loop(task, strategy, loop, run_config, log=log, eval_hook=eval_hook,
+                           **loop_kwargs)
+
+
+def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size: int,
+                          batch_size: int, run_dir: str, strategy):
+  best_dir = os.path.join(run_dir, BEST_SUBDIR)
+  info_path = os.path.join(best_dir, BEST_INFO)
+  state = {"manager": None}
+
+  def hook(step: int) -> Dict[str, float]:
+    result, _ = evaluate_task(task, validation, image_size, batch_size)
+    name, value = task_metric(result)
+    best = io_utils.read_json(info_path) if tf.io.gfile.exists(info_path) else None
+    improved = best is None or (math.isfinite(value) and
+                                (not math.isfinite(best["value"]) or value > best["value"]))
+    if improved:
+      if state["manager"] is None:
+        checkpoint = tf.train.Checkpoint(**task.model_items())
+        directory = best_dir if strategy_lib.is_chief(strategy) else os.path.join(
+            run_dir, f".best_worker{strategy_lib.worker_id(strategy)}_tmp")
+        state["manager"] = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
+      path = state["manager"].save(checkpoint_number=step)
+      if strategy_lib.is_chief(strategy):
+        io_utils.atomic_write_json(info_path, {"step": step, "metric": name, "value": value,
+                                               "checkpoint": path})
+    return {f"val_{name}": value}
+
+  return hook
+
+
+def load_classifier(run_dir: str, which: str = "best") -> Tuple[SupervisedTask, Dict]:
+  """Rebuilds a trained classifier from a supervised run directory.
+
+  Args:
+    run_dir: a ``run_supervised`` run directory (has ``config.json``).
+    which: ``best`` (model-selection checkpoint, falling back to latest when the run had no
+      validation set) or ``latest``.
+  Returns:
+    ``(task, run_config)``; use ``task.forward`` / ``evaluate_task``.
+  """
+  run_config = configs.read_run_config(run_dir)
+  if "supervised" not in run_config:
+    raise CheckpointError(f"{run_dir} is not a supervised run (stage "
+                          f"{run_config.get('stage')!r}); evaluate a fine-tuning run")
+  sup = configs.from_dict(SupervisedConfig, run_config["supervised"])
+  sup = dataclasses.replace(sup, init="")
+  opt = configs.from_dict(OptimizerConfig, run_config["optimizer"])
+  data = run_config["data"]
+  schema = Manifest(records=(), label_names=tuple(data["label_names"]), task=data["task"],
+                    source=f"schema of {run_dir}")
+  precision = run_config.get("runtime", {}).get("precision", "float32")
+  policy = strategy_lib.set_precision(precision)
+  task = SupervisedTask(sup, opt, None, int(run_config["image_size"]), schema, policy)
+  task.build(tf.distribute.get_strategy())
+  path = None
+  if which == "best":
+    path = tf.train.latest_checkpoint(os.path.join(run_dir, BEST_SUBDIR))
+  if path is None:
+    path = tf.train.latest_checkpoint(os.path.join(run_dir, loop_lib.CHECKPOINT_SUBDIR))
+  if path is None:
+    raise CheckpointError(f"no checkpoint found in {run_dir}")
+  tf.train.Checkpoint(**task.model_items()).restore(path).expect_partial(
+      ).assert_existing_objects_matched()
+  return task, {**run_config, "restored_checkpoint": path}

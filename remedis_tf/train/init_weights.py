@@ -1,0 +1,76 @@
+"""Where a fresh run's weights come from: BiT ``.npz``, SavedModel / TF Hub, or our checkpoint.
+
+``init`` strings:
+  * ``""`` — random initialisation;
+  * ``*.npz`` — a BiT weight file (e.g. ``BiT-M-R50x1.npz``);
+  * a SavedModel directory (has ``saved_model.pb``), ``gs://`` SavedModel, or a TF Hub handle
+    (``https://tfhub.dev/...``, ``https://www.kaggle.com/models/...``);
+  * anything else — one of our checkpoints: a checkpoint prefix, a ``checkpoints/``
+    directory, or a run directory.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+import keras
+import tensorflow as tf
+
+from remedis_tf.errors import ConfigError
+from remedis_tf.models.resnet_v2 import ResNetV2
+
+INIT_KINDS = ("none", "npz", "savedmodel", "checkpoint")
+
+
+def init_kind(init: str) -> str:
+  """Classifies an init string into one of INIT_KINDS (no file is read beyond a stat)."""
+  if not init:
+    return "none"
+  if init.endswith(".npz"):
+    return "npz"
+  if init.startswith(("http://", "https://")) or "tfhub.dev" in init:
+    return "savedmodel"
+  if tf.io.gfile.exists(os.path.join(init, "saved_model.pb")):
+    return "savedmodel"
+  return "checkpoint"
+
+
+def build_backbone(variant: str, init: str = "", image_size: int = 64
+                   ) -> Tuple[keras.Model, List[str]]:
+  """Builds the backbone for ``variant``; SavedModel inits decide the backbone type here.
+
+  Returns ``(backbone, notes)``. For a SavedModel whose variables follow BiT's names the
+  result is a native ResNetV2 with those weights; otherwise a trainable SavedModel wrapper.
+  """
+  if init_kind(init) == "savedmodel":
+    from remedis_tf.weights import savedmodel
+    backbone, how = savedmodel.load_backbone(init, variant=variant or None)
+    return backbone, [f"backbone from SavedModel {init} ({how})"]
+  return ResNetV2(variant).build_for(image_size), []
+
+
+def load_init(init: str, backbone: keras.Model, projection_head=None,
+              restore_projection: bool = False) -> List[str]:
+  """Loads ``init`` into an already built backbone (and projection head) for a fresh run.
+
+  SavedModel inits were already applied by :func:`build_backbone`. Returns report lines,
+  including which checkpoint items were not restored.
+  """
+  kind = init_kind(init)
+  if kind == "none":
+    return ["random initialisation (no --init given)"]
+  if kind == "savedmodel":
+    return [f"weights already loaded from SavedModel {init}"]
+  if kind == "npz":
+    from remedis_tf.weights import bit_npz
+    report = bit_npz.load_bit_npz(backbone, init, load_head=False)
+    return [f"backbone from BiT npz {init}: {report}"]
+  from remedis_tf.weights import checkpoint_io
+  items: Dict[str, object] = {"backbone": backbone}
+  if restore_projection:
+    if projection_head is None:
+      raise ConfigError("restoring the projection head needs a model that has one")
+    items["projection_head"] = projection_head
+  report = checkpoint_io.restore_items(init, **items)
+  return [f"from checkpoint {init}: {report}"]
