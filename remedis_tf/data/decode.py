@@ -63,12 +63,18 @@ def _target_size(height: tf.Tensor, width: tf.Tensor, max_size: int) -> tf.Tenso
   return tf.stack([h, w])
 
 
-def _shrink(image: tf.Tensor, max_size: Optional[int], scale: float) -> tf.Tensor:
-  """Native-channel image (any dtype) → float32 in [0, 1], longest side <= max_size."""
+def _shrink(image: tf.Tensor, max_size: Optional[int], scale: float,
+            original_hw: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """Native-channel image (any dtype) → float32 in [0, 1], longest side <= max_size.
+
+  ``original_hw`` (the size before a DCT reduction) fixes the output size so it does not
+  depend on the reduction's rounding.
+  """
   if max_size is None:
     return tf.cast(image, tf.float32) / scale
   shape = tf.shape(image)
-  size = _target_size(shape[0], shape[1], max_size)
+  hw = shape[:2] if original_hw is None else original_hw
+  size = _target_size(hw[0], hw[1], max_size)
   needs = tf.reduce_any(tf.not_equal(size, shape[:2]))
   return tf.cond(
       needs,
@@ -101,7 +107,7 @@ def _decode_jpeg(data: tf.Tensor, max_size: Optional[int]) -> tf.Tensor:
                 longest >= 8 * max_size]), tf.int32))
   branches = [lambda r=r: tf.io.decode_jpeg(data, channels=0, ratio=r) for r in (1, 2, 4, 8)]
   image = tf.switch_case(ratio_index, branches)
-  return _shrink(image, max_size, 255.0)
+  return _shrink(image, max_size, 255.0, original_hw=shape[:2])
 
 
 def _decode_dicom(data: tf.Tensor, max_size: Optional[int],
