@@ -7,7 +7,7 @@ All recipes return the same :class:`Manifest` form as the CSV reader; labels fol
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 

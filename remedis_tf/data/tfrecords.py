@@ -26,12 +26,11 @@ import concurrent.futures
 import csv
 import dataclasses
 import io
-import json
 import math
 import re
 import time
 import uuid
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf

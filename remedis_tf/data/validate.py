@@ -97,7 +97,8 @@ def check_file(path: str, check: str = "decode",
       try:
         _pil_check(data)
       except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...
-        return f"cannot decode {fmt.upper()} data ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return f"cannot decode {fmt.upper()} data ({detail})"
     decode.decode_bytes_numpy(data, path, dicom_options=dicom_options)
     return None
   except DataError as e:

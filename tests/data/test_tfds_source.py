@@ -35,7 +35,8 @@ def test_convert_binary_multiclass_unlabelled():
   binary = list(tfds_source.convert_examples(
       ds.map(lambda e: {**e, "label": e["label"] % 2}), 2, id_prefix="pc/").as_numpy_iterator())
   np.testing.assert_allclose(binary[1]["image"], images[1] / 255.0, atol=1e-7)
-  assert [b["label"].tolist() for b in binary] == [[0.0], [1.0], [0.0], [0.0]]  # labels 0,1,2,0 mod 2
+  # labels 0, 1, 2, 0 mod 2
+  assert [b["label"].tolist() for b in binary] == [[0.0], [1.0], [0.0], [0.0]]
   assert binary[2]["id"] == b"pc/2" and binary[0]["mask"].tolist() == [1.0]
   multi = list(tfds_source.convert_examples(ds, 3).as_numpy_iterator())
   np.testing.assert_array_equal([m["label"] for m in multi], np.eye(3)[labels])

@@ -38,8 +38,9 @@ def _manifest(tmp_path, n=7, bad=()):
 def test_round_trip_exact(tmp_path):
   m, images = _manifest(tmp_path)
   calls = []
-  summary = tfrecords.write_tfrecords(m, str(tmp_path / "out" / "ds"), num_shards=3,
-                                      num_workers=2, progress_callback=lambda d, t: calls.append((d, t)))
+  summary = tfrecords.write_tfrecords(
+      m, str(tmp_path / "out" / "ds"), num_shards=3, num_workers=2,
+      progress_callback=lambda d, t: calls.append((d, t)))
   assert summary["count"] == 7 and summary["skipped"] == 0 and len(summary["files"]) == 3
   assert calls[-1] == (7, 7) and len(calls) == 7
   side = json.load(open(tmp_path / "out" / "ds.manifest.json"))
