@@ -276,6 +276,10 @@ class LoadedBackbone:
   report: Optional[bit_npz.LoadReport] = None
   note: str = ""
 
+  def __iter__(self):
+    """Unpacks as ``model, how = load_backbone(...)``."""
+    return iter((self.model, self.how))
+
 
 def load_backbone(path_or_handle: str, variant: Optional[str] = None) -> LoadedBackbone:
   """Loads a backbone from a BiT ``.npz``, a SavedModel directory or a TF Hub handle.

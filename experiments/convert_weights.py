@@ -1,0 +1,200 @@
+r"""Converts backbone weights between BiT .npz, SavedModel / TF Hub and our checkpoints.
+
+Examples:
+  # BiT-M-R50x1.npz -> a hub-style SavedModel ([0,1] images in, feature map out)
+  python -m experiments.convert_weights --input BiT-M-R50x1.npz --output bit_m_r50x1_sm
+  # a REMEDIS SavedModel directory -> BiT .npz
+  python -m experiments.convert_weights --input cxr-50x1-remedis-m --output remedis.npz
+  # our training run (latest checkpoint) -> SavedModel
+  python -m experiments.convert_weights --input runs/simclr --output exported_sm
+  # look inside without running anything
+  python -m experiments.convert_weights --input cxr-50x1-remedis-m --inspect
+
+Formats (``auto``): input ``*.npz`` is BiT npz; a directory with ``saved_model.pb`` is a
+SavedModel; ``scheme://`` other than gs:// is a TF Hub handle; anything else is one of our
+checkpoints (prefix, checkpoint directory or run directory). Output ``*.npz`` is npz, a
+path whose last component contains ``ckpt`` is a checkpoint prefix, anything else a
+SavedModel directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Optional, Tuple
+
+from absl import flags
+
+from experiments import _cli
+from remedis_tf.errors import CheckpointError, ConfigError
+
+FORMATS_IN = ("auto", "npz", "savedmodel", "checkpoint", "hub")
+FORMATS_OUT = ("auto", "npz", "savedmodel", "checkpoint")
+
+def define_flags() -> None:
+  """Registers this binary's flags (only when run as a program, so importing it for tests
+  cannot collide with other binaries' flags)."""
+  flags.DEFINE_string("input", None, "Weights to read: a BiT .npz, a SavedModel directory "
+                      "(local or gs://), a TF Hub handle/URL, or one of our checkpoints (prefix, "
+                      "checkpoint directory or run directory).")
+  flags.DEFINE_string("output", None, "Where to write: *.npz (BiT layout), a SavedModel "
+                      "directory, or a checkpoint prefix (name containing 'ckpt'). Not needed "
+                      "with --inspect.")
+  flags.DEFINE_string("variant", None, "Backbone variant (e.g. r50x1, r152x2). Inferred from "
+                      "the weights' shapes when omitted.")
+  flags.DEFINE_enum("input_format", "auto", FORMATS_IN, "Format of --input; auto infers it "
+                    "from the path (see module docstring).")
+  flags.DEFINE_enum("output_format", "auto", FORMATS_OUT, "Format of --output; auto infers it "
+                    "from the path (see module docstring).")
+  flags.DEFINE_bool("with_head", False, "Also convert the classification head (e.g. BiT's "
+                    "1000/21843-class head) when the input has one.")
+  flags.DEFINE_integer("image_size", None, "SavedModel output only: fix the input signature "
+                       "to [B, S, S, 3]. Default: any height/width.")
+  flags.DEFINE_bool("inspect", False, "Print the input's variables (name, shape, dtype) "
+                    "without loading or running it, then exit.")
+
+
+FLAGS = flags.FLAGS
+
+
+def detect_input_format(path: str) -> str:
+  """npz / savedmodel / hub / checkpoint from the path alone (a stat at most)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if path.endswith(".npz"):
+    return "npz"
+  if "://" in path and not path.startswith("gs://"):
+    return "hub"
+  if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+    return "savedmodel"
+  return "checkpoint"
+
+
+def detect_output_format(path: str) -> str:
+  if path.endswith(".npz"):
+    return "npz"
+  if "ckpt" in os.path.basename(path.rstrip("/")):
+    return "checkpoint"
+  return "savedmodel"
+
+
+def inspect(path: str, fmt: str) -> List[Tuple[str, tuple, str]]:
+  """``(name, shape, dtype)`` of every variable in ``path``, without running anything."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from remedis_tf.weights import bit_npz, checkpoint_io, savedmodel  # pylint: disable=g-import-not-at-top
+  if fmt == "npz":
+    return [(k, tuple(v.shape), v.dtype.name) for k, v in sorted(bit_npz.read_npz(path).items())]
+  if fmt in ("savedmodel", "hub"):
+    return savedmodel.inspect_savedmodel(path)
+  prefix = checkpoint_io.resolve_checkpoint(path)
+  reader = tf.train.load_checkpoint(prefix)
+  dtypes = reader.get_variable_to_dtype_map()
+  return [(k, tuple(s), dtypes[k].name) for k, s in tf.train.list_variables(prefix)
+          if k != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+
+
+def inspect_lines(path: str, fmt: str) -> List[str]:
+  """``name<TAB>[shape]<TAB>dtype`` lines for :func:`inspect`."""
+  return [f"{name}\t{list(shape) if shape is not None else '?'}\t{dtype}"
+          for name, shape, dtype in inspect(path, fmt)]
+
+
+def _checkpoint_variant(prefix: str) -> Tuple[Optional[str], int]:
+  """Variant and head size of the ``backbone`` item of one of our checkpoints."""
+  from remedis_tf.weights import bit_npz, checkpoint_io  # pylint: disable=g-import-not-at-top
+  shapes = checkpoint_io.CheckpointGraph(prefix).variables_under(("backbone",))
+  if not shapes:
+    raise CheckpointError(f"{prefix} has no backbone item")
+  fake = {}
+  for path, shape in shapes.items():
+    m = re.match(r"block(\d+)_unit(\d+)$", path[1])
+    if m:
+      fake[f"resnet/block{int(m.group(1))}/unit{int(m.group(2)):02d}/x"] = shape
+    if path[1:] == ("root_conv", "_kernel"):
+      fake[bit_npz.ROOT_KERNEL] = shape
+  head = shapes.get(("backbone", "head", "_kernel"))
+  return bit_npz.guess_variant(fake), (int(head[-1]) if head else 0)
+
+
+def load(path: str, fmt: str, variant: Optional[str], with_head: bool):
+  """Returns ``(model, how)`` with the weights of ``path`` loaded."""
+  from remedis_tf.models.resnet_v2 import ResNetV2  # pylint: disable=g-import-not-at-top
+  from remedis_tf.weights import bit_npz, checkpoint_io, savedmodel  # pylint: disable=g-import-not-at-top
+  if fmt == "npz":
+    arrays = bit_npz.read_npz(path)
+    variant = variant or bit_npz.guess_variant({k: v.shape for k, v in arrays.items()})
+    if variant is None:
+      raise ConfigError(f"--variant is needed: {path} matches no known variant")
+    classes = arrays[bit_npz.HEAD_BIAS].shape[0] if with_head and bit_npz.HEAD_BIAS in arrays else 0
+    model = ResNetV2(variant, num_classes=classes).build_for(32)
+    bit_npz.assign_bit_arrays(model, arrays, load_head=bool(classes), source=path)
+    return model, "native"
+  if fmt in ("savedmodel", "hub"):
+    if not with_head:
+      loaded = savedmodel.load_backbone(path, variant)
+      return loaded.model, loaded.how
+    arrays, _ = savedmodel.savedmodel_bit_arrays(path)
+    variant = variant or bit_npz.guess_variant({k: v.shape for k, v in arrays.items()})
+    if variant is None:
+      raise ConfigError(f"--variant is needed: {path} matches no known variant")
+    classes = arrays[bit_npz.HEAD_BIAS].shape[0] if bit_npz.HEAD_BIAS in arrays else 0
+    model = ResNetV2(variant, num_classes=classes).build_for(32)
+    bit_npz.assign_bit_arrays(model, arrays, load_head=bool(classes), source=path)
+    return model, "native"
+  prefix = checkpoint_io.resolve_checkpoint(path)
+  guessed, classes = _checkpoint_variant(prefix)
+  variant = variant or guessed
+  if variant is None:
+    raise ConfigError(f"--variant is needed: the backbone in {prefix} matches no known variant")
+  model = ResNetV2(variant, num_classes=classes if with_head else 0).build_for(32)
+  checkpoint_io.restore_backbone(model, prefix)
+  return model, "native"
+
+
+def save(model, path: str, fmt: str, with_head: bool, image_size: Optional[int]) -> str:
+  """Writes ``model`` to ``path`` in ``fmt``; returns what was written."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from remedis_tf.models.resnet_v2 import ResNetV2  # pylint: disable=g-import-not-at-top
+  from remedis_tf.weights import bit_npz, checkpoint_io, savedmodel  # pylint: disable=g-import-not-at-top
+  if fmt == "checkpoint":
+    if tf.io.gfile.isdir(path):
+      path = os.path.join(path, "backbone")
+    return checkpoint_io.save_backbone_checkpoint(model, path)
+  if not isinstance(model, ResNetV2):
+    raise ConfigError(f"--output_format={fmt} needs a BiT-named input; this SavedModel was "
+                      "wrapped as-is, so only --output_format=checkpoint is possible")
+  if fmt == "npz":
+    return bit_npz.save_bit_npz(model, path, include_head=with_head)
+  return savedmodel.export_savedmodel(model, path, image_size=image_size)
+
+
+def convert(input_path: str, output_path: str, variant: Optional[str] = None,
+            input_format: str = "auto", output_format: str = "auto", with_head: bool = False,
+            image_size: Optional[int] = None) -> str:
+  """Reads ``input_path`` and writes ``output_path``; returns a one-line summary."""
+  fmt_in = detect_input_format(input_path) if input_format == "auto" else input_format
+  fmt_out = detect_output_format(output_path) if output_format == "auto" else output_format
+  model, how = load(input_path, fmt_in, variant, with_head)
+  written = save(model, output_path, fmt_out, with_head, image_size)
+  head = getattr(model, "num_classes", 0)
+  return (f"{input_path} ({fmt_in}, {getattr(model, 'variant', '?')}, loaded {how}"
+          f"{f', head {head} classes' if head else ''}) -> {written} ({fmt_out})")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ConfigError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not FLAGS.input:
+    raise ConfigError("--input is required")
+  if FLAGS.inspect:
+    fmt = detect_input_format(FLAGS.input) if FLAGS.input_format == "auto" else FLAGS.input_format
+    print("\n".join(inspect_lines(FLAGS.input, fmt)))
+    return
+  if not FLAGS.output:
+    raise ConfigError("--output is required (or pass --inspect)")
+  print(convert(FLAGS.input, FLAGS.output, FLAGS.variant, FLAGS.input_format,
+                FLAGS.output_format, FLAGS.with_head, FLAGS.image_size))
+
+
+if __name__ == "__main__":
+  define_flags()
+  _cli.run_main(main)

@@ -1,0 +1,103 @@
+"""convert_weights: format detection and conversions in-process, the binary via subprocess."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from experiments import convert_weights
+from remedis_tf.errors import CheckpointError
+from remedis_tf.models.resnet_v2 import ResNetV2
+from remedis_tf.weights import bit_npz, checkpoint_io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _random_tiny(num_classes=0, seed=0):
+  model = ResNetV2("tiny", num_classes=num_classes).build_for(32)
+  rng = np.random.default_rng(seed)
+  for v in model.weights:
+    v.assign(rng.standard_normal(v.shape).astype(np.float32))
+  return model
+
+
+def _images():
+  return np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
+
+
+def test_format_detection(tmp_path):
+  sm = tmp_path / "sm"
+  sm.mkdir()
+  (sm / "saved_model.pb").write_bytes(b"")
+  assert convert_weights.detect_input_format("x/BiT-M-R50x1.npz") == "npz"
+  assert convert_weights.detect_input_format(str(sm)) == "savedmodel"
+  assert convert_weights.detect_input_format("https://tfhub.dev/google/bit/m-r50x1/1") == "hub"
+  assert convert_weights.detect_input_format(str(tmp_path / "run")) == "checkpoint"
+  assert convert_weights.detect_output_format("out.npz") == "npz"
+  assert convert_weights.detect_output_format("out/backbone.ckpt") == "checkpoint"
+  assert convert_weights.detect_output_format("out/exported") == "savedmodel"
+
+
+def test_npz_checkpoint_savedmodel_npz_chain(tmp_path):
+  model = _random_tiny(num_classes=4)
+  src = bit_npz.save_bit_npz(model, str(tmp_path / "in.npz"))
+  ckpt = str(tmp_path / "tiny.ckpt")
+  summary = convert_weights.convert(src, ckpt, with_head=True)
+  assert "tiny" in summary and "head 4 classes" in summary
+  sm = str(tmp_path / "exported")
+  convert_weights.convert(ckpt, sm, with_head=True)  # variant and head inferred
+  out = str(tmp_path / "out.npz")
+  convert_weights.convert(sm, out, with_head=True)
+  back, orig = bit_npz.read_npz(out), bit_npz.read_npz(src)
+  assert set(back) == set(orig)
+  for k in orig:
+    np.testing.assert_array_equal(back[k], orig[k], err_msg=k)
+  # Without --with_head the head is dropped.
+  convert_weights.convert(src, str(tmp_path / "nohead.npz"))
+  assert not any(k.startswith("resnet/head") for k in bit_npz.read_npz(str(tmp_path / "nohead.npz")))
+
+
+def test_run_directory_to_npz_and_inspect(tmp_path):
+  model = _random_tiny(seed=3)
+  ckpt = tf.train.Checkpoint(backbone=model, step=tf.Variable(5))
+  tf.train.CheckpointManager(ckpt, str(tmp_path / "run" / "checkpoints"), 1).save()
+  out = str(tmp_path / "run.npz")
+  convert_weights.convert(str(tmp_path / "run"), out)
+  fresh = ResNetV2("tiny")
+  bit_npz.load_bit_npz(fresh, out)
+  np.testing.assert_array_equal(fresh(_images())["feature_map"], model(_images())["feature_map"])
+  names = [n for n, _, _ in convert_weights.inspect(str(tmp_path / "run"), "checkpoint")]
+  assert "step/.ATTRIBUTES/VARIABLE_VALUE" in names
+  with pytest.raises(CheckpointError, match="does not match"):
+    convert_weights.convert(out, str(tmp_path / "x.ckpt"), variant="small")
+
+
+def test_binary_converts(tmp_path):
+  src = bit_npz.save_bit_npz(_random_tiny(seed=4), str(tmp_path / "in.npz"))
+  sm = str(tmp_path / "sm")
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run([sys.executable, "-m", "experiments.convert_weights", "--input", src,
+                         "--output", sm, "--image_size", "32"],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "-> " + sm in proc.stdout
+  loaded = tf.saved_model.load(sm)
+  fresh = ResNetV2("tiny")
+  bit_npz.load_bit_npz(fresh, src)
+  np.testing.assert_allclose(loaded(_images()), fresh(_images())["feature_map"], atol=1e-5)
+  lines = convert_weights.inspect_lines(sm, "savedmodel")
+  assert "resnet/root_block/standardized_conv2d/kernel\t[7, 7, 3, 8]\tfloat32" in lines
+  assert len(lines) == 43
+
+
+def test_binary_reports_user_errors_in_one_line(tmp_path):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  proc = subprocess.run([sys.executable, "-m", "experiments.convert_weights", "--input",
+                         str(tmp_path / "missing.npz"), "--output", str(tmp_path / "o")],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+  assert errors == [f"error: weights file not found: {tmp_path / 'missing.npz'}"]
