@@ -1,0 +1,159 @@
+r"""Evaluate a fine-tuned classifier on any number of named sets (ID and zero-shot OOD).
+
+Each set is one repeated ``--eval_set=NAME=[SOURCE:]PATH``: PATH is the CSV (csv and
+chexpert sources), the MIMIC-CXR-JPG root (mimic), the image folder (folder) or the
+TFRecord prefix (tfrecords); SOURCE defaults to --eval_source. The other --eval_* data
+flags (label columns, policies, patient column, ...) apply to every set; label columns
+default to the model's own labels (matched by name, so extra columns are ignored).
+
+Example (CheXpert-trained model; ID test + MIMIC-CXR as zero-shot OOD; operating point
+chosen on the CheXpert validation set by Youden's J):
+
+  python -m experiments.evaluate --model=/runs/cxr_finetune_remedis \
+    --eval_source=chexpert \
+    --eval_set=id_valid=/data/CheXpert-v1.0/valid.csv \
+    --eval_set=id_test=/data/chexpert_test.csv \
+    --eval_set=ood_mimic=mimic:/data/mimic-cxr-jpg --eval_mimic_split=test \
+    --val_set=id_valid --operating_point=youden --output_dir=/runs/eval_remedis
+
+Writes OUTPUT_DIR/<set>.json|.csv (metrics with patient-level bootstrap CIs),
+<set>_predictions.csv, and summary.json|.csv (one row per set).
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import flags
+
+from experiments import _cli, data_flags
+from remedis_tf import configs
+from remedis_tf.errors import ConfigError
+from remedis_tf.eval import evaluation
+
+FLAGS = flags.FLAGS
+PREFIX = "eval_"
+# Data flags whose role --eval_set's PATH takes over.
+_PATH_FLAG = {"csv": "csv", "chexpert": "csv", "mimic": "data_root", "folder": "folder",
+              "tfrecords": "tfrecords"}
+
+flags.DEFINE_string("model", None, "Fine-tuning run directory (uses its best checkpoint, see "
+                    "--which) or a classifier SavedModel written by --export_savedmodel.",
+                    required=True)
+flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of a run directory: best "
+                  "(model selection on its validation set; latest if it had none) or latest.")
+flags.DEFINE_multi_string("eval_set", None, "A named evaluation set, NAME=[SOURCE:]PATH "
+                          "(repeat the flag for more sets). NAME becomes the file name "
+                          "(e.g. id_test, ood_site_b); SOURCE is one of csv, chexpert, mimic, "
+                          "folder, tfrecords (default --eval_source); PATH is the CSV, MIMIC "
+                          "root, folder or TFRecord prefix.", required=True)
+data_flags.define_data_flags(PREFIX, role="evaluation")
+flags.DEFINE_string("output_dir", None, "Where the metric files and summary go (local or "
+                    "gs://). Files are only written once every set was evaluated.",
+                    required=True)
+flags.DEFINE_integer("num_bootstrap", 1000, "Bootstrap resamples (patients resampled with "
+                     "all their images) for the 95% CIs; 0 = no CIs.")
+flags.DEFINE_string("operating_point", "youden", "Threshold for sensitivity/specificity: "
+                    "youden (max sensitivity+specificity-1), sensitivity:T or specificity:T "
+                    "(e.g. sensitivity:0.9), all chosen per class on --val_set; or a fixed "
+                    "threshold such as 0.5. Without --val_set a rule falls back to 0.5.")
+flags.DEFINE_string("val_set", None, "NAME of the --eval_set on which the operating point is "
+                    "chosen (its own sensitivity/specificity are then optimistic).")
+flags.DEFINE_string("metric", None, "Main metric of the summary (default mean_auc; "
+                    "top1_accuracy for multi-class; e.g. top3_accuracy for dermatology).")
+flags.DEFINE_integer("batch_size", 64, "Images per prediction batch.")
+flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
+flags.DEFINE_bool("save_predictions", True, "Also write <set>_predictions.csv with "
+                  "per-image scores, labels and masks.")
+flags.DEFINE_string("export_savedmodel", None, "Also export the --model run directory as a "
+                    "self-describing classifier SavedModel at this path (probabilities from "
+                    "images in [0,1]; label names and image size in remedis_classifier.json).")
+
+
+def parse_eval_sets(specs, default_source):
+  """``["NAME=[SOURCE:]PATH", ...]`` → ``{name: (source, path)}`` (ConfigError if bad)."""
+  sets = {}
+  for spec in specs or ():
+    name, sep, rest = spec.partition("=")
+    if not sep or not name or not rest:
+      raise ConfigError(f"--eval_set={spec!r}: expected NAME=[SOURCE:]PATH")
+    source, colon, path = rest.partition(":")
+    if not colon or source not in _PATH_FLAG:
+      source, path = default_source, rest
+    if source is None:
+      raise ConfigError(f"--eval_set={spec!r} names no source: write NAME=SOURCE:PATH or set "
+                        f"--{PREFIX}source (one of {', '.join(_PATH_FLAG)})")
+    if source not in _PATH_FLAG:
+      raise ConfigError(f"--eval_set={spec!r}: source {source!r} is not one of "
+                        f"{', '.join(_PATH_FLAG)}")
+    if name in sets:
+      raise ConfigError(f"--eval_set: set name {name!r} given twice")
+    sets[name] = (source, path)
+  if not sets:
+    raise ConfigError("give at least one --eval_set=NAME=[SOURCE:]PATH")
+  evaluation.check_set_names(list(sets))
+  return sets
+
+
+def model_label_names(model: str):
+  """The label names recorded with a run directory or classifier SavedModel (None if
+  neither is recognisable; evaluate_model then reports the problem)."""
+  if evaluation.is_classifier_savedmodel(model):
+    return list(evaluation.read_sidecar(model)["label_names"])
+  if os.path.isdir(model) or model.startswith("gs://"):
+    try:
+      return list(configs.read_run_config(model)["data"]["label_names"])
+    except (ConfigError, KeyError):
+      return None
+  return None
+
+
+def _manifest(source: str, path: str, labels):
+  """Builds one set's manifest with the shared --eval_* flags and this set's source/path."""
+  values = flags.FlagValues()
+  data_flags.define_data_flags(PREFIX, flag_values=values)
+  for flag_name in values:
+    if FLAGS[flag_name].present:
+      values[flag_name].value = FLAGS[flag_name].value
+  values.mark_as_parsed()
+  values[f"{PREFIX}source"].value = source
+  values[f"{PREFIX}{_PATH_FLAG[source]}"].value = path
+  if (values[f"{PREFIX}label_columns"].value is None and labels is not None
+      and not values[f"{PREFIX}class_column"].value):
+    values[f"{PREFIX}label_columns"].value = labels
+  return data_flags.manifest_from_flags(PREFIX, flag_values=values)
+
+
+def main(argv):
+  del argv
+  for name in ("csv", "folder", "tfrecords"):
+    if FLAGS[f"{PREFIX}{name}"].present:
+      raise ConfigError(f"--{PREFIX}{name} is not used here: give each set as "
+                        "--eval_set=NAME=[SOURCE:]PATH")
+  sets = parse_eval_sets(FLAGS.eval_set, FLAGS[f"{PREFIX}source"].value)
+  if FLAGS.val_set is not None and FLAGS.val_set not in sets:
+    raise ConfigError(f"--val_set={FLAGS.val_set} is not one of the --eval_set names "
+                      f"{sorted(sets)}")
+  evaluation.parse_operating_point(FLAGS.operating_point)
+  labels = model_label_names(FLAGS.model)
+  manifests = {name: _manifest(source, path, labels) for name, (source, path) in sets.items()}
+  summary = evaluation.evaluate_model(
+      FLAGS.model, manifests, FLAGS.output_dir, num_bootstrap=FLAGS.num_bootstrap,
+      operating_point=FLAGS.operating_point, val_set=FLAGS.val_set,
+      batch_size=FLAGS.batch_size, seed=FLAGS.seed, which=FLAGS.which, metric=FLAGS.metric,
+      save_predictions=FLAGS.save_predictions)
+  if FLAGS.export_savedmodel:
+    if summary["model_kind"] != "run_dir":
+      raise ConfigError("--export_savedmodel needs --model to be a run directory")
+    from remedis_tf import stages  # pylint: disable=g-import-not-at-top
+    task, _ = stages.load_classifier(FLAGS.model, which=FLAGS.which)
+    evaluation.export_classifier_savedmodel(task, FLAGS.export_savedmodel, source=FLAGS.model)
+    print(f"[export] classifier SavedModel written to {FLAGS.export_savedmodel}")
+  for name, row in summary["sets"].items():
+    ci = "" if row["lower"] is None else f" [{row['lower']:.4f}, {row['upper']:.4f}]"
+    value = "n/a" if row["value"] is None else f"{row['value']:.4f}"
+    print(f"{name}: {row['metric']} {value}{ci} ({row['num_examples']} images)")
+
+
+if __name__ == "__main__":
+  _cli.run_main(main)

@@ -1,0 +1,346 @@
+"""The data-efficiency experiment: fine-tune each model on nested label fractions × seeds.
+
+For every (model, fraction, seed) cell not yet in the result store:
+
+1. select the nested, patient-level, stratified subset
+   ``select_fraction(train, fraction, seed=seed)`` (fraction 1.0 = all of ``train``);
+2. fine-tune ``models[model]`` (an init string: BiT ``.npz``, contrastive run, SavedModel,
+   or "" for random) with the template's settings into ``out_dir/runs/<model>/f<f>_s<seed>``
+   — the global batch is ``min(template batch, subset size)`` so tiny subsets work, and
+   the step count follows the template's :attr:`FinetuneTemplate.steps_rule`;
+3. evaluate the final weights on ``test`` (patient-level bootstrap CI) and record the main
+   metric, its CI, ``n_train`` and the run's settings in ``out_dir/results.json``.
+
+Finished cells are never recomputed, so re-running the same call resumes the sweep; a
+cell interrupted mid-training resumes from its run directory's latest checkpoint (the
+training loop's auto-resume). At the end the results are aggregated over seeds
+(mean ± Student-t CI), the headline fraction is computed (the smallest fraction at which
+the candidate model's mean reaches the reference model's mean at 100 %), and
+``table.csv``, ``table.md``, ``headline.json`` and ``data_efficiency.png`` are written.
+
+``out_dir/sweep.json`` records what the results are comparable under (train/test sets,
+template, bootstrap settings, model inits); a later call with a different setup is
+refused instead of mixing incomparable cells. New models, fractions or seeds may be added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from remedis_tf import configs, io_utils
+from remedis_tf.data import augment as augment_lib
+from remedis_tf.data.label_fraction import select_fraction
+from remedis_tf.data.manifest import Manifest
+from remedis_tf.errors import ConfigError
+from remedis_tf.eval import data_efficiency as de
+from remedis_tf.eval import evaluation
+from remedis_tf.eval import metrics as metrics_lib
+from remedis_tf.eval import plots
+from remedis_tf.optim import schedules
+from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.train.loop import LoopConfig
+from remedis_tf.train.supervised import SupervisedConfig
+
+RESULTS_FILE = "results.json"
+SWEEP_FILE = "sweep.json"
+STEPS_RULES = ("fixed", "epochs", "hyperrule")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneTemplate:
+  """How every cell is fine-tuned (per-cell init, seed, batch and steps are filled in).
+
+  Attributes:
+    supervised: variant, batch size (an upper bound per cell), train mode, projection
+      layer, MixUp; its ``init`` and ``seed`` are replaced per cell.
+    optimizer: optimizer and schedule; ``total_steps``/``warmup_steps``/``boundaries`` are
+      recomputed per cell by ``steps_rule``.
+    augment: training augmentation (None = none).
+    image_size: training and evaluation resolution.
+    steps_rule: ``fixed`` (``optimizer.total_steps`` for every cell), ``epochs``
+      (``ceil(train_epochs · n / batch)``), or ``hyperrule`` (BiT-HyperRule's schedule for
+      the subset size ``n``, times ``hyperrule_step_scale``).
+    train_epochs: epochs per cell for ``epochs``.
+    hyperrule_step_scale: shrinks the HyperRule schedule (1.0 = published).
+    warmup_epochs: warmup length in epochs of the cell's subset (``fixed``/``epochs``
+      rules; capped below the cell's total steps); ignored by ``hyperrule``, whose first
+      boundary is the warmup.
+    warmup_steps: if >= 0, a warmup of this many steps instead of ``warmup_epochs``.
+    hyperrule_mixup: MixUp α from BiT-HyperRule for the cell's subset size (0.1 for
+      ≥ 20k images, else 0) instead of ``supervised.mixup_alpha``.
+    steps_per_loop, checkpoint_every, log_every: training-loop cadences.
+    eval_batch_size: batch size of the test-set pass.
+  """
+  supervised: SupervisedConfig
+  optimizer: OptimizerConfig
+  augment: Optional[augment_lib.AugmentConfig]
+  image_size: int
+  steps_rule: str = "fixed"
+  train_epochs: float = 10.0
+  hyperrule_step_scale: float = 1.0
+  warmup_epochs: float = 0.0
+  warmup_steps: int = -1
+  hyperrule_mixup: bool = False
+  steps_per_loop: int = 10
+  checkpoint_every: int = 500
+  log_every: int = 50
+  eval_batch_size: int = 64
+
+  def __post_init__(self):
+    if self.steps_rule not in STEPS_RULES:
+      raise ConfigError(f"steps_rule must be one of {STEPS_RULES}, got {self.steps_rule!r}")
+    if self.steps_rule == "epochs" and not self.train_epochs > 0:
+      raise ConfigError(f"train_epochs must be > 0 for steps_rule=epochs, got "
+                        f"{self.train_epochs}")
+    if self.steps_rule == "hyperrule" and self.optimizer.schedule != "bit_hyperrule":
+      raise ConfigError("steps_rule=hyperrule needs the bit_hyperrule learning-rate schedule, "
+                        f"not {self.optimizer.schedule}")
+    if not self.hyperrule_step_scale > 0:
+      raise ConfigError(f"hyperrule_step_scale must be > 0, got {self.hyperrule_step_scale}")
+    if self.image_size < 32:
+      raise ConfigError(f"image_size must be >= 32, got {self.image_size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CellPlan:
+  """The resolved fine-tuning settings of one cell."""
+  supervised: SupervisedConfig
+  optimizer: OptimizerConfig
+  total_steps: int
+
+
+def plan_cell(template: FinetuneTemplate, init: str, seed: int, num_train: int) -> CellPlan:
+  """Per-cell batch (``min(template batch, n)``), steps, schedule and MixUp."""
+  if num_train < 1:
+    raise ConfigError("a data-efficiency cell has no training examples")
+  batch = min(template.supervised.global_batch_size, num_train)
+  opt = template.optimizer
+  rule = schedules.bit_hyperrule(num_train, batch, opt.base_lr)
+  mixup = rule["mixup_alpha"] if template.hyperrule_mixup else template.supervised.mixup_alpha
+  if template.steps_rule == "hyperrule":
+    steps = schedules.scale_steps(rule["steps"], template.hyperrule_step_scale)
+    total = steps[-1]
+    opt = dataclasses.replace(opt, total_steps=total, warmup_steps=steps[0],
+                              boundaries=tuple(steps))
+  else:
+    if template.steps_rule == "fixed":
+      total = opt.total_steps
+    else:
+      total = max(1, int(math.ceil(template.train_epochs * num_train / batch)))
+    if opt.schedule == "bit_hyperrule":
+      # The HyperRule's shape (warmup, three decays) stretched to the cell's length; tiny
+      # totals grow to the 5 distinct boundaries it needs.
+      steps = schedules.scale_steps(rule["steps"], total / rule["steps"][-1])
+      total = steps[-1]
+      opt = dataclasses.replace(opt, total_steps=total, warmup_steps=steps[0],
+                                boundaries=tuple(steps))
+    else:
+      warmup = (template.warmup_steps if template.warmup_steps >= 0
+                else int(round(template.warmup_epochs * num_train / batch)))
+      warmup = 0 if opt.schedule == "constant" else min(warmup, max(total - 1, 0))
+      opt = dataclasses.replace(opt, total_steps=total, warmup_steps=warmup, boundaries=())
+  sup = dataclasses.replace(template.supervised, init=init, seed=int(seed),
+                            global_batch_size=batch, mixup_alpha=mixup)
+  return CellPlan(sup, opt, total)
+
+
+def cell_dir(out_dir: str, model: str, fraction: float, seed: int) -> str:
+  """``out_dir/runs/<model>/f<fraction>_s<seed>`` (fraction printed with ``%g``)."""
+  return os.path.join(out_dir, "runs", model, f"f{fraction:g}_s{seed}")
+
+
+@dataclasses.dataclass
+class SweepResult:
+  """What :func:`run_data_efficiency` did and produced.
+
+  Attributes:
+    computed: cells trained and evaluated by this call.
+    skipped: cells already in the store (not recomputed).
+    table: aggregated rows (all finished cells in the store).
+    headline: the headline fraction, or None when it cannot be computed (reason in
+      ``headline_note``).
+    metric: the metric tabulated.
+    files: name → path of the written outputs.
+    interrupted: True when a cell's training was preempted (run again to resume).
+  """
+  computed: List[de.Cell]
+  skipped: List[de.Cell]
+  table: List[de.AggregateRow]
+  headline: Optional[de.Headline]
+  headline_note: str
+  metric: str
+  files: Dict[str, str]
+  interrupted: bool = False
+
+
+def _check_names(models: Mapping[str, str]) -> None:
+  if not models:
+    raise ConfigError("no models given (e.g. baseline=BiT-M-R50x1.npz,remedis=/runs/stage2)")
+  for name in models:
+    if not name or not all(c.isalnum() or c in "_-." for c in name):
+      raise ConfigError(f"model name {name!r}: use letters, digits, '_', '-', '.'")
+
+
+def _check_grid(fractions: Sequence[float], seeds: Sequence[int]) -> None:
+  if not fractions:
+    raise ConfigError("no label fractions given")
+  for f in fractions:
+    if not 0.0 < float(f) <= 1.0:
+      raise ConfigError(f"label fraction {f} is not in (0, 1]")
+  if not seeds:
+    raise ConfigError("no seeds given")
+
+
+def _manifest_fingerprint(m: Manifest) -> Dict[str, Any]:
+  return {"source": m.source, "num_examples": len(m), "task": m.task,
+          "label_names": list(m.label_names),
+          "first_id": m.records[0].example_id if m.records else "",
+          "last_id": m.records[-1].example_id if m.records else ""}
+
+
+def _template_fingerprint(template: FinetuneTemplate) -> Dict[str, Any]:
+  d = configs.to_dict(template)
+  for key in ("steps_per_loop", "checkpoint_every", "log_every", "eval_batch_size"):
+    d.pop(key, None)
+  d["supervised"].pop("init", None)
+  d["supervised"].pop("seed", None)
+  return d
+
+
+def _check_sweep(out_dir: str, setup: Dict[str, Any], models: Mapping[str, str]) -> None:
+  """Refuses a setup that differs from the one ``out_dir``'s results were made with."""
+  import json  # pylint: disable=g-import-not-at-top
+  path = os.path.join(out_dir, SWEEP_FILE)
+  setup = json.loads(json.dumps(setup, default=str))
+  if tf.io.gfile.exists(path):
+    old = io_utils.read_json(path)
+    diffs = [k for k in setup if k != "models" and old.get(k) != setup[k]]
+    changed = [n for n, init in models.items()
+               if n in old.get("models", {}) and old["models"][n] != init]
+    if diffs or changed:
+      what = ", ".join(diffs + [f"init of model {n!r} (was {old['models'][n]!r})"
+                                for n in changed])
+      raise ConfigError(f"{out_dir} holds results of a different sweep setup ({what}); use a "
+                        "new output directory or the original settings")
+    setup["models"] = {**old.get("models", {}), **setup["models"]}
+  io_utils.atomic_write_json(path, setup)
+
+
+def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, str],
+                        fractions: Sequence[float], seeds: Sequence[int],
+                        template: FinetuneTemplate, out_dir: str, runtime=None,
+                        num_bootstrap: int = 1000, metric: Optional[str] = None,
+                        reference_model: str = "baseline", candidate_model: str = "remedis",
+                        reference_fraction: float = 1.0, bootstrap_seed: int = 0,
+                        log: Callable[[str], None] = print) -> SweepResult:
+  """Runs (or resumes) the data-efficiency sweep and writes its table, headline and plot.
+
+  Args:
+    train: labelled training set of the new site (fractions are taken from it).
+    test: labelled test set every cell is evaluated on.
+    models: ``{name: init}``, e.g. ``{"baseline": "BiT-M-R50x1.npz", "remedis":
+      "/runs/cxr_stage2"}``.
+    fractions: label fractions in (0, 1], e.g. ``(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)``.
+    seeds: subset/training seeds, e.g. ``(0, 1, 2)``.
+    template: fine-tuning settings shared by all cells.
+    out_dir: output folder (results, runs, table, plot).
+    runtime: :class:`remedis_tf.stages.RuntimeConfig` (default: one device, float32).
+    num_bootstrap: patient-level bootstrap resamples of each cell's test metric.
+    metric: metric to tabulate (default mean AUC; top-1 accuracy for multi-class; e.g.
+      ``top3_accuracy`` for dermatology).
+    reference_model, candidate_model, reference_fraction: the headline comparison.
+    bootstrap_seed: seed of the test-set bootstrap.
+    log: progress lines.
+  """
+  from remedis_tf import stages  # pylint: disable=g-import-not-at-top
+  runtime = runtime or stages.RuntimeConfig()
+  _check_names(models)
+  _check_grid(fractions, seeds)
+  if len(test) == 0:
+    raise ConfigError(f"the test set {test.source} is empty")
+  evaluation.align_labels(test, train.label_names, train.task, "test")
+  setup = {"format": "remedis_tf.data_efficiency", "version": 1,
+           "train": _manifest_fingerprint(train), "test": _manifest_fingerprint(test),
+           "template": _template_fingerprint(template), "num_bootstrap": int(num_bootstrap),
+           "bootstrap_seed": int(bootstrap_seed), "metric": metric or "",
+           "models": dict(models)}
+  _check_sweep(out_dir, setup, models)
+  store = de.ResultStore(os.path.join(out_dir, RESULTS_FILE))
+  computed: List[de.Cell] = []
+  skipped: List[de.Cell] = []
+  cells = [de.Cell(m, float(f), int(s)) for m in models for f in sorted(fractions)
+           for s in seeds]
+  interrupted = False
+  for i, cell in enumerate(cells, start=1):
+    tag = f"[sweep {i}/{len(cells)}] {cell.model} fraction {cell.fraction:g} seed {cell.seed}"
+    if store.has(cell):
+      log(f"{tag}: already done, skipping")
+      skipped.append(cell)
+      continue
+    subset = train if cell.fraction >= 1.0 else select_fraction(
+        train, cell.fraction, seed=cell.seed)
+    plan = plan_cell(template, models[cell.model], cell.seed, len(subset))
+    run_dir = cell_dir(out_dir, cell.model, cell.fraction, cell.seed)
+    log(f"{tag}: {len(subset)} images, batch {plan.supervised.global_batch_size}, "
+        f"{plan.total_steps} steps -> {run_dir}")
+    loop = LoopConfig(run_dir=run_dir, total_steps=plan.total_steps,
+                      steps_per_loop=min(template.steps_per_loop, plan.total_steps),
+                      checkpoint_every=template.checkpoint_every,
+                      log_every=template.log_every, summary_every=template.log_every)
+    result = stages.run_supervised(subset, plan.supervised, plan.optimizer, template.augment,
+                                   template.image_size, loop, runtime, log=log)
+    if result.preempted:
+      log(f"{tag}: preempted; run the same sweep again to resume")
+      interrupted = True
+      break
+    task, _ = stages.load_classifier(run_dir, which="latest")
+    evaluated, _ = stages.evaluate_task(task, test, template.image_size,
+                                        batch_size=template.eval_batch_size,
+                                        num_bootstrap=num_bootstrap, seed=bootstrap_seed)
+    name, ci = evaluation.main_metric(evaluated, metric)
+    metrics_lib.write_metrics(evaluated, os.path.join(run_dir, "test_metrics.json"),
+                              os.path.join(run_dir, "test_metrics.csv"))
+    store.add(cell, {"metric": ci, "metric_name": name, "n_train": len(subset),
+                     "n_train_patients": len({r for r in subset.patients()}),
+                     "global_batch_size": plan.supervised.global_batch_size,
+                     "total_steps": plan.total_steps, "run_dir": run_dir,
+                     "init": models[cell.model], "metrics": evaluated["metrics"]})
+    computed.append(cell)
+    log(f"{tag}: test {name} {ci.get('value')}")
+  return _summarise(store, out_dir, computed, skipped, metric, reference_model,
+                    candidate_model, reference_fraction, interrupted, log)
+
+
+def _summarise(store: de.ResultStore, out_dir: str, computed, skipped, metric,
+               reference_model, candidate_model, reference_fraction, interrupted, log
+               ) -> SweepResult:
+  rows = store.rows("metric")
+  names = {(store.get(c) or {}).get("metric_name") for c in store.cells()}
+  metric_name = metric or (sorted(n for n in names if n)[0] if any(names) else "metric")
+  files: Dict[str, str] = {}
+  table = de.aggregate(rows) if rows else []
+  headline, note = None, ""
+  if table:
+    try:
+      headline = de.headline_fraction(table, reference_model, candidate_model,
+                                      reference_fraction)
+    except ConfigError as e:
+      note = str(e)
+    files["table_csv"] = os.path.join(out_dir, "table.csv")
+    files["table_md"] = os.path.join(out_dir, "table.md")
+    de.write_table(table, files["table_csv"], files["table_md"], metric_name, headline)
+    files["headline"] = os.path.join(out_dir, "headline.json")
+    io_utils.atomic_write_json(files["headline"], headline.to_dict() if headline else {
+        "reached": None, "note": f"no headline: {note}"})
+    files["plot"] = plots.plot_data_efficiency(
+        table, os.path.join(out_dir, "data_efficiency.png"), metric_name,
+        reference_model=reference_model, reference_fraction=reference_fraction,
+        headline=headline, title="data-efficient generalisation")
+    log(f"[sweep] {headline.summary if headline else 'no headline: ' + note}")
+    log(f"[sweep] wrote {files['table_md']}, {files['headline']}, {files['plot']}")
+  return SweepResult(computed, skipped, table, headline, note, metric_name, files, interrupted)
