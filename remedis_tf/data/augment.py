@@ -236,13 +236,7 @@ def _resize(image: tf.Tensor, size: int, method: str, antialias: bool) -> tf.Ten
 
 def random_resized_crop(image: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
   """Inception-style crop (area/aspect/min-covered from ``cfg``) resized to S, clipped."""
-  bbox = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
-  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(image), bounding_boxes=bbox, seed=_seed(seed),
-      min_object_covered=cfg.crop_min_object_covered,
-      aspect_ratio_range=(cfg.crop_aspect_min, cfg.crop_aspect_max),
-      area_range=(cfg.crop_area_min, cfg.crop_area_max), max_attempts=100,
-      use_image_if_no_bounding_boxes=True)
+  begin, size = _sample_crop_box(image, cfg, seed)
   crop = tf.slice(image, begin, size)
   return _resize(crop, cfg.image_size, cfg.resize_method, cfg.antialias)
 
@@ -259,8 +253,23 @@ def random_flips(image: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
 
 
 def to_grayscale(image: tf.Tensor) -> tf.Tensor:
-  """Luma (ITU-R 601) replicated to 3 channels."""
-  return tf.tile(tf.image.rgb_to_grayscale(image), [1, 1, 3])
+  """Luma (ITU-R 601, as ``tf.image.rgb_to_grayscale``) replicated to 3 channels."""
+  luma = image[..., 0:1] * 0.2989 + image[..., 1:2] * 0.5870 + image[..., 2:3] * 0.1140
+  return tf.tile(luma, [1, 1, 3])
+
+
+def adjust_saturation(image: tf.Tensor, factor) -> tf.Tensor:
+  """HSV saturation × ``factor`` (clipped to [0, 1]) computed directly in RGB.
+
+  With hue and value fixed every channel is affine in the saturation, so
+  c' = max − k·(max − c) with k = min(factor, max / (max − min)); this equals
+  ``tf.image.adjust_saturation`` and avoids the HSV round trip.
+  """
+  top = tf.reduce_max(image, axis=-1, keepdims=True)
+  bottom = tf.reduce_min(image, axis=-1, keepdims=True)
+  spread = top - bottom
+  k = tf.minimum(tf.cast(factor, image.dtype), top / tf.maximum(spread, 1e-12))
+  return top - k * (top - image)
 
 
 def color_jitter(image: tf.Tensor, strength: float, seed) -> tf.Tensor:
@@ -279,7 +288,7 @@ def color_jitter(image: tf.Tensor, strength: float, seed) -> tf.Tensor:
   branches = [
       lambda x: x * f_b,
       lambda x: tf.image.adjust_contrast(x, f_c),
-      lambda x: tf.image.adjust_saturation(x, f_s),
+      lambda x: adjust_saturation(x, f_s),
       lambda x: tf.image.adjust_hue(x, f_h),
   ]
   order = tf.random.experimental.stateless_shuffle(tf.range(4), seed=keys[4])
@@ -296,9 +305,15 @@ def gaussian_blur(image: tf.Tensor, sigma, kernel_size: int) -> tf.Tensor:
 
 
 def random_blur(image: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
-  """Gaussian blur with σ ~ U(blur_sigma_min, blur_sigma_max), kernel ≈ S·fraction."""
+  """Gaussian blur with σ ~ U(blur_sigma_min, blur_sigma_max), kernel ≈ S·fraction.
+
+  The kernel is truncated at ⌈3σ⌉ when that is smaller than S·fraction/2 (weights beyond 3σ
+  are < 1.2% of the centre weight), which makes the common small-σ blurs much cheaper.
+  """
   sigma = _uniform(_seed(seed), cfg.blur_sigma_min, cfg.blur_sigma_max)
-  return gaussian_blur(image, sigma, int(cfg.image_size * cfg.blur_kernel_fraction))
+  max_radius = max(1, int(cfg.image_size * cfg.blur_kernel_fraction) // 2)
+  radius = tf.clip_by_value(tf.cast(tf.math.ceil(3.0 * sigma), tf.int32), 1, max_radius)
+  return tf.clip_by_value(_separable_blur(image, sigma, radius), 0.0, 1.0)
 
 
 def rotate(image: tf.Tensor, angle, fill_mode: str = "constant") -> tf.Tensor:
@@ -361,22 +376,14 @@ def bilinear_sample(image: tf.Tensor, ys: tf.Tensor, xs: tf.Tensor) -> tf.Tensor
   y0, x0 = tf.cast(y0f, tf.int32), tf.cast(x0f, tf.int32)
   y1, x1 = tf.minimum(y0 + 1, h - 1), tf.minimum(x0 + 1, w - 1)
   flat = tf.reshape(image, [h * w, -1])
-
-  def at(y, x):
-    return tf.gather(flat, y * w + x)
-
-  top = at(y0, x0) * (1.0 - wx) + at(y0, x1) * wx
-  bottom = at(y1, x0) * (1.0 - wx) + at(y1, x1) * wx
+  corners = tf.gather(flat, tf.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1]))
+  top = corners[0] * (1.0 - wx) + corners[1] * wx
+  bottom = corners[2] * (1.0 - wx) + corners[3] * wx
   return top * (1.0 - wy) + bottom * wy
 
 
-def displacement_field(height, width, alpha, sigma, seed) -> tf.Tensor:
-  """Simard displacement field ``[H, W, 2]`` (dy, dx) in pixels: α · (G_σ * U(−1, 1)).
-
-  For speed the noise is drawn on a grid coarser by f ≈ σ/2 (so the smoothing kernel stays
-  small), smoothed with σ/f, divided by f (which keeps the field's variance equal to the
-  full-resolution construction) and bilinearly upsampled.
-  """
+def _coarse_field(height, width, alpha, sigma, seed) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Displacement field on a grid coarser by f ≈ σ/2 → (field [hc, wc, 2], f)."""
   height = tf.convert_to_tensor(height, tf.int32)
   width = tf.convert_to_tensor(width, tf.int32)
   sigma = tf.cast(sigma, tf.float32)
@@ -391,6 +398,17 @@ def displacement_field(height, width, alpha, sigma, seed) -> tf.Tensor:
                       tf.minimum(hc, wc) - 1)
   radius = tf.maximum(radius, 1)
   field = _separable_blur(noise, sigma_c, radius) * (tf.cast(alpha, tf.float32) / factor)
+  return field, factor
+
+
+def displacement_field(height, width, alpha, sigma, seed) -> tf.Tensor:
+  """Simard displacement field ``[H, W, 2]`` (dy, dx) in pixels: α · (G_σ * U(−1, 1)).
+
+  For speed the noise is drawn on a grid coarser by f ≈ σ/2 (so the smoothing kernel stays
+  small), smoothed with σ/f, divided by f (which keeps the field's variance equal to the
+  full-resolution construction) and bilinearly upsampled.
+  """
+  field, _ = _coarse_field(height, width, alpha, sigma, seed)
   return tf.image.resize(field, tf.stack([height, width]), method="bilinear")
 
 
@@ -417,18 +435,113 @@ def random_elastic(image: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
 # ------------------------------------------------------------------------- compositions
 
 
+def _sample_crop_box(image: tf.Tensor, cfg: AugmentConfig, seed) -> Tuple[tf.Tensor, tf.Tensor]:
+  bbox = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, shape=[1, 1, 4])
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), bounding_boxes=bbox, seed=_seed(seed),
+      min_object_covered=cfg.crop_min_object_covered,
+      aspect_ratio_range=(cfg.crop_aspect_min, cfg.crop_aspect_max),
+      area_range=(cfg.crop_area_min, cfg.crop_area_max), max_attempts=100,
+      use_image_if_no_bounding_boxes=True)
+  return begin, size
+
+
+def _fold_coordinate(x: tf.Tensor, n: tf.Tensor, fill_mode: str) -> tf.Tensor:
+  """Maps coordinates outside ``[-0.5, n-0.5]`` back inside as ``fill_mode`` says."""
+  n = tf.cast(n, tf.float32)
+  if fill_mode == "reflect":
+    t = tf.math.floormod(x + 0.5, 2.0 * n)
+    return tf.where(t < n, t, 2.0 * n - t) - 0.5
+  if fill_mode == "wrap":
+    return tf.math.floormod(x + 0.5, n) - 0.5
+  return x  # "nearest" is the sampler's clamping; "constant" is masked by the caller
+
+
+def warped_crop(image: tf.Tensor, cfg: AugmentConfig, angle, alpha, sigma, seed) -> tf.Tensor:
+  """Elastic deformation → rotation → random resized crop, as ONE bilinear resampling.
+
+  Equivalent to ``crop(rotate(elastic_deform(image, alpha, sigma), angle))`` (same crop
+  box distribution, same displacement field, same rotation convention) but each output
+  pixel is traced back through the three maps and the source is sampled once, which is
+  several times faster than warping the full image twice and avoids compounding
+  interpolation blur. ``alpha``/``sigma`` in pixels of ``image``; ``alpha = 0`` skips the
+  deformation. Returns ``[S, S, 3]`` in [0, 1].
+  """
+  seed = _seed(seed)
+  size_out = cfg.image_size
+  shape = tf.shape(image)
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  begin, size = _sample_crop_box(image, cfg, _sub(seed, _OP_CROP))
+  begin, size = tf.cast(begin, tf.float32), tf.cast(size, tf.float32)
+  # Output pixel o → crop-box point c = a·o + b (half-pixel convention of tf.image.resize)
+  # → point q = R(c − centre) + centre of the deformed image (as in ``rotate``). Both maps
+  # are affine, so q(o) is one affine transform: [a0, a1, a2, b0, b1, b2] with
+  # q_x = a0·x + a1·y + a2, q_y = b0·x + b1·y + b2.
+  ax, ay = size[1] / size_out, size[0] / size_out
+  bx, by = begin[1] + 0.5 * ax - 0.5, begin[0] + 0.5 * ay - 0.5
+  angle = tf.cast(angle, tf.float32)
+  cos, sin = tf.cos(angle), tf.sin(angle)
+  ox, oy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+  a = tf.stack([cos * ax, -sin * ay, cos * (bx - ox) - sin * (by - oy) + ox])
+  b = tf.stack([sin * ax, cos * ay, sin * (bx - ox) + cos * (by - oy) + oy])
+  out_hw = tf.constant([size_out, size_out], tf.int32)
+
+  def affine_sample(source, row_x, row_y, fill_mode):
+    transform = tf.concat([row_x, row_y, tf.zeros([2])], 0)[None]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=source[None], transforms=transform, output_shape=out_hw, fill_value=0.0,
+        interpolation="BILINEAR", fill_mode=fill_mode.upper())[0]
+
+  deform = cfg.elastic_alpha > 0 and cfg.elastic_prob > 0
+  if not deform:
+    out = affine_sample(image, a, b, cfg.rotation_fill_mode)
+  else:
+    coarse, _ = _coarse_field(shape[0], shape[1], alpha, sigma, _sub(seed, _OP_ELASTIC))
+    # The full-resolution field is the bilinear upsampling of the coarse one, so d(q) is
+    # the coarse field sampled at k·q + (k − 1)/2 — again affine in o.
+    kx = tf.cast(tf.shape(coarse)[1], tf.float32) / w
+    ky = tf.cast(tf.shape(coarse)[0], tf.float32) / h
+    shift = tf.constant([0.0, 0.0, 1.0])
+    d = affine_sample(coarse, kx * a + 0.5 * (kx - 1.0) * shift,
+                      ky * b + 0.5 * (ky - 1.0) * shift, "nearest")
+    x, y = tf.meshgrid(tf.range(size_out, dtype=tf.float32),
+                       tf.range(size_out, dtype=tf.float32))
+    qx, qy = a[0] * x + a[1] * y + a[2], b[0] * x + b[1] * y + b[2]
+    inside = None
+    if cfg.rotation_fill_mode == "constant":
+      inside = (qy >= -0.5) & (qy <= h - 0.5) & (qx >= -0.5) & (qx <= w - 0.5)
+    else:
+      qy = _fold_coordinate(qy, shape[0], cfg.rotation_fill_mode)
+      qx = _fold_coordinate(qx, shape[1], cfg.rotation_fill_mode)
+    out = bilinear_sample(image, qy + d[..., 0], qx + d[..., 1])
+    if inside is not None:
+      out = out * tf.cast(inside, tf.float32)[..., None]
+  out = tf.clip_by_value(out, 0.0, 1.0)
+  out.set_shape([size_out, size_out, 3])
+  return out
+
+
 def _geometric_prefix(image: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor,
                       medical_extras: bool) -> tf.Tensor:
   image = tf.convert_to_tensor(image, tf.float32)
   image.set_shape([None, None, 3])
   if medical_extras:
     image = _maybe(cfg.hist_eq_prob, _sub(seed, _OP_HIST_EQ), equalize_histogram, image)
-    if cfg.elastic_alpha > 0:
-      image = _maybe(cfg.elastic_prob, _sub(seed, _OP_ELASTIC),
-                     lambda x: random_elastic(x, cfg, _sub(seed, _OP_ELASTIC + 100)), image)
-  if cfg.rotation_degrees > 0:
-    image = random_rotation(image, cfg, _sub(seed, _OP_ROTATE))
-  image = random_resized_crop(image, cfg, _sub(seed, _OP_CROP))
+  elastic = medical_extras and cfg.elastic_alpha > 0 and cfg.elastic_prob > 0
+  if cfg.rotation_degrees > 0 or elastic:
+    limit = math.radians(cfg.rotation_degrees)
+    angle = _uniform(_sub(seed, _OP_ROTATE), -limit, limit) if limit > 0 else 0.0
+    alpha, sigma = 0.0, 1.0
+    if elastic:
+      shape = tf.shape(image)
+      scale = tf.cast(tf.minimum(shape[0], shape[1]), tf.float32) / float(cfg.image_size)
+      on = tf.cast(_uniform(_sub(seed, _OP_ELASTIC)) < cfg.elastic_prob, tf.float32)
+      alpha, sigma = on * cfg.elastic_alpha * scale, cfg.elastic_sigma * scale
+    else:
+      cfg = dataclasses.replace(cfg, elastic_alpha=0.0)
+    image = warped_crop(image, cfg, angle, alpha, sigma, _sub(seed, _OP_ELASTIC + 100))
+  else:
+    image = random_resized_crop(image, cfg, _sub(seed, _OP_CROP))
   return random_flips(image, cfg, seed)
 
 
