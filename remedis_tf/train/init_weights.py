@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from remedis_tf.errors import ConfigError
+from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.models.resnet_v2 import ResNetV2
 
 INIT_KINDS = ("none", "npz", "savedmodel", "checkpoint")
@@ -73,4 +73,9 @@ def load_init(init: str, backbone: keras.Model, projection_head=None,
       raise ConfigError("restoring the projection head needs a model that has one")
     items["projection_head"] = projection_head
   report = checkpoint_io.restore_items(init, **items)
-  return [f"from checkpoint {init}: {report}"]
+  missing = [name for name in items if name in report.absent]
+  if missing:
+    raise CheckpointError(f"--init {init}: checkpoint {report.path} has no "
+                          f"{' or '.join(missing)} to restore")
+  return [f"restored {', '.join(report.restored)} ({report.num_variables} variables) from "
+          f"{report.path}"]
