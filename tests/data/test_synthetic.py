@@ -195,7 +195,7 @@ def test_each_finding_changes_pixels_where_expected(seed):
   # Nodule: a small bright focal spot.
   d = _pair((0, 1, 0, 0), seed)
   assert d.max() > 0.1
-  assert 0 < (d > 0.05).sum() <= 40
+  assert 0 < (d > 0.05).sum() <= 60
   # Opacity: a diffuse brightening, much wider than a nodule, weaker at its peak.
   d_opa = _pair((1, 0, 0, 0), seed)
   assert (d_opa > 0.03).sum() > 3 * (d > 0.05).sum()
@@ -241,7 +241,8 @@ def test_label_sampler_matches_prevalence_and_cooccurrence():
   cfg = SyntheticConfig(uncertain_rate=0.05, blank_rate=0.08)
   obs = synthetic._observed_labels(labels, rng, cfg)
   assert abs((obs == -1).mean() - 0.05) < 0.005
-  assert abs(np.isnan(obs).mean() - 0.08) < 0.005
+  assert not np.isnan(obs[labels]).any()  # only negatives are "not mentioned"
+  assert abs(np.isnan(obs[~labels]).mean() - 0.08 * 0.95) < 0.006
   known = (obs == 0) | (obs == 1)
   assert np.array_equal(obs[known], labels[known].astype(float))
 
