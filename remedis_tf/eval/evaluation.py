@@ -391,7 +391,7 @@ def _predictions_csv(preds: predict_lib.Predictions, label_names: Sequence[str])
                   + [f"label:{n}" for n in label_names] + [f"mask:{n}" for n in label_names])
   for i in range(preds.ids.shape[0]):
     writer.writerow([preds.ids[i], preds.patients[i]]
-                    + [f"{v:.6g}" for v in preds.scores[i]]
+                    + [f"{v:.9g}" for v in preds.scores[i]]
                     + [f"{v:g}" for v in preds.labels[i]] + [f"{v:g}" for v in preds.mask[i]])
   return buf.getvalue()
 

@@ -1,0 +1,221 @@
+"""evaluate_model on a tiny fine-tuned run, operating points, and the classifier SavedModel."""
+
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from remedis_tf import stages
+from remedis_tf.data.manifest import Manifest, Record
+from remedis_tf.errors import ConfigError, DataError
+from remedis_tf.eval import evaluation
+from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.train.loop import LoopConfig
+from remedis_tf.train.supervised import SupervisedConfig
+from tests.eval.tiny_data import brightness_set
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny run fine-tuned on the brightness task (2 labels: one learnable, one noise)."""
+  root = str(tmp_path_factory.mktemp("evaluation"))
+  names = ("Bright", "Noise")
+  train, _ = brightness_set(root, "train", 12, seed=0, label_names=names)
+  sets = {"val": brightness_set(root, "val", 8, seed=1, label_names=names)[0],
+          "id_test": brightness_set(root, "test", 10, seed=2, label_names=names)[0],
+          "ood_site_b": brightness_set(root, "site_b", 10, seed=3, shift=0.1,
+                                       label_names=names)[0]}
+  run_dir = os.path.join(root, "run")
+  config = SupervisedConfig(variant="tiny", global_batch_size=12, seed=1)
+  opt = OptimizerConfig(name="sgd", base_lr=0.05, lr_scaling="none", schedule="constant",
+                        total_steps=20, weight_decay=0.0)
+  stages.run_supervised(train, config, opt, None, SIZE,
+                        LoopConfig(run_dir, 20, steps_per_loop=10), validation=sets["val"],
+                        log=lambda _: None)
+  return {"root": root, "run_dir": run_dir, "sets": sets}
+
+
+def _auc(labels, scores):
+  pos, neg = scores[labels == 1], scores[labels == 0]
+  diff = pos[:, None] - neg[None, :]
+  return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def _read_predictions(path):
+  with open(path) as f:
+    rows = list(csv.DictReader(f))
+  return rows
+
+
+def test_evaluate_two_sets_writes_metrics_with_cis(trained, tmp_path):
+  out = str(tmp_path / "eval")
+  summary = evaluation.evaluate_model(
+      trained["run_dir"], {"id_test": trained["sets"]["id_test"],
+                           "ood_site_b": trained["sets"]["ood_site_b"]},
+      out, num_bootstrap=200, log=lambda _: None)
+  for name in ("id_test", "ood_site_b"):
+    for suffix in (".json", ".csv", "_predictions.csv"):
+      assert os.path.exists(os.path.join(out, name + suffix))
+    row = summary["sets"][name]
+    assert row["metric"] == "mean_auc" and row["num_examples"] == 20
+    assert row["num_patients"] == 10
+    assert row["lower"] <= row["value"] <= row["upper"]
+    result = json.load(open(os.path.join(out, f"{name}.json")))
+    assert result["bootstrap"]["unit"] == "patient"
+    assert set(result["per_class"]) == {"Bright", "Noise"}
+    # Independent check: mean of per-class AUCs from the written per-image predictions.
+    rows = _read_predictions(os.path.join(out, f"{name}_predictions.csv"))
+    aucs = [_auc(np.array([float(r[f"label:{c}"]) for r in rows]),
+                 np.array([float(r[f"score:{c}"]) for r in rows])) for c in ("Bright", "Noise")]
+    assert row["value"] == pytest.approx(np.mean(aucs), abs=1e-5)
+  assert summary["operating_point"]["chosen_on"] is None
+  assert summary["operating_point"]["thresholds"] == {"Bright": 0.5, "Noise": 0.5}
+  with open(os.path.join(out, "summary.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [r["set"] for r in rows] == ["id_test", "ood_site_b"]
+  assert float(rows[0]["lower"]) <= float(rows[0]["value"]) <= float(rows[0]["upper"])
+  assert json.load(open(os.path.join(out, "summary.json")))["sets"] == summary["sets"]
+
+
+def test_operating_point_chosen_on_validation_and_failures_keep_results(trained, tmp_path):
+  out = str(tmp_path / "eval")
+  sets = {"val": trained["sets"]["val"], "id_test": trained["sets"]["id_test"]}
+  summary = evaluation.evaluate_model(trained["run_dir"], sets, out, num_bootstrap=0,
+                                      operating_point="sensitivity:0.75", val_set="val",
+                                      log=lambda _: None)
+  op = summary["operating_point"]
+  assert op["chosen_on"] == "val" and op["rule"] == "sensitivity:0.75"
+  rows = _read_predictions(os.path.join(out, "val_predictions.csv"))
+  for name in ("Bright", "Noise"):
+    y = np.array([float(r[f"label:{name}"]) for r in rows])
+    # Scores are float32, written with enough digits to round-trip as float32.
+    s = np.array([float(r[f"score:{name}"]) for r in rows], np.float32)
+    t = np.float32(op["thresholds"][name])
+    # Sensitivity at the chosen threshold reaches the target; any higher observed positive
+    # score would not (it is the largest such threshold).
+    assert (s[y == 1] >= t).mean() >= 0.75
+    higher = s[(y == 1) & (s > t)]
+    if higher.size:
+      assert (s[y == 1] >= higher.min()).mean() < 0.75
+  written = json.load(open(os.path.join(out, "id_test.json")))
+  assert written["per_class"]["Bright"]["threshold"] == pytest.approx(op["thresholds"]["Bright"])
+  assert summary["sets"]["val"]["role"].startswith("validation")
+  before = open(os.path.join(out, "summary.json")).read()
+  # A set that lacks the model's labels fails before anything is written.
+  bad = Manifest(trained["sets"]["id_test"].records, ("Other", "Noise"), "multilabel", "bad")
+  with pytest.raises(DataError, match="Bright"):
+    evaluation.evaluate_model(trained["run_dir"], {"id_test": bad}, out, num_bootstrap=0,
+                              log=lambda _: None)
+  assert open(os.path.join(out, "summary.json")).read() == before
+  with pytest.raises(ConfigError, match="val_set"):
+    evaluation.evaluate_model(trained["run_dir"], sets, out, val_set="nope",
+                              log=lambda _: None)
+
+
+def test_classifier_savedmodel_gives_the_same_scores(trained, tmp_path):
+  task, _ = stages.load_classifier(trained["run_dir"])
+  export = evaluation.export_classifier_savedmodel(task, str(tmp_path / "clf"),
+                                                   source=trained["run_dir"])
+  sidecar = evaluation.read_sidecar(export)
+  assert sidecar["label_names"] == ["Bright", "Noise"]
+  assert sidecar["task"] == "multilabel" and sidecar["image_size"] == SIZE
+  manifest = trained["sets"]["id_test"]
+  from_run = evaluation.load_model(trained["run_dir"]).predict(manifest)
+  from_saved = evaluation.load_model(export).predict(manifest)
+  np.testing.assert_allclose(from_saved.scores, from_run.scores, atol=1e-5)
+  out_a, out_b = str(tmp_path / "a"), str(tmp_path / "b")
+  a = evaluation.evaluate_model(trained["run_dir"], {"id_test": manifest}, out_a,
+                                num_bootstrap=50, log=lambda _: None)
+  b = evaluation.evaluate_model(export, {"id_test": manifest}, out_b, num_bootstrap=50,
+                                log=lambda _: None)
+  assert b["model_kind"] == "savedmodel"
+  assert b["sets"]["id_test"]["value"] == pytest.approx(a["sets"]["id_test"]["value"],
+                                                        abs=1e-6)
+  # Re-exporting over it works; a foreign non-empty directory is never replaced.
+  evaluation.export_classifier_savedmodel(task, export)
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / "keep.txt").write_text("x")
+  with pytest.raises(Exception, match="refusing"):
+    evaluation.export_classifier_savedmodel(task, str(foreign))
+  assert (foreign / "keep.txt").exists()
+
+
+def _brute_youden(labels, scores):
+  best, best_t = -2.0, None
+  for t in sorted(set(scores.tolist()), reverse=True):
+    pred = scores >= t
+    j = pred[labels == 1].mean() + (~pred[labels == 0]).mean() - 1
+    if j > best + 1e-12:
+      best, best_t = j, t
+  return best_t
+
+
+def test_youden_threshold_matches_brute_force():
+  rng = np.random.default_rng(0)
+  for trial in range(20):
+    n = int(rng.integers(5, 60))
+    labels = rng.integers(0, 2, n).astype(float)
+    labels[:2] = [0, 1]
+    scores = np.round(rng.normal(labels * rng.uniform(0, 2), 1.0), 1)  # ties included
+    assert evaluation.youden_threshold(labels, scores) == _brute_youden(labels, scores), trial
+  assert np.isnan(evaluation.youden_threshold(np.ones(4), np.arange(4.0)))
+
+
+def test_choose_thresholds_fallbacks_and_rules():
+  labels = np.array([[1, 1], [0, 1], [1, 1], [0, 1]], float)
+  scores = np.array([[0.9, 0.2], [0.1, 0.3], [0.7, 0.4], [0.8, 0.5]])
+  mask = np.ones_like(labels)
+  op = evaluation.parse_operating_point("specificity:1.0")
+  t, notes = evaluation.choose_thresholds(op, labels, scores, mask, ["A", "B"])
+  # Specificity 1 on A needs a threshold above the highest negative score (0.8).
+  assert 0.8 < t["A"] <= 0.9
+  assert t["B"] == 0.5 and "'B'" in notes[0]  # no negatives for B
+  t, _ = evaluation.choose_thresholds(evaluation.parse_operating_point(0.3), labels, scores,
+                                      mask, ["A", "B"])
+  assert t == {"A": 0.3, "B": 0.3}
+
+
+@pytest.mark.parametrize("spec,rule,value", [
+    ("youden", "youden", None), ("sens:0.9", "sensitivity", 0.9),
+    ("specificity:0.8", "specificity", 0.8), ("0.25", "fixed", 0.25), (0.5, "fixed", 0.5)])
+def test_parse_operating_point(spec, rule, value):
+  op = evaluation.parse_operating_point(spec)
+  assert (op.rule, op.value) == (rule, value)
+
+
+@pytest.mark.parametrize("spec", ["sens:1.5", "youdenx", "spec:", "nan", "sensitivity:0"])
+def test_parse_operating_point_rejects(spec):
+  with pytest.raises(ConfigError):
+    evaluation.parse_operating_point(spec)
+
+
+def test_align_labels_reorders_and_drops_columns():
+  rec = Record("x.png", "x", (1.0, 0.0, 1.0), (1.0, 0.0, 1.0), patient_id="p")
+  m = Manifest((rec,), ("A", "B", "C"), "multilabel", "m")
+  out = evaluation.align_labels(m, ("C", "A"), "multilabel")
+  assert out.label_names == ("C", "A")
+  assert out.records[0].labels == (1.0, 1.0) and out.records[0].mask == (1.0, 1.0)
+  out = evaluation.align_labels(m, ("B",), "binary")
+  assert out.task == "binary" and out.records[0].mask == (0.0,)
+  with pytest.raises(DataError, match="'D'"):
+    evaluation.align_labels(m, ("D",), "binary")
+  with pytest.raises(DataError, match="multiclass"):
+    evaluation.align_labels(m, ("A", "B", "C"), "multiclass")
+  unlabelled = dataclasses.replace(m, label_names=(), task="unlabelled")
+  with pytest.raises(DataError, match="no labels"):
+    evaluation.align_labels(unlabelled, ("A",), "binary")
+
+
+def test_bad_set_names_and_sources(tmp_path):
+  with pytest.raises(ConfigError, match="summary"):
+    evaluation.check_set_names(["summary"])
+  with pytest.raises(ConfigError):
+    evaluation.check_set_names(["a/b"])
+  with pytest.raises(ConfigError, match="neither"):
+    evaluation.load_model(str(tmp_path))
