@@ -19,7 +19,6 @@ datasets also yield ``"id"`` and ``"patient"`` strings and keep the last partial
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
@@ -28,6 +27,8 @@ import tensorflow as tf
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import decode
 from remedis_tf.data import micle as micle_lib
+from remedis_tf.data import record_source
+from remedis_tf.data import tfrecords as tfrecords_lib
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
 
@@ -35,6 +36,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 # Separates the augmentation seed stream from the shuffle seed stream.
 _AUGMENT_SALT = 0x5EED
 _VIEW1, _VIEW2, _PAIR = 1, 2, 3
+TFRECORDS_MEMORY_BYTES = record_source.DEFAULT_MEMORY_BYTES
 
 
 def _source(manifest: Manifest) -> str:
@@ -103,46 +105,50 @@ def _take_share(ds: tf.data.Dataset, global_batch_size: int, pipelines: int,
           .map(lambda i, p: (i[lo:hi], p[lo:hi])).unbatch())
 
 
-def _fit_within(image: tf.Tensor, max_size: int) -> tf.Tensor:
-  """Downscales (area averaging) so the longer side is at most ``max_size``."""
-  shape = tf.shape(image)
-  longer = tf.maximum(shape[0], shape[1])
+def _file_reader(manifest: Manifest) -> Callable[[tf.Tensor], Tuple[tf.Tensor, tf.Tensor]]:
+  """record index → (encoded bytes, path for error messages) of an image-file manifest."""
+  paths = tf.constant(manifest.paths(), tf.string)
 
-  def shrink():
-    scale = float(max_size) / tf.cast(longer, tf.float32)
-    size = tf.maximum(tf.cast(tf.round(tf.cast(shape[:2], tf.float32) * scale), tf.int32), 1)
-    return tf.image.resize(image, size, method="area")
+  def read(index):
+    path = tf.gather(paths, index)
+    return tf.io.read_file(path), path
 
-  return tf.cond(longer > max_size, shrink, lambda: image)
+  return read
 
 
-def _make_loader(manifest: Manifest, max_image_size: Optional[int],
-                 cache: bool) -> Callable[[tf.Tensor], tf.Tensor]:
-  """record index (int scalar) → float32 ``[H, W, 3]`` in [0, 1]."""
+def _make_loader(manifest: Manifest, max_image_size: Optional[int], cache: bool,
+                 tfrecords_memory_bytes: int = TFRECORDS_MEMORY_BYTES
+                 ) -> Callable[[tf.Tensor], tf.Tensor]:
+  """record index (int scalar) → float32 ``[H, W, 3]`` in [0, 1].
+
+  Image-file manifests read the record's file; TFRecord index manifests
+  (:func:`remedis_tf.data.tfrecords.tfrecords_manifest`) read the record's Example from
+  its shard (see :mod:`remedis_tf.data.record_source`).
+  """
   if max_image_size is not None and max_image_size <= 0:
     raise ConfigError(f"max_image_size={max_image_size!r}: must be a positive integer or None")
-  supports_max = "max_size" in inspect.signature(decode.load_image).parameters
+  if tfrecords_lib.is_tfrecords_manifest(manifest):
+    read = record_source.tfrecord_reader(manifest, tfrecords_memory_bytes)
+  else:
+    read = _file_reader(manifest)
 
-  def load_path(path):
-    if max_image_size is not None and supports_max:
-      return decode.load_image(path, max_size=max_image_size)
-    image = decode.load_image(path)
-    return image if max_image_size is None else _fit_within(image, max_image_size)
+  def load_index(index):
+    data, name = read(index)
+    return decode.decode_image_bytes(data, max_size=max_image_size, name=name)
 
-  paths = tf.constant(manifest.paths(), tf.string)
   if not cache:
-    return lambda index: load_path(tf.gather(paths, index))
-  return _cached_loader(manifest, load_path)
+    return load_index
+  return _cached_loader(manifest, load_index)
 
 
-def _cached_loader(manifest: Manifest, load_path) -> Callable[[tf.Tensor], tf.Tensor]:
+def _cached_loader(manifest: Manifest, load_index) -> Callable[[tf.Tensor], tf.Tensor]:
   """Decodes every image once into one uint16 buffer; returns an index → image loader.
 
   Meant for small datasets (2 bytes per pixel and channel are held in memory); values are
   quantised to 1/65535, which is exact for 8- and 16-bit sources.
   """
-  decoded = (tf.data.Dataset.from_tensor_slices(manifest.paths())
-             .map(lambda p: tf.cast(tf.round(load_path(p) * 65535.0), tf.uint16),
+  decoded = (tf.data.Dataset.range(len(manifest))
+             .map(lambda i: tf.cast(tf.round(load_index(i) * 65535.0), tf.uint16),
                   num_parallel_calls=AUTOTUNE, deterministic=True))
   chunks, shapes = [], []
   for image in decoded:
@@ -153,14 +159,14 @@ def _cached_loader(manifest: Manifest, load_path) -> Callable[[tf.Tensor], tf.Te
   sizes = np.prod(np.asarray(shapes, np.int64), axis=1)
   offsets = tf.constant(np.concatenate([[0], np.cumsum(sizes)[:-1]]), tf.int64)
 
-  def load_index(index):
+  def load_cached(index):
     shape = tf.gather(shapes_t, index)
     flat = tf.slice(buffer, [tf.gather(offsets, index)], [tf.reduce_prod(shape)])
     image = tf.cast(tf.reshape(flat, shape), tf.float32) / 65535.0
     image.set_shape([None, None, 3])
     return image
 
-  return load_index
+  return load_cached
 
 
 def _options(deterministic: Optional[bool]) -> tf.data.Options:
@@ -177,7 +183,9 @@ def contrastive_dataset(manifest: Manifest, *, augment: augment_lib.AugmentConfi
                         input_context: Optional[tf.distribute.InputContext] = None,
                         start_step: int = 0, cache: bool = False,
                         deterministic: Optional[bool] = None,
-                        max_image_size: Optional[int] = None) -> tf.data.Dataset:
+                        max_image_size: Optional[int] = None,
+                        tfrecords_memory_bytes: int = TFRECORDS_MEMORY_BYTES
+                        ) -> tf.data.Dataset:
   """Infinite dataset of per-replica batches of two augmented views.
 
   Yields ``{"view1", "view2": float32 [b, S, S, 3] in [0, 1]}`` plus ``"label"``,
@@ -187,13 +195,17 @@ def contrastive_dataset(manifest: Manifest, *, augment: augment_lib.AugmentConfi
   ``cache`` keeps all decoded images in memory (small datasets only); ``max_image_size``
   downscales decoded images whose longer side exceeds it (before any augmentation);
   ``deterministic=False`` lets parallel map reorder examples (faster, breaks exactness).
+  A TFRecord index manifest (``tfrecords.tfrecords_manifest``) is read from its shards,
+  in memory when its encoded examples total at most ``tfrecords_memory_bytes``, else by
+  ranged reads (see ``record_source``).
   """
   if not isinstance(augment, augment_lib.AugmentConfig):
     raise ConfigError(f"augment must be an AugmentConfig, got {type(augment).__name__}")
   pipelines, pipeline_id, per_replica = _layout(global_batch_size, input_context)
   if start_step < 0:
     raise ConfigError(f"start_step={start_step}: must be >= 0")
-  load = _make_loader(manifest, max_image_size, cache) if len(manifest) else None
+  load = (_make_loader(manifest, max_image_size, cache, tfrecords_memory_bytes)
+          if len(manifest) else None)
   labelled = manifest.num_labels > 0
   labels = tf.constant(manifest.label_matrix()) if labelled else None
   masks = tf.constant(manifest.mask_matrix()) if labelled else None
@@ -245,13 +257,16 @@ def supervised_dataset(manifest: Manifest, *, augment: Optional[augment_lib.Augm
                        input_context: Optional[tf.distribute.InputContext] = None,
                        start_step: int = 0, crop_fraction: float = 0.875,
                        cache: bool = False, deterministic: Optional[bool] = None,
-                       max_image_size: Optional[int] = None) -> tf.data.Dataset:
+                       max_image_size: Optional[int] = None,
+                       tfrecords_memory_bytes: int = TFRECORDS_MEMORY_BYTES
+                       ) -> tf.data.Dataset:
   """Infinite dataset of per-replica training batches for fine-tuning.
 
   Yields ``{"image": float32 [b, S, S, 3] in [0, 1], "label": [b, K], "mask": [b, K]}``.
   Images go through ``finetune_augment(augment)`` (``augment.image_size`` must equal
   ``image_size``), or through ``eval_preprocess(image_size, crop_fraction)`` when
-  ``augment`` is None. Ordering, sharding and resumption as in the module docstring.
+  ``augment`` is None. Ordering, sharding and resumption as in the module docstring;
+  TFRecord index manifests as in :func:`contrastive_dataset`.
   """
   if augment is not None and augment.image_size != image_size:
     raise ConfigError(f"augment.image_size={augment.image_size} differs from "
@@ -262,7 +277,7 @@ def supervised_dataset(manifest: Manifest, *, augment: Optional[augment_lib.Augm
   _check_size(len(manifest), global_batch_size, manifest, "images")
   if manifest.num_labels == 0:
     raise DataError(f"dataset {_source(manifest)} has no labels; supervised training needs them")
-  load = _make_loader(manifest, max_image_size, cache)
+  load = _make_loader(manifest, max_image_size, cache, tfrecords_memory_bytes)
   labels, masks = tf.constant(manifest.label_matrix()), tf.constant(manifest.mask_matrix())
   base = _seed_pair(seed, _AUGMENT_SALT)
 
@@ -283,18 +298,20 @@ def supervised_dataset(manifest: Manifest, *, augment: Optional[augment_lib.Augm
 
 def eval_dataset(manifest: Manifest, *, image_size: int, batch_size: int,
                  crop_fraction: float = 0.875,
-                 max_image_size: Optional[int] = None) -> tf.data.Dataset:
+                 max_image_size: Optional[int] = None,
+                 tfrecords_memory_bytes: int = TFRECORDS_MEMORY_BYTES) -> tf.data.Dataset:
   """One pass over the manifest in order, last partial batch kept.
 
   Yields ``{"image": [b, S, S, 3], "label": [b, K], "mask": [b, K], "id": string [b],
   "patient": string [b]}``; images centre-cropped (``crop_fraction``) and resized.
   ``patient`` is the record's patient id, or a unique per-record key when it has none.
+  TFRecord index manifests as in :func:`contrastive_dataset`.
   """
   if len(manifest) == 0:
     raise DataError(f"dataset {_source(manifest)} is empty")
   if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
     raise ConfigError(f"batch_size={batch_size!r}: must be a positive integer")
-  load = _make_loader(manifest, max_image_size, cache=False)
+  load = _make_loader(manifest, max_image_size, False, tfrecords_memory_bytes)
   columns = {
       "index": np.arange(len(manifest), dtype=np.int64),
       "label": manifest.label_matrix(),

@@ -216,3 +216,60 @@ def test_works_under_distribute_datasets_from_function(manifest):
                                           seed=1), 1)[0]
   np.testing.assert_allclose(np.concatenate([x.numpy() for x in local]), single["view1"],
                              atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def as_tfrecords(manifest, tmp_path_factory):
+  """The module's PNG manifest written as 3 TFRecord shards → its index manifest."""
+  from remedis_tf.data import tfrecords
+  prefix = str(tmp_path_factory.mktemp("shards") / "set")
+  tfrecords.write_tfrecords(manifest, prefix, num_shards=3, num_workers=1)
+  return tfrecords.tfrecords_manifest(prefix)
+
+
+def _assert_same(a_batches, b_batches):
+  for a, b in zip(a_batches, b_batches):
+    assert set(a) == set(b)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("memory_bytes", [P.TFRECORDS_MEMORY_BYTES, 0])  # in memory / ranged
+def test_tfrecords_give_the_same_batches_as_png_files(manifest, as_tfrecords, memory_bytes):
+  kw = dict(tfrecords_memory_bytes=memory_bytes)
+  for micle in (False, True):
+    args = dict(augment=AUG, global_batch_size=4, seed=7, micle=micle)
+    _assert_same(_batches(P.contrastive_dataset(manifest, **args), 3),
+                 _batches(P.contrastive_dataset(as_tfrecords, **args, **kw), 3))
+  args = dict(augment=AUG, image_size=S, global_batch_size=4, seed=2, start_step=3,
+              input_context=_context(1))
+  _assert_same(_batches(P.supervised_dataset(manifest, **args), 2),
+               _batches(P.supervised_dataset(as_tfrecords, **args, **kw), 2))
+  _assert_same(_batches(P.eval_dataset(manifest, image_size=S, batch_size=4), 3),
+               _batches(P.eval_dataset(as_tfrecords, image_size=S, batch_size=4, **kw), 3))
+  # A subset (e.g. a label fraction) reads only its own records, whatever their shard.
+  keep = [7, 2, 5, 0]
+  _assert_same(_batches(P.eval_dataset(manifest.subset(keep), image_size=S, batch_size=4), 1),
+               _batches(P.eval_dataset(as_tfrecords.subset(keep, " (subset)"), image_size=S,
+                                       batch_size=4, **kw), 1))
+
+
+def test_tfrecords_index_mismatch_and_unknown_id_are_reported(manifest, tmp_path):
+  import dataclasses
+  from remedis_tf.data import tfrecords
+  prefix = str(tmp_path / "one")
+  tfrecords.write_tfrecords(manifest.subset([0, 1, 2]), prefix, num_shards=1, num_workers=1)
+  with open(tfrecords.index_path(prefix)) as f:
+    header, *rows = f.read().splitlines()
+  rows[0], rows[1] = rows[1], rows[0]  # index no longer matches the shard's record order
+  with open(tfrecords.index_path(prefix), "w") as f:
+    f.write("\n".join([header, *rows]) + "\n")
+  wrong = tfrecords.tfrecords_manifest(prefix)
+  for memory_bytes in (P.TFRECORDS_MEMORY_BYTES, 0):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="does not match its index"):
+      _batches(P.eval_dataset(wrong, image_size=S, batch_size=3,
+                              tfrecords_memory_bytes=memory_bytes), 1)
+  unknown = dataclasses.replace(wrong, records=(
+      dataclasses.replace(wrong.records[0], example_id="nope"),))
+  with pytest.raises(DataError, match="'nope' is not in the TFRecord index"):
+    P.eval_dataset(unknown, image_size=S, batch_size=1)
