@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from absl import app
+from absl import app, logging
 
 from remedis_tf.errors import RemedisError
 
@@ -14,6 +14,8 @@ def run_main(main_fn: Callable) -> None:
   """``app.run(main_fn)``, printing ``error: <message>`` to stderr and exiting 2 on RemedisError."""
 
   def wrapped(argv):
+    # TF's Python-side INFO logs (e.g. checkpoint sharding) would drown the progress lines.
+    logging.set_verbosity(logging.WARNING)
     try:
       return main_fn(argv)
     except RemedisError as e:

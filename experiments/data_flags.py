@@ -20,11 +20,11 @@ set of flags per dataset role, then ``manifest_from_flags("train_")``. Sources:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 from absl import flags
 
-from remedis_tf.data import folders, recipes, tfrecords
+from remedis_tf.data import folders, recipes, tfrecords, validate
 from remedis_tf.data.csv_reader import BLANK_POLICIES, UNCERTAIN_POLICIES
 from remedis_tf.data.manifest import Manifest, TASK_TYPES
 from remedis_tf.errors import ConfigError
@@ -92,6 +92,13 @@ def define_data_flags(prefix: str = "", flag_values: flags.FlagValues = flags.FL
   flags.DEFINE_string(f"{p}tfds_name", None, "TFDS dataset name, e.g. patch_camelyon "
                       "(tfds source; needs pip install 'remedis_tf[tfds]').", flag_values=fv)
   flags.DEFINE_string(f"{p}tfds_split", "train", "TFDS split (tfds source).", flag_values=fv)
+  flags.DEFINE_enum(f"{p}validate", "header", ["none", "header", "decode"],
+                    f"Check every image{what} before training: header (exists, non-empty, "
+                    "known format; fast), decode (fully decodes each file; slow on big sets) "
+                    "or none.", flag_values=fv)
+  flags.DEFINE_bool(f"{p}skip_bad_examples", False, f"Skip missing/undecodable images{what} "
+                    "(counted and reported) instead of failing on the first one.",
+                    flag_values=fv)
   flags.DEFINE_string(f"{p}tfds_data_dir", None, "TFDS data_dir holding the prepared "
                       "dataset (tfds source).", flag_values=fv)
 
@@ -109,8 +116,7 @@ def source_from_flags(prefix: str = "",
   return flag_values[f"{prefix}source"].value
 
 
-def manifest_from_flags(prefix: str = "",
-                        flag_values: flags.FlagValues = flags.FLAGS) -> Manifest:
+def _build_manifest(prefix: str, flag_values: flags.FlagValues) -> Manifest:
   """Builds the Manifest described by the ``--{prefix}*`` flags.
 
   Raises ConfigError for missing/contradictory flags (naming the flag), DataError for bad
@@ -152,3 +158,30 @@ def manifest_from_flags(prefix: str = "",
   raise ConfigError(f"--{p}source=tfds has no image files to list: convert it first with "
                     f"experiments/make_tfrecords.py --source=tfds --tfds_name=... and use "
                     f"--{p}source=tfrecords")
+
+
+#: Reports of skipped bad examples, printed again when a binary finishes.
+SKIPPED: List[str] = []
+
+
+def manifest_from_flags(prefix: str = "", flag_values: flags.FlagValues = flags.FLAGS,
+                        required: bool = True) -> Optional[Manifest]:
+  """The validated Manifest described by the ``--{prefix}*`` flags.
+
+  With ``required=False`` and no ``--{prefix}source``, returns None. Images are checked
+  as ``--{prefix}validate`` says; a bad file raises DataError naming it and its CSV row,
+  unless ``--{prefix}skip_bad_examples`` drops and counts it (see SKIPPED).
+  """
+  if not required and flag_values[f"{prefix}source"].value is None:
+    return None
+  manifest = _build_manifest(prefix, flag_values)
+  check = flag_values[f"{prefix}validate"].value
+  if check == "none" or tfrecords.is_tfrecords_manifest(manifest):
+    return manifest
+  manifest, report = validate.validate_manifest(
+      manifest, check=check, skip_bad=flag_values[f"{prefix}skip_bad_examples"].value)
+  if report.count:
+    line = f"[data] --{prefix}skip_bad_examples: {report.summary()}"
+    print(line)
+    SKIPPED.append(line)
+  return manifest

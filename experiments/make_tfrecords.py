@@ -13,31 +13,16 @@ skipped rows at the end. Exit status 2 with ``error: ...`` on a user error.
 
 from __future__ import annotations
 
-import sys
 import time
 
-from absl import app
 from absl import flags
 
 from experiments import data_flags
 from remedis_tf.data import tfrecords, tfds_source
-from remedis_tf.data import validate as validate_lib
 from remedis_tf.data.manifest import Record, describe
 from remedis_tf.errors import ConfigError
 
-try:
-  from experiments._cli import run_main  # pylint: disable=g-import-not-at-top
-except ImportError:  # the shared wrapper is not there yet: same behaviour inline
-  from remedis_tf.errors import RemedisError  # pylint: disable=g-import-not-at-top
-
-  def run_main(main):
-    def wrapped(argv):
-      try:
-        return main(argv)
-      except RemedisError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    app.run(wrapped)
+from experiments._cli import run_main
 
 FLAGS = flags.FLAGS
 
@@ -50,11 +35,6 @@ flags.DEFINE_integer("image_size", 0, "Downscale so the longest side is at most 
 flags.DEFINE_integer("num_workers", 4, "Parallel decode/resize/encode threads.")
 flags.DEFINE_enum("bit_depth", "8", ["8", "16"], "PNG bit depth inside the records; 16 keeps "
                   "12/16-bit PNG/DICOM sources at full precision (twice the size).")
-flags.DEFINE_bool("skip_bad_examples", False, "Skip unreadable images (listed at the end) "
-                  "instead of stopping at the first one.")
-flags.DEFINE_enum("validate", "none", ["none", "header", "decode"], "Check every file "
-                  "before converting (header: exists/non-empty/known format; decode: full "
-                  "decode). Conversion decodes everything anyway; this only reports early.")
 flags.DEFINE_float("progress_every_s", 10.0, "Seconds between progress lines.")
 
 
@@ -107,17 +87,10 @@ def main(argv):
     if tfrecords.is_tfrecords_manifest(manifest):
       raise ConfigError("--source=tfrecords is already TFRecords; nothing to convert")
     print(f"source: {describe(manifest)}", flush=True)
-    report = None
-    if FLAGS.validate != "none":
-      manifest, report = validate_lib.validate_manifest(
-          manifest, check=FLAGS.validate, num_threads=FLAGS.num_workers,
-          skip_bad=FLAGS.skip_bad_examples)
     summary = tfrecords.write_tfrecords(
         manifest, FLAGS.output_prefix, num_shards=FLAGS.num_shards or None,
         image_size=image_size, num_workers=FLAGS.num_workers, progress_callback=progress,
         skip_bad=FLAGS.skip_bad_examples, bit_depth=int(FLAGS.bit_depth))
-    if report is not None and report.count:
-      print(report.summary())
   print(f"wrote {summary['count']} examples in {summary['num_shards']} shards "
         f"({summary['seconds']:.1f}s) to {FLAGS.output_prefix}-*; schema in "
         f"{summary['sidecar']}")

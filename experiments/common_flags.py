@@ -1,0 +1,274 @@
+"""absl flags shared by the training binaries, and their translation into library configs.
+
+Each ``define_*`` registers a group of flags; the matching ``*_from_flags`` builds the
+frozen config the library takes. Augmentation flags are generated from
+``AugmentConfig``'s fields (help text from its docstring) so every knob is a flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, Optional
+
+from absl import flags
+
+from remedis_tf.configs import field_docs
+from remedis_tf.data import augment as augment_lib
+from remedis_tf.errors import ConfigError
+from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.stages import RuntimeConfig
+from remedis_tf.train import strategy as strategy_lib
+from remedis_tf.train.loop import LoopConfig
+
+FLAGS = flags.FLAGS
+AUG_PREFIX = "aug_"
+
+
+def define_runtime_flags() -> None:
+  """--strategy, --tpu, --num_cpu_devices, --precision."""
+  flags.DEFINE_enum("strategy", "default", list(strategy_lib.STRATEGIES),
+                    "Distribution: default (one device), mirrored (all local GPUs, or "
+                    "--num_cpu_devices logical CPUs), multi_worker (TF_CONFIG), tpu (--tpu).")
+  flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU VM, or a "
+                      "TPU name / grpc:// address.")
+  flags.DEFINE_integer("num_cpu_devices", 0, "With --strategy=mirrored and no GPU: split the "
+                       "CPU into this many logical devices (to exercise multi-replica code).")
+  flags.DEFINE_enum("precision", "float32", list(strategy_lib.PRECISIONS),
+                    "Compute precision: float32, bfloat16 (mixed_bfloat16, TPU/modern CPU) or "
+                    "float16 (mixed_float16 with loss scaling, GPU). Norm stats and losses "
+                    "stay float32.")
+
+
+def runtime_from_flags() -> RuntimeConfig:
+  return RuntimeConfig(strategy=FLAGS.strategy, tpu=FLAGS.tpu,
+                       num_cpu_devices=FLAGS.num_cpu_devices, precision=FLAGS.precision)
+
+
+def define_loop_flags(default_epochs: float) -> None:
+  """--run_dir, --train_steps/--train_epochs and the loop cadences."""
+  flags.DEFINE_string("run_dir", None, "Run directory (local or gs://): checkpoints, "
+                      "TensorBoard summaries, config.json. Re-running the same command "
+                      "resumes from its latest checkpoint.", required=True)
+  flags.DEFINE_integer("train_steps", 0, "Optimizer steps to train for; 0 = derive from "
+                       "--train_epochs.")
+  flags.DEFINE_float("train_epochs", default_epochs, "Epochs over the training set (used "
+                     "when --train_steps is 0).")
+  flags.DEFINE_integer("steps_per_loop", 10, "Steps per tf.function call (host loop); TPUs "
+                       "want 100s. Checkpoints/summaries happen on call boundaries.")
+  flags.DEFINE_integer("checkpoint_every", 500, "Save a checkpoint every N steps (and at "
+                       "the end, and on SIGTERM).")
+  flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.")
+  flags.DEFINE_integer("summary_every", 50, "Write TensorBoard scalars every N steps.")
+  flags.DEFINE_integer("log_every", 20, "Print a progress line (loss, images/s, ETA) every "
+                       "N steps.")
+  flags.DEFINE_bool("xla", False, "Compile the per-replica train step with XLA "
+                    "(jit_compile). Off by default: slower on CPU; TPUs compile anyway.")
+
+
+def total_steps_from_flags(num_examples: int, global_batch_size: int) -> int:
+  """--train_steps, or --train_epochs converted to steps."""
+  if FLAGS.train_steps < 0:
+    raise ConfigError(f"--train_steps must be >= 0, got {FLAGS.train_steps}")
+  if FLAGS.train_steps:
+    return FLAGS.train_steps
+  if FLAGS.train_epochs <= 0:
+    raise ConfigError(f"--train_epochs must be > 0 when --train_steps=0, got "
+                      f"{FLAGS.train_epochs}")
+  return max(1, int(math.ceil(FLAGS.train_epochs * num_examples / global_batch_size)))
+
+
+def loop_from_flags(total_steps: int, eval_every: int = 0) -> LoopConfig:
+  return LoopConfig(run_dir=FLAGS.run_dir, total_steps=total_steps,
+                    steps_per_loop=FLAGS.steps_per_loop,
+                    checkpoint_every=FLAGS.checkpoint_every,
+                    keep_checkpoints=FLAGS.keep_checkpoints,
+                    summary_every=FLAGS.summary_every, log_every=FLAGS.log_every,
+                    eval_every=eval_every, xla=FLAGS.xla)
+
+
+def define_optimizer_flags(name: str, base_lr: float, lr_scaling: str, schedule: str,
+                           warmup_epochs: float, weight_decay: float) -> None:
+  """Optimizer and schedule flags with a stage's defaults."""
+  docs = field_docs(OptimizerConfig)
+  flags.DEFINE_enum("optimizer", name, ["lars", "sgd", "adamw", "lamb"], docs["name"])
+  flags.DEFINE_float("learning_rate", base_lr, docs["base_lr"])
+  flags.DEFINE_enum("lr_scaling", lr_scaling, ["linear", "sqrt", "none"], docs["lr_scaling"])
+  flags.DEFINE_enum("lr_schedule", schedule, ["warmup_cosine", "bit_hyperrule", "constant"],
+                    docs["schedule"])
+  flags.DEFINE_float("warmup_epochs", warmup_epochs, "Linear warmup length in epochs (used "
+                     "when --warmup_steps is negative).")
+  flags.DEFINE_integer("warmup_steps", -1, "Linear warmup length in steps; -1 = from "
+                       "--warmup_epochs.")
+  flags.DEFINE_float("weight_decay", weight_decay, docs["weight_decay"] + " Norm parameters "
+                     "and biases are never decayed.")
+  flags.DEFINE_float("momentum", 0.9, docs["momentum"])
+  flags.DEFINE_float("trust_coefficient", 0.001, docs["trust_coefficient"])
+  flags.DEFINE_bool("nesterov", False, docs["nesterov"])
+
+
+def optimizer_from_flags(total_steps: int, steps_per_epoch: float,
+                         boundaries=()) -> OptimizerConfig:
+  warmup = FLAGS.warmup_steps
+  if warmup < 0:
+    warmup = int(round(FLAGS.warmup_epochs * steps_per_epoch))
+  warmup = min(warmup, max(total_steps - 1, 0))
+  if FLAGS.lr_schedule == "constant":
+    warmup = 0
+  return OptimizerConfig(name=FLAGS.optimizer, base_lr=FLAGS.learning_rate,
+                         lr_scaling=FLAGS.lr_scaling, schedule=FLAGS.lr_schedule,
+                         warmup_steps=warmup, total_steps=total_steps,
+                         weight_decay=FLAGS.weight_decay, momentum=FLAGS.momentum,
+                         trust_coefficient=FLAGS.trust_coefficient, nesterov=FLAGS.nesterov,
+                         boundaries=tuple(boundaries))
+
+
+def define_augment_flags(default_preset: str) -> None:
+  """--aug_preset plus one --aug_<field> override per AugmentConfig field."""
+  flags.DEFINE_string("aug_preset", default_preset,
+                      f"Augmentation preset: one of {', '.join(sorted(augment_lib.PRESETS))} "
+                      "(see docs/augmentations.md); every value can be overridden by the "
+                      f"--{AUG_PREFIX}* flags.")
+  docs = field_docs(augment_lib.AugmentConfig)
+  for field in dataclasses.fields(augment_lib.AugmentConfig):
+    if field.name == "image_size":
+      continue
+    name = AUG_PREFIX + field.name
+    help_text = f"{docs.get(field.name, field.name)} (unset = the preset's value)"
+    if field.type in ("bool", bool):
+      flags.DEFINE_bool(name, None, help_text)
+    elif field.type in ("int", int):
+      flags.DEFINE_integer(name, None, help_text)
+    elif field.type in ("float", float):
+      flags.DEFINE_float(name, None, help_text)
+    else:
+      flags.DEFINE_string(name, None, help_text)
+
+
+def augment_from_flags(image_size: int) -> augment_lib.AugmentConfig:
+  """The preset named by --aug_preset with every --aug_* flag that was set applied."""
+  overrides: Dict[str, object] = {"image_size": image_size}
+  for field in dataclasses.fields(augment_lib.AugmentConfig):
+    name = AUG_PREFIX + field.name
+    if name in FLAGS and FLAGS[name].value is not None:
+      overrides[field.name] = FLAGS[name].value
+  return augment_lib.get_preset(FLAGS.aug_preset, **overrides)
+
+
+def define_variant_flag(default_variant: str) -> None:
+  """--variant alone (binaries whose inits come from elsewhere, e.g. the data-efficiency
+  sweep's --models)."""
+  flags.DEFINE_string("variant", default_variant,
+                      "Backbone: r50x1, r50x3, r101x1, r101x3, r152x2, r152x4 (BiT), r26x1, "
+                      "or the CPU-sized 'small' / 'tiny' (same structure, fewer units and "
+                      "channels).")
+
+
+def define_model_flags(default_variant: str) -> None:
+  """--variant, --init and --seed."""
+  define_variant_flag(default_variant)
+  flags.DEFINE_string("init", "", "Initial weights for a fresh run: a BiT .npz file, a "
+                      "SavedModel directory / gs:// path / TF Hub handle, or one of our "
+                      "checkpoints (prefix, checkpoints/ dir or run dir). Empty = random. "
+                      "Ignored when --run_dir already has a checkpoint (resume wins).")
+  flags.DEFINE_integer("seed", 0, "Seed for data order, augmentation and initialisation.")
+
+
+def define_projection_flags() -> None:
+  """Projection head shape (must match between pretraining and fine-tuning)."""
+  flags.DEFINE_integer("projection_layers", 2, "Projection head depth n (REMEDIS code: 2; "
+                       "SimCLR-v2: 3).")
+  flags.DEFINE_integer("projection_dim", 128, "Projection output dimension.")
+  flags.DEFINE_integer("projection_hidden_dim", 0, "Projection hidden width (0 = backbone "
+                       "output width).")
+
+
+def check_divisible(global_batch_size: int, replicas: int) -> None:
+  """ConfigError unless the global batch splits evenly over the replicas."""
+  if global_batch_size % replicas:
+    raise ConfigError(f"--batch_size {global_batch_size} is not divisible by the "
+                      f"{replicas} replicas; use a multiple of {replicas}")
+
+
+def print_result(result, run_dir: str) -> None:
+  """Final summary lines of a training binary."""
+  if result.preempted:
+    print(f"[stopped] preempted at step {result.final_step}; checkpoint "
+          f"{result.checkpoint_path}. Run the same command again to resume.")
+    return
+  shown = " ".join(f"{k} {v:.4f}" for k, v in result.last_metrics.items() if k != "step")
+  print(f"[finished] step {result.final_step} {shown}")
+  print(f"[finished] checkpoint {result.checkpoint_path}; TensorBoard: "
+        f"tensorboard --logdir {run_dir}")
+  from experiments import data_flags
+  for line in data_flags.SKIPPED:
+    print(line)
+
+
+def define_supervised_flags(default_mode: str = "full") -> None:
+  """Flags of the supervised stages (upstream training and fine-tuning)."""
+  flags.DEFINE_integer("batch_size", 512, "Global batch size (all replicas together).")
+  flags.DEFINE_integer("image_size", 0, "Training/eval resolution; 0 = BiT-HyperRule's "
+                       "rule (128 for images under 96x96, else 480).")
+  flags.DEFINE_string("train_mode", default_mode, "full (end to end), linear (frozen "
+                      "backbone: linear evaluation), or freeze:N (root and blocks 1..N "
+                      "frozen).")
+  flags.DEFINE_integer("from_projection_layer", 0, "0 = classify backbone features; k = "
+                       "classify projection layer k's output (REMEDIS fine-tunes from layer "
+                       "0 or 1; needs --init from a contrastive run).")
+  flags.DEFINE_float("mixup_alpha", -1.0, "MixUp alpha; -1 = BiT-HyperRule (0.1 for >= 20k "
+                     "examples, else 0).")
+  flags.DEFINE_float("hyperrule_step_scale", 1.0, "Multiply BiT-HyperRule's step schedule "
+                     "by this (e.g. 0.1 for quick experiments); used when --train_steps=0 "
+                     "and --lr_schedule=bit_hyperrule.")
+  flags.DEFINE_integer("eval_every", 0, "Evaluate on the validation set every N steps and "
+                       "keep the best checkpoint in run_dir/best (0 = only at the end).")
+  flags.DEFINE_integer("eval_batch_size", 64, "Batch size for validation passes.")
+  flags.DEFINE_integer("image_min_side", 0, "Typical image side of the dataset, for the "
+                       "HyperRule resolution rule (0 = read it from the first image).")
+
+
+def supervised_plan(num_examples: int, first_image_side: int) -> Dict[str, object]:
+  """Resolves steps, resolution, MixUp and schedule boundaries from flags + HyperRule."""
+  from remedis_tf.optim import schedules
+  rule = schedules.bit_hyperrule(num_examples, FLAGS.batch_size, FLAGS.learning_rate,
+                                 image_size=(first_image_side, first_image_side))
+  boundaries = ()
+  if FLAGS.train_steps:
+    total = FLAGS.train_steps
+  elif FLAGS.lr_schedule == "bit_hyperrule":
+    steps = schedules.scale_steps(rule["steps"], FLAGS.hyperrule_step_scale)
+    total, boundaries = steps[-1], tuple(steps)
+  else:
+    total = total_steps_from_flags(num_examples, FLAGS.batch_size)
+  if FLAGS.lr_schedule == "bit_hyperrule" and not boundaries:
+    boundaries = tuple(schedules.scale_steps(rule["steps"], total / rule["steps"][-1]))
+  return {
+      "total_steps": total,
+      "boundaries": boundaries,
+      "image_size": FLAGS.image_size or int(rule["crop"]),
+      "mixup_alpha": rule["mixup_alpha"] if FLAGS.mixup_alpha < 0 else FLAGS.mixup_alpha,
+  }
+
+
+def run_supervised_from_flags(train, validation, stage: str):
+  """Builds the supervised configs from flags and runs ``stages.run_supervised``."""
+  from remedis_tf import stages
+  from remedis_tf.data.decode import read_image_numpy
+  from remedis_tf.train.supervised import SupervisedConfig
+  side = FLAGS.image_min_side or min(read_image_numpy(train.records[0].image_path).shape[:2])
+  plan = supervised_plan(len(train), side)
+  config = SupervisedConfig(
+      variant=FLAGS.variant, global_batch_size=FLAGS.batch_size, train_mode=FLAGS.train_mode,
+      from_projection_layer=FLAGS.from_projection_layer,
+      projection_layers=FLAGS.projection_layers, projection_dim=FLAGS.projection_dim,
+      projection_hidden_dim=FLAGS.projection_hidden_dim, mixup_alpha=plan["mixup_alpha"],
+      init=FLAGS.init, seed=FLAGS.seed)
+  optimizer = optimizer_from_flags(plan["total_steps"], len(train) / FLAGS.batch_size,
+                                   boundaries=plan["boundaries"])
+  result = stages.run_supervised(
+      train, config, optimizer, augment_from_flags(plan["image_size"]), plan["image_size"],
+      loop_from_flags(plan["total_steps"], FLAGS.eval_every), runtime_from_flags(),
+      validation=validation, eval_batch_size=FLAGS.eval_batch_size, stage=stage)
+  print_result(result, FLAGS.run_dir)
+  return result

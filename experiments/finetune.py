@@ -1,0 +1,55 @@
+r"""REMEDIS stage 3 (and the supervised baseline): fine-tune a classifier.
+
+Initialise from published BiT weights (the supervised baseline), a contrastive run
+(REMEDIS), a REMEDIS / TF Hub SavedModel, or nothing; train end to end, as a linear
+probe, or with blocks frozen; optionally on a nested, patient-level label fraction.
+The best checkpoint on the validation set is kept in RUN_DIR/best.
+
+Example (REMEDIS, 10% of CheXpert labels, U-Ones):
+
+  python -m experiments.finetune --train_source=chexpert \
+    --train_csv=/data/CheXpert-v1.0/train.csv --train_data_root=/data \
+    --train_uncertain_policy=ones --val_source=chexpert \
+    --val_csv=/data/CheXpert-v1.0/valid.csv --val_data_root=/data \
+    --init=/runs/cxr_stage2 --variant=r50x1 --label_fraction=0.1 --eval_every=500 \
+    --run_dir=/runs/cxr_finetune_remedis_10pct
+"""
+
+from absl import flags
+
+from experiments import _cli, common_flags, data_flags
+from remedis_tf.data import label_fraction
+
+FLAGS = flags.FLAGS
+
+data_flags.define_data_flags("train_")
+data_flags.define_data_flags("val_")
+common_flags.define_model_flags("r50x1")
+common_flags.define_projection_flags()
+common_flags.define_runtime_flags()
+common_flags.define_loop_flags(default_epochs=10)
+common_flags.define_optimizer_flags("sgd", 0.003, "linear", "bit_hyperrule",
+                                    warmup_epochs=0, weight_decay=0.0)
+common_flags.define_augment_flags("generic")
+common_flags.define_supervised_flags("full")
+flags.DEFINE_float("label_fraction", 1.0, "Train on this fraction of the labelled data: a "
+                   "seeded, label-stratified, patient-level subset; subsets are nested "
+                   "(the 1% subset is inside the 5% subset) for one --fraction_seed.")
+flags.DEFINE_integer("examples_per_class", 0, "Alternative to --label_fraction: this many "
+                     "positive examples per class (0 = use --label_fraction).")
+flags.DEFINE_integer("fraction_seed", 0, "Seed of the label-fraction subset.")
+
+
+def main(argv):
+  del argv
+  train = data_flags.manifest_from_flags("train_")
+  if FLAGS.label_fraction != 1.0 or FLAGS.examples_per_class:
+    train = label_fraction.select_fraction(
+        train, fraction=None if FLAGS.examples_per_class else FLAGS.label_fraction,
+        per_class=FLAGS.examples_per_class or None, seed=FLAGS.fraction_seed)
+    print(f"[data] label subset: {len(train)} examples ({train.source})")
+  validation = data_flags.manifest_from_flags("val_", required=False)
+  common_flags.run_supervised_from_flags(train, validation, stage="finetune")
+
+if __name__ == "__main__":
+  _cli.run_main(main)

@@ -1,0 +1,60 @@
+r"""REMEDIS stage 2: contrastive (SimCLR / MICLe) pretraining on unlabelled images.
+
+Example (BiT-M init, CheXpert images, 2 GPUs):
+
+  python -m experiments.pretrain_contrastive --source=chexpert \
+    --csv=/data/CheXpert-v1.0/train.csv --data_root=/data \
+    --variant=r50x1 --init=/weights/BiT-M-R50x1.npz --aug_preset=cxr --image_size=224 \
+    --batch_size=512 --train_epochs=100 --strategy=mirrored --run_dir=/runs/cxr_stage2
+
+Re-running the same command resumes from the run directory's latest checkpoint.
+"""
+
+from absl import app, flags
+
+from experiments import _cli, common_flags, data_flags
+from remedis_tf import stages
+from remedis_tf.train.contrastive import ContrastiveConfig
+
+FLAGS = flags.FLAGS
+
+data_flags.define_data_flags("")
+common_flags.define_model_flags("r50x1")
+common_flags.define_projection_flags()
+common_flags.define_runtime_flags()
+common_flags.define_loop_flags(default_epochs=100)
+common_flags.define_optimizer_flags("lars", 0.3, "linear", "warmup_cosine",
+                                    warmup_epochs=10, weight_decay=1e-6)
+common_flags.define_augment_flags("generic")
+flags.DEFINE_integer("image_size", 224, "Side of the square training views in pixels.")
+flags.DEFINE_integer("batch_size", 512, "Global batch size (images per step over all "
+                     "replicas; each image gives two views).")
+flags.DEFINE_float("temperature", 0.1, "NT-Xent temperature tau.")
+flags.DEFINE_bool("micle", False, "MICLe: positive pairs from two different images of the "
+                  "same patient/case (needs a patient column); single-image cases fall back "
+                  "to two views of one image.")
+flags.DEFINE_bool("linear_probe", True, "Train an online linear probe (stop-gradient) when "
+                  "the data has labels.")
+flags.DEFINE_bool("init_projection", False, "Also restore the projection head when --init "
+                  "is one of our contrastive checkpoints.")
+
+
+def main(argv):
+  del argv
+  manifest = data_flags.manifest_from_flags("")
+  total = common_flags.total_steps_from_flags(len(manifest), FLAGS.batch_size)
+  config = ContrastiveConfig(
+      variant=FLAGS.variant, global_batch_size=FLAGS.batch_size, temperature=FLAGS.temperature,
+      projection_layers=FLAGS.projection_layers, projection_dim=FLAGS.projection_dim,
+      projection_hidden_dim=FLAGS.projection_hidden_dim, micle=FLAGS.micle,
+      linear_probe=FLAGS.linear_probe, init=FLAGS.init, init_projection=FLAGS.init_projection,
+      seed=FLAGS.seed)
+  optimizer = common_flags.optimizer_from_flags(total, len(manifest) / FLAGS.batch_size)
+  result = stages.run_contrastive(
+      manifest, config, optimizer, common_flags.augment_from_flags(FLAGS.image_size),
+      common_flags.loop_from_flags(total), common_flags.runtime_from_flags())
+  common_flags.print_result(result, FLAGS.run_dir)
+
+
+if __name__ == "__main__":
+  _cli.run_main(main)
