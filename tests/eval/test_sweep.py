@@ -1,0 +1,138 @@
+"""The data-efficiency sweep end to end on tiny data, resumability, and per-cell plans."""
+
+import csv
+import json
+import math
+import os
+
+import pytest
+import tensorflow as tf
+
+from remedis_tf.errors import ConfigError
+from remedis_tf.eval import data_efficiency as de
+from remedis_tf.eval import sweep
+from remedis_tf.models.resnet_v2 import ResNetV2
+from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.train.supervised import SupervisedConfig
+from tests.eval.tiny_data import brightness_set
+
+SIZE = 32
+
+
+def _template(steps=3, **kwargs):
+  opt = OptimizerConfig(name="sgd", base_lr=0.05, lr_scaling="none", schedule="constant",
+                        total_steps=steps, weight_decay=0.0)
+  return sweep.FinetuneTemplate(SupervisedConfig(variant="tiny", global_batch_size=16), opt,
+                                None, SIZE, steps_per_loop=steps, **kwargs)
+
+
+def test_sweep_end_to_end_and_resume(tmp_path):
+  root = str(tmp_path)
+  train, _ = brightness_set(root, "train", 12, seed=0)
+  test, _ = brightness_set(root, "test", 6, seed=1)
+  from remedis_tf.weights import bit_npz
+  tf.keras.utils.set_random_seed(2)
+  init = bit_npz.save_bit_npz(ResNetV2("tiny").build_for(SIZE), os.path.join(root, "i.npz"),
+                              include_head=False)
+  models = {"baseline": "", "remedis": init}
+  out = os.path.join(root, "sweep")
+  lines = []
+  result = sweep.run_data_efficiency(train, test, models, [0.25, 1.0], [0], _template(), out,
+                                     num_bootstrap=20, log=lines.append)
+  assert len(result.computed) == 4 and not result.skipped and not result.interrupted
+  results = json.load(open(os.path.join(out, sweep.RESULTS_FILE)))
+  cells = {(c["model"], c["fraction"]): c["result"] for c in results["cells"]}
+  assert set(cells) == {(m, f) for m in models for f in (0.25, 1.0)}
+  # Patient-level stratified subset: 2 strata of 6 patients → ceil(0.25·6) = 2 patients
+  # each, 2 images per patient.
+  assert cells[("baseline", 0.25)]["n_train"] == 8
+  assert cells[("baseline", 1.0)]["n_train"] == len(train)
+  assert cells[("baseline", 0.25)]["global_batch_size"] == 8  # min(16, subset size)
+  assert cells[("remedis", 1.0)]["init"] == init
+  for cell in results["cells"]:
+    ci = cell["result"]["metric"]
+    assert cell["result"]["metric_name"] == "mean_auc"
+    assert os.path.exists(os.path.join(cell["result"]["run_dir"], "test_metrics.json"))
+    if ci["lower"] is not None:
+      assert ci["lower"] <= ci["value"] <= ci["upper"]
+  assert any("init" in l and "npz" in l for l in lines)  # remedis cells loaded the npz
+
+  # The headline is the one its own table gives.
+  with open(os.path.join(out, "table.csv")) as f:
+    table = [{"model": r["model"], "fraction": float(r["fraction"]), "mean": float(r["mean"]),
+              "std": float("nan"), "lower": float("nan"), "upper": float("nan"),
+              "num_seeds": int(r["num_seeds"])} for r in csv.DictReader(f)]
+  assert len(table) == 4
+  expected = de.headline_fraction(table, "baseline", "remedis")
+  headline = json.load(open(os.path.join(out, "headline.json")))
+  assert headline["reached"] == expected.reached
+  assert headline["reference_value"] == pytest.approx(expected.reference_value)
+  if expected.reached:
+    assert headline["interpolated_fraction"] == pytest.approx(expected.interpolated_fraction)
+  assert "baseline" in open(os.path.join(out, "table.md")).read()
+  png = open(result.files["plot"], "rb").read()
+  assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+  # Rerun: nothing is recomputed and no run directory is touched.
+  ckpts = {c["result"]["run_dir"]: sorted(os.listdir(os.path.join(c["result"]["run_dir"],
+                                                                  "checkpoints")))
+           for c in results["cells"]}
+  mtimes = {d: os.path.getmtime(os.path.join(d, "checkpoints", "checkpoint")) for d in ckpts}
+  again = sweep.run_data_efficiency(train, test, models, [0.25, 1.0], [0], _template(), out,
+                                    num_bootstrap=20, log=lambda _: None)
+  assert not again.computed and len(again.skipped) == 4
+  for d in ckpts:
+    assert os.path.getmtime(os.path.join(d, "checkpoints", "checkpoint")) == mtimes[d]
+  assert json.load(open(os.path.join(out, sweep.RESULTS_FILE)))["cells"] == results["cells"]
+
+  # A different test set (or template) is refused rather than mixed into the same table.
+  with pytest.raises(ConfigError, match="test"):
+    sweep.run_data_efficiency(train, train, models, [1.0], [0], _template(), out,
+                              num_bootstrap=20, log=lambda _: None)
+  with pytest.raises(ConfigError, match="template"):
+    sweep.run_data_efficiency(train, test, models, [1.0], [0], _template(steps=4), out,
+                              num_bootstrap=20, log=lambda _: None)
+  with pytest.raises(ConfigError, match="remedis"):
+    sweep.run_data_efficiency(train, test, {"remedis": ""}, [1.0], [0], _template(), out,
+                              num_bootstrap=20, log=lambda _: None)
+
+
+def test_plan_cell_rules():
+  fixed = sweep.plan_cell(_template(steps=7), "x.npz", 3, num_train=5)
+  assert fixed.total_steps == 7 and fixed.supervised.global_batch_size == 5
+  assert fixed.supervised.init == "x.npz" and fixed.supervised.seed == 3
+  epochs = sweep.plan_cell(_template(steps_rule="epochs", train_epochs=2.5), "", 0, 40)
+  assert epochs.total_steps == math.ceil(2.5 * 40 / 16)
+  cosine = OptimizerConfig(name="sgd", base_lr=0.1, lr_scaling="none",
+                           schedule="warmup_cosine", total_steps=10, weight_decay=0.0)
+  template = sweep.FinetuneTemplate(SupervisedConfig(variant="tiny", global_batch_size=8),
+                                    cosine, None, SIZE, steps_rule="epochs", train_epochs=1,
+                                    warmup_epochs=0.5)
+  plan = sweep.plan_cell(template, "", 0, 64)
+  assert (plan.total_steps, plan.optimizer.warmup_steps) == (8, 4)
+  hyper = OptimizerConfig(name="sgd", base_lr=0.003, schedule="bit_hyperrule", total_steps=10,
+                          weight_decay=0.0)
+  template = sweep.FinetuneTemplate(SupervisedConfig(variant="tiny", global_batch_size=512),
+                                    hyper, None, SIZE, steps_rule="hyperrule",
+                                    hyperrule_step_scale=0.1, hyperrule_mixup=True)
+  small = sweep.plan_cell(template, "", 0, 1000)
+  assert small.optimizer.boundaries == (10, 20, 30, 40, 50)
+  assert small.total_steps == 50 and small.supervised.mixup_alpha == 0.0
+  large = sweep.plan_cell(template, "", 0, 30000)
+  assert large.total_steps == 1000 and large.supervised.mixup_alpha == 0.1
+  assert large.supervised.global_batch_size == 512
+
+
+def test_template_and_grid_validation(tmp_path):
+  with pytest.raises(ConfigError, match="steps_rule"):
+    _template(steps_rule="forever")
+  with pytest.raises(ConfigError, match="bit_hyperrule"):
+    _template(steps_rule="hyperrule")
+  train, _ = brightness_set(str(tmp_path), "t", 4)
+  for fractions, seeds, models, match in (([0.0], [0], {"b": ""}, "fraction"),
+                                          ([0.5], [], {"b": ""}, "seeds"),
+                                          ([0.5], [0], {}, "models"),
+                                          ([0.5], [0], {"a/b": ""}, "model name")):
+    with pytest.raises(ConfigError, match=match):
+      sweep.run_data_efficiency(train, train, models, fractions, seeds, _template(),
+                                str(tmp_path / "o"), log=lambda _: None)
