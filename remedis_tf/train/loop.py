@@ -11,6 +11,24 @@ exits cleanly on SIGTERM (preemption).
 Exact resumption: the input pipeline is a pure function of (seed, step) and the task's
 per-step randomness is derived from the step, so a resumed run produces the same weights
 as an uninterrupted one.
+
+Multi-worker (``MultiWorkerMirroredStrategy``): every worker runs this loop in lock step.
+Only the chief writes summaries and ``config.json``; every worker saves checkpoints (TF
+requires it), non-chief workers into a scratch directory that is deleted at the end. All
+workers restore from the chief's ``checkpoints/`` (so ``run_dir`` must be shared, e.g.
+``gs://``), and they check that they restored the same step. A SIGTERM on any worker is
+shared with the others at the next host-loop boundary (one tiny all-reduce per call), so
+all of them save the same step and stop together.
+
+Preemption uses a plain SIGTERM flag, not ``tf.distribute.experimental.
+PreemptionCheckpointHandler``: that handler is a no-op on Cloud TPU / CPU VMs, exits the
+process itself and keeps its own run counter in the checkpoint (docs/tpu.md).
+
+Checkpoint atomicity: TF writes a checkpoint's shards into ``ckpt-N_temp/``, merges them
+into ``ckpt-N.index``/``ckpt-N.data-*`` and only then rewrites the ``checkpoint`` state
+file (write to a temp file + rename), so a crash during a save leaves the state pointing
+at the previous, complete checkpoint. On resume, a latest checkpoint that cannot be read
+is skipped in favour of the previous one (tests/train/test_preemption.py).
 """
 
 from __future__ import annotations
@@ -27,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from remedis_tf import configs, io_utils
-from remedis_tf.errors import ConfigError, TrainingError
+from remedis_tf.errors import CheckpointError, ConfigError, TrainingError
 from remedis_tf.train import strategy as strategy_lib
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -54,7 +72,10 @@ class LoopConfig:
     summary_every: TensorBoard scalars every N steps.
     log_every: progress line every N steps.
     eval_every: call the task's evaluation hook every N steps (0 = only at the end).
-    xla: compile the per-replica train step with XLA (``jit_compile=True``).
+    xla: compile the per-replica train step with XLA (``jit_compile=True``). Needs a
+      single replica in the whole run (default strategy): off TPU, cross-replica
+      collectives cannot run inside a compiled step. On TPU it is a no-op because TPUs
+      compile every step anyway.
     handle_sigterm: save a checkpoint and stop cleanly on SIGTERM.
   """
   run_dir: str
@@ -120,7 +141,10 @@ class LoopResult:
 
 
 class _Preemption:
-  """Records SIGTERM so the loop can save and stop between host-loop calls."""
+  """Records SIGTERM so the loop can save and stop between host-loop calls.
+
+  Only the main thread can install signal handlers; elsewhere this never fires.
+  """
 
   def __init__(self, enabled: bool):
     self.requested = False
@@ -200,6 +224,77 @@ def make_checkpoint_manager(checkpoint: tf.train.Checkpoint, run_dir: str, keep:
                                     step_counter=None)
 
 
+def _step_function(task: Task, strategy: tf.distribute.Strategy, xla: bool,
+                   log: Callable[[str], None]) -> Callable:
+  """The per-replica step, XLA-compiled when asked and possible."""
+  if not xla:
+    return task.train_step
+  if strategy_lib.is_tpu(strategy):
+    log("[xla] TPUStrategy compiles every step with XLA already; --xla changes nothing")
+    return task.train_step
+  if strategy.num_replicas_in_sync > 1:
+    raise ConfigError(
+        f"--xla needs a single replica per process, but {type(strategy).__name__} has "
+        f"{strategy.num_replicas_in_sync}: cross-replica collectives (gradient all-reduce, "
+        f"NT-Xent all_gather) cannot run inside a jit-compiled step off TPU. Drop --xla, or "
+        f"use --strategy=default / --strategy=tpu")
+  return tf.function(task.train_step, jit_compile=True)
+
+
+class _WorkerSync:
+  """Tiny cross-worker collectives that keep multi-worker runs in lock step.
+
+  Every worker must call the methods in the same order (they are collectives). With one
+  worker they are plain local computations.
+  """
+
+  def __init__(self, strategy: tf.distribute.Strategy):
+    self._strategy = strategy
+    self._multi = strategy_lib.num_workers(strategy) > 1
+    if self._multi:
+      @tf.function
+      def gather(value):
+        per_replica = strategy.run(lambda v: tf.reshape(v, [1]), args=(value,))
+        return strategy.gather(per_replica, axis=0)
+      self._gather = gather
+
+  def gather(self, value: int) -> np.ndarray:
+    """This value from every replica of every worker (int64 vector)."""
+    if not self._multi:
+      return np.asarray([value], np.int64)
+    return self._gather(tf.constant(value, tf.int64)).numpy()
+
+  def any(self, flag: bool) -> bool:
+    """True when ``flag`` is true on at least one worker."""
+    return bool(np.any(self.gather(int(bool(flag)))))
+
+
+def _restore_latest(checkpoint: tf.train.Checkpoint, directory: str,
+                    log: Callable[[str], None]) -> Optional[str]:
+  """Restores the newest readable checkpoint in ``directory``; None when there is none.
+
+  A checkpoint whose files cannot be read (deleted, truncated by a crash outside TF's own
+  write protocol) is skipped for the previous one, with a log line. A checkpoint of a
+  different model raises (that is a configuration error, not damage).
+  """
+  state = tf.train.get_checkpoint_state(directory)
+  if state is None or not state.model_checkpoint_path:
+    return None
+  candidates = [state.model_checkpoint_path] + [
+      p for p in reversed(state.all_model_checkpoint_paths) if p != state.model_checkpoint_path]
+  problems = []
+  for path in candidates:
+    try:
+      checkpoint.restore(path).assert_existing_objects_matched()
+      return path
+    except (tf.errors.NotFoundError, tf.errors.DataLossError,
+            tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
+      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      problems.append(f"{os.path.basename(path)}: {first_line[:200]}")
+      log(f"[resume] cannot read {path} ({type(e).__name__}); trying the previous checkpoint")
+  raise CheckpointError(f"no readable checkpoint in {directory}: {'; '.join(problems)}")
+
+
 def run_loop(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
              run_config: Optional[Dict[str, Any]] = None,
              log: Callable[[str], None] = print,
@@ -223,27 +318,54 @@ def run_loop(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
     kept untouched).
   """
   chief = strategy_lib.is_chief(strategy)
+  if not chief:
+    base_log = log
+    log = lambda line: base_log(f"[worker {strategy_lib.worker_id(strategy)}] {line}")
   run_dir = config.run_dir
   io_utils.ensure_dir(run_dir)
   if run_config is not None:
     check_run_config(run_dir, run_config)
     if chief:
       configs.write_run_config(run_dir, **run_config)
+  step_fn = _step_function(task, strategy, config.xla, log)
 
-  with strategy.scope():
-    task.build(strategy)
-    step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
-                           aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    checkpoint = tf.train.Checkpoint(step=step_var, **task.checkpoint_items())
-  manager = make_checkpoint_manager(checkpoint, run_dir, config.keep_checkpoints, strategy)
-  latest = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_SUBDIR))
+  with _Preemption(config.handle_sigterm) as preemption:
+    with strategy.scope():
+      task.build(strategy)
+      step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      checkpoint = tf.train.Checkpoint(step=step_var, **task.checkpoint_items())
+    manager = make_checkpoint_manager(checkpoint, run_dir, config.keep_checkpoints, strategy)
+    try:
+      return _train(task, strategy, config, checkpoint, step_var, manager, step_fn,
+                    preemption, chief, log, after_steps, eval_hook)
+    finally:
+      if not chief and tf.io.gfile.exists(manager.directory):
+        tf.io.gfile.rmtree(manager.directory)
+
+
+def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
+           checkpoint: tf.train.Checkpoint, step_var: tf.Variable,
+           manager: tf.train.CheckpointManager, step_fn: Callable, preemption: _Preemption,
+           chief: bool, log: Callable[[str], None],
+           after_steps: Optional[Callable[[int, Dict[str, float]], None]],
+           eval_hook: Optional[Callable[[int], Dict[str, float]]]) -> LoopResult:
+  """run_loop's body once models, checkpoint and manager exist."""
+  run_dir = config.run_dir
+  sync = _WorkerSync(strategy)
+  latest = _restore_latest(checkpoint, os.path.join(run_dir, CHECKPOINT_SUBDIR), log)
   if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
     log(f"[resume] restored {latest} at step {int(step_var.numpy())}")
   else:
     for line in task.initialize():
       log(f"[init] {line}")
   start_step = int(step_var.numpy())
+  steps = sync.gather(start_step)
+  if np.any(steps != start_step):
+    raise CheckpointError(
+        f"workers restored different steps {sorted(set(steps.tolist()))} from "
+        f"{os.path.join(run_dir, CHECKPOINT_SUBDIR)}: run_dir must be one directory that all "
+        f"workers share (e.g. gs://bucket/run), not a local path on each host")
   resumed_from = start_step
 
   writer = (tf.summary.create_file_writer(os.path.join(run_dir, "train")) if chief
@@ -255,9 +377,6 @@ def run_loop(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
   if chief and start_step == 0:
     with writer.as_default(step=0):
       task.summarize_inputs()
-  step_fn = task.train_step
-  if config.xla:
-    step_fn = tf.function(task.train_step, jit_compile=True)
   names = list(task.metric_names)
 
   @tf.function
@@ -275,68 +394,75 @@ def run_loop(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
   history: List[Dict[str, float]] = []
   last_metrics: Dict[str, float] = {}
   step = start_step
-  saved_path = latest
+  saved_path, saved_step = latest, start_step
   preempted = False
   t_start = time.time()
   t_window, step_window = t_start, step
   if step >= config.total_steps:
     log(f"[done] run already at step {step} >= total_steps {config.total_steps}")
-  with _Preemption(config.handle_sigterm) as preemption:
-    while step < config.total_steps:
-      boundaries = [config.total_steps, step + config.steps_per_loop,
-                    _next_boundary(step, config.checkpoint_every),
-                    _next_boundary(step, config.summary_every),
-                    _next_boundary(step, config.log_every)]
-      if config.eval_every:
-        boundaries.append(_next_boundary(step, config.eval_every))
-      n = min(boundaries) - step
-      metrics = {k: float(v) for k, v in run_steps(iterator, tf.constant(n)).items()}
-      step += n
-      loss = metrics[names[0]]
-      if not math.isfinite(loss):
-        raise TrainingError(
-            f"non-finite loss ({loss}) in steps {step - n + 1}-{step} in {run_dir}; the last "
-            f"good checkpoint "
-            f"({saved_path or 'none'}) is untouched. Lower the learning rate or check the data")
-      metrics["step"] = step
-      history.append(metrics)
-      last_metrics = metrics
-      if step % config.log_every == 0 or step == config.total_steps:
-        now = time.time()
-        rate = (step - step_window) * task.global_batch_size / max(now - t_window, 1e-9)
-        steps_per_s = (step - step_window) / max(now - t_window, 1e-9)
-        eta = (config.total_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
-        shown = " ".join(f"{k} {metrics[k]:.4f}" for k in names)
-        log(f"[train] step {step}/{config.total_steps} {shown} | {rate:.1f} img/s | "
-            f"ETA {_format_eta(eta)}")
-        t_window, step_window = now, step
-      if step % config.summary_every == 0 or step == config.total_steps:
+  while step < config.total_steps:
+    # All workers decide together (a collective), so they save the same step.
+    if sync.any(preemption.requested):
+      if step != saved_step:
+        saved_path, saved_step = _save(manager, step, chief, run_dir), step
+      log(f"[preempted] SIGTERM received: checkpoint {saved_path or '(none yet)'} holds "
+          f"step {saved_step}; run the same command to resume")
+      preempted = True
+      break
+    boundaries = [config.total_steps, step + config.steps_per_loop,
+                  _next_boundary(step, config.checkpoint_every),
+                  _next_boundary(step, config.summary_every),
+                  _next_boundary(step, config.log_every)]
+    if config.eval_every:
+      boundaries.append(_next_boundary(step, config.eval_every))
+    n = min(boundaries) - step
+    metrics = {k: float(v) for k, v in run_steps(iterator, tf.constant(n)).items()}
+    step += n
+    loss = metrics[names[0]]
+    if not math.isfinite(loss):
+      raise TrainingError(
+          f"non-finite loss ({loss}) in steps {step - n + 1}-{step} in {run_dir}; the last "
+          f"good checkpoint "
+          f"({saved_path or 'none'}) is untouched. Lower the learning rate or check the data")
+    metrics["step"] = step
+    history.append(metrics)
+    last_metrics = metrics
+    if step % config.log_every == 0 or step == config.total_steps:
+      now = time.time()
+      rate = (step - step_window) * task.global_batch_size / max(now - t_window, 1e-9)
+      steps_per_s = (step - step_window) / max(now - t_window, 1e-9)
+      eta = (config.total_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
+      shown = " ".join(f"{k} {metrics[k]:.4f}" for k in names)
+      log(f"[train] step {step}/{config.total_steps} {shown} | {rate:.1f} img/s | "
+          f"ETA {_format_eta(eta)}")
+      t_window, step_window = now, step
+    if step % config.summary_every == 0 or step == config.total_steps:
+      with writer.as_default(step=step):
+        for k in names:
+          tf.summary.scalar(k, metrics[k])
+        for k, v in task.extra_summaries().items():
+          tf.summary.scalar(k, v)
+    if eval_hook is not None and ((config.eval_every and step % config.eval_every == 0)
+                                  or step == config.total_steps):
+      eval_metrics = eval_hook(step)
+      if eval_metrics:
+        log("[eval] step {} {}".format(
+            step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())))
         with writer.as_default(step=step):
-          for k in names:
-            tf.summary.scalar(k, metrics[k])
-          for k, v in task.extra_summaries().items():
-            tf.summary.scalar(k, v)
-      if eval_hook is not None and ((config.eval_every and step % config.eval_every == 0)
-                                    or step == config.total_steps):
-        eval_metrics = eval_hook(step)
-        if eval_metrics:
-          log("[eval] step {} {}".format(
-              step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())))
-          with writer.as_default(step=step):
-            for k, v in eval_metrics.items():
-              tf.summary.scalar(f"eval/{k}", v)
-      if step % config.checkpoint_every == 0 or step == config.total_steps:
-        saved_path = manager.save(checkpoint_number=step)
-      if after_steps is not None:
-        after_steps(step, metrics)
-      if preemption.requested and step < config.total_steps:
-        saved_path = manager.save(checkpoint_number=step)
-        log(f"[preempted] SIGTERM received: saved {saved_path} at step {step}; "
-            f"run the same command to resume")
-        preempted = True
-        break
+          for k, v in eval_metrics.items():
+            tf.summary.scalar(f"eval/{k}", v)
+    if step % config.checkpoint_every == 0 or step == config.total_steps:
+      saved_path, saved_step = _save(manager, step, chief, run_dir), step
+    if after_steps is not None:
+      after_steps(step, metrics)
   writer.flush()
-  if not chief and tf.io.gfile.exists(manager.directory):
-    tf.io.gfile.rmtree(manager.directory)
   return LoopResult(final_step=step, resumed_from=resumed_from, preempted=preempted,
                     last_metrics=last_metrics, history=history, checkpoint_path=saved_path)
+
+
+def _save(manager: tf.train.CheckpointManager, step: int, chief: bool, run_dir: str) -> str:
+  """Saves ``ckpt-<step>``; returns the chief's path (what a resume will read)."""
+  path = manager.save(checkpoint_number=step)
+  if chief:
+    return path
+  return os.path.join(run_dir, CHECKPOINT_SUBDIR, os.path.basename(path))

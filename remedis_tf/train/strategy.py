@@ -1,15 +1,17 @@
 """Choosing a ``tf.distribute`` strategy and the precision policy by name.
 
 Names: ``default`` (one device), ``mirrored`` (all local GPUs, or N logical CPU devices),
-``multi_worker`` (``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``), ``tpu``
-(``--tpu=local`` on a TPU VM, or a TPU name / grpc address).
+``multi_worker`` (``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``; one instance per
+process, collectives picked automatically: NCCL between GPUs, ring all-reduce over gRPC on
+CPU), ``tpu`` (``--tpu=local`` on a TPU VM, or a TPU name / grpc address).
+See docs/tpu.md for cluster set-up.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 import keras
 import tensorflow as tf
@@ -62,14 +64,7 @@ def make_strategy(name: str = "default", tpu: Optional[str] = None,
     devices = [d.name for d in tf.config.list_logical_devices("CPU")[:n]]
     return tf.distribute.MirroredStrategy(devices=devices)
   if name == "multi_worker":
-    if "TF_CONFIG" not in os.environ:
-      raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
-                        "(cluster spec + this worker's task); see docs/tpu.md")
-    try:
-      json.loads(os.environ["TF_CONFIG"])
-    except json.JSONDecodeError as e:
-      raise ConfigError(f"TF_CONFIG is not valid JSON: {e}") from None
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    return _multi_worker_strategy()
   if name == "tpu":
     if not tpu:
       raise ConfigError("--strategy=tpu needs --tpu (\"local\" on a TPU VM, or a TPU name)")
@@ -79,6 +74,41 @@ def make_strategy(name: str = "default", tpu: Optional[str] = None,
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
   raise ConfigError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+# One MultiWorkerMirroredStrategy per process and TF_CONFIG: creating a second one restarts
+# collective ops, which breaks tensors made before (e.g. when the demo runs two stages).
+_MULTI_WORKER: Dict[str, tf.distribute.MultiWorkerMirroredStrategy] = {}
+
+
+def _check_tf_config(raw: Optional[str]) -> None:
+  if raw is None:
+    raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable "
+                      "(cluster spec + this worker's task); see docs/tpu.md")
+  try:
+    spec = json.loads(raw)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"TF_CONFIG is not valid JSON: {e}") from None
+  if not isinstance(spec, dict) or not isinstance(spec.get("cluster"), dict):
+    raise ConfigError("TF_CONFIG has no \"cluster\" object (e.g. {\"cluster\": {\"worker\": "
+                      "[\"host1:port\", \"host2:port\"]}, \"task\": {\"type\": \"worker\", "
+                      "\"index\": 0}})")
+  task = spec.get("task")
+  if not isinstance(task, dict) or "type" not in task or "index" not in task:
+    raise ConfigError("TF_CONFIG has no \"task\" with \"type\" and \"index\" (this "
+                      "worker's place in the cluster)")
+  members = spec["cluster"].get(task["type"])
+  if not isinstance(members, list) or not 0 <= int(task["index"]) < len(members):
+    raise ConfigError(f"TF_CONFIG task {task['type']}:{task['index']} is not in its cluster "
+                      f"{json.dumps(spec['cluster'])}")
+
+
+def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+  raw = os.environ.get("TF_CONFIG")
+  _check_tf_config(raw)
+  if raw not in _MULTI_WORKER:
+    _MULTI_WORKER[raw] = tf.distribute.MultiWorkerMirroredStrategy()
+  return _MULTI_WORKER[raw]
 
 
 def set_precision(precision: str) -> str:
@@ -109,3 +139,18 @@ def worker_id(strategy: tf.distribute.Strategy) -> int:
   if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return 0
   return int(resolver.task_id or 0)
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+  """Processes taking part in the run (>1 only for multi-worker MWMS clusters)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return 1
+  jobs = resolver.cluster_spec().as_dict()
+  return max(1, sum(len(jobs.get(job, ())) for job in ("chief", "worker")))
+
+
+def is_tpu(strategy: tf.distribute.Strategy) -> bool:
+  """True for TPUStrategy (every step is compiled by XLA anyway)."""
+  return isinstance(strategy, (tf.distribute.TPUStrategy,
+                               tf.distribute.experimental.TPUStrategy))

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import keras
 import tensorflow as tf
 
-from remedis_tf import losses
+from remedis_tf import losses, stateless_random
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import pipeline
 from remedis_tf.data.manifest import Manifest
@@ -86,6 +86,7 @@ class SupervisedTask(TaskBase):
     self.projection_head = None
     self.classification_head = None
     self._init_notes: List[str] = []
+    self._inference = None
 
   @property
   def frozen_backbone(self) -> bool:
@@ -170,6 +171,17 @@ class SupervisedTask(TaskBase):
       features = outs[self.config.from_projection_layer]
     return {"logits": self.classification_head(features), "embedding": features}
 
+  def inference_fn(self) -> Callable[[tf.Tensor], Dict[str, tf.Tensor]]:
+    """``images -> {"scores": [B,K] probabilities, "embedding": [B,C]}`` (float32), the same
+    callable on every call so prediction passes trace once."""
+    if self._inference is None:
+      def forward(images):
+        out = self.forward(images, training=False)
+        return {"scores": self.scores_from_logits(tf.cast(out["logits"], tf.float32)),
+                "embedding": tf.cast(out["embedding"], tf.float32)}
+      self._inference = forward
+    return self._inference
+
   def scores_from_logits(self, logits: tf.Tensor) -> tf.Tensor:
     """Probabilities: sigmoid for multi-label/binary, softmax for multi-class."""
     if self.manifest.task == "multiclass":
@@ -182,8 +194,12 @@ class SupervisedTask(TaskBase):
       replica = tf.distribute.get_replica_context().replica_id_in_sync_group
       seed = tf.stack([tf.cast(self.config.seed, tf.int64) * 1000003 + step,
                        tf.cast(replica, tf.int64)])
-      images, labels, mask = augment_lib.mixup_batch(
-          images, labels, self.config.mixup_alpha, seed, mask=mask)
+      # BiT MixUp as in augment.mixup_batch, but λ comes from an XLA-compilable sampler
+      # (tf.random.stateless_gamma has no XLA kernel) so the step compiles with --xla.
+      lam = stateless_random.symmetric_beta(self.config.mixup_alpha, seed)
+      images = lam * images + (1.0 - lam) * tf.reverse(images, [0])
+      labels = lam * labels + (1.0 - lam) * tf.reverse(labels, [0])
+      mask = mask * tf.reverse(mask, [0])
     with tf.GradientTape() as tape:
       logits = self.forward(images, training=True)["logits"]
       per_example = losses.classification_loss(self.manifest.task, labels, logits, mask)
