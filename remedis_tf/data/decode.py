@@ -17,7 +17,9 @@ Graph-mode decode errors cannot name the file reliably; run
 
 from __future__ import annotations
 
+import io
 import re
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -30,6 +32,53 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 DICOM_MAGIC = b"DICM"  # at byte offset 128, after the preamble
 FORMATS = ("png", "jpeg", "dicom")
+PNG_END = b"IEND"
+JPEG_END = b"\xff\xd9"
+# Training pipelines never need more pixels than this many times the model input side
+# (a 0.08-area random crop of such an image is still >= the input side), and never
+# downscale images below MIN_WORKING_SIZE, so ordinary datasets decode unchanged.
+WORKING_SIZE_FACTOR = 4
+MIN_WORKING_SIZE = 1024
+
+
+def working_size(image_size: int) -> int:
+  """Longest side (pixels) images are downscaled to right after decoding in training and
+  evaluation pipelines for an ``image_size`` model input: ``max(4·image_size, 1024)``.
+
+  Bounds decode memory for huge images (e.g. 12000² scans) without touching normal ones.
+  """
+  return max(WORKING_SIZE_FACTOR * int(image_size), MIN_WORKING_SIZE)
+
+
+def truncation_reason(fmt: str, tail: bytes) -> Optional[str]:
+  """A reason when the last bytes of a PNG/JPEG file show it was cut short, else None.
+
+  PNG files end with an IEND chunk and JPEG files with an EOI marker (FF D9); ``tail``
+  should be the file's last 1 KiB (a little trailing padding after the end is allowed).
+  """
+  if fmt == "png" and PNG_END not in tail:
+    return "truncated PNG file (no IEND chunk at the end)"
+  if fmt == "jpeg" and JPEG_END not in tail:
+    return "truncated JPEG file (no end-of-image marker at the end)"
+  return None
+
+
+def image_hw(path: str) -> tuple:
+  """``(height, width)`` of an image file from its header where possible (PNG/JPEG via
+  PIL, which does not decode pixels); DICOM is decoded. DataError naming ``path``."""
+  data = read_bytes(path)
+  fmt = sniff_format(data[:132])
+  if fmt in ("png", "jpeg"):
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as im:
+          width, height = im.size
+      return int(height), int(width)
+    except Exception as e:  # PIL raises assorted types for damaged headers
+      raise DataError(f"{path}: cannot read {fmt.upper()} header ({e})") from e
+  return tuple(decode_bytes_numpy(data, path).shape[:2])
 
 
 def sniff_format(head: bytes) -> Optional[str]:

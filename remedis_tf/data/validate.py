@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import io
+import warnings
 from typing import List, Optional, Tuple
 
 import tensorflow as tf
@@ -56,17 +57,38 @@ class BadReport:
     return "\n".join(lines)
 
 
+_TAIL_BYTES = 1024
+# The decode check only proves a file decodes; it never needs the full resolution, and
+# decoding e.g. a 12000x12000 scan at full size would take gigabytes.
+_CHECK_MAX_SIZE = 256
+
+
 def _head(path: str, n: int) -> bytes:
   with tf.io.gfile.GFile(path, "rb") as f:
     return f.read(n)
+
+
+def _tail(path: str, size: int, n: int = _TAIL_BYTES) -> bytes:
+  with tf.io.gfile.GFile(path, "rb") as f:
+    f.seek(max(0, size - n))
+    return f.read(n)
+
+
+# PIL decodes at full size; above this many pixels only the TF decoder (with downscaling)
+# checks the file, keeping the check's memory bounded.
+_PIL_MAX_PIXELS = 50_000_000
 
 
 def _pil_check(data: bytes) -> None:
   """Full decode with PIL (an independent decoder); raises on damage PIL detects."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
-    with Image.open(io.BytesIO(data)) as im:
-      im.load()
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(io.BytesIO(data)) as im:
+        if im.width * im.height > _PIL_MAX_PIXELS:
+          return  # huge but maybe fine: only the (downscaling) TF decode below checks it
+        im.load()
   except Image.DecompressionBombError:
     pass  # too big for PIL's safety limit, not broken; the TF decode below still runs
 
@@ -75,31 +97,40 @@ def check_file(path: str, check: str = "decode",
                dicom_options: Optional[dicom_lib.DicomOptions] = None) -> Optional[str]:
   """Returns None if ``path`` is usable, else a one-line reason.
 
-  "header": exists, non-empty, PNG/JPEG/DICOM magic bytes. "decode": additionally a full
-  decode with PIL (PNG/JPEG) or pydicom (DICOM) and with the training pipeline's own
-  decoder, so a file that passes cannot stop a ``tf.data`` pipeline.
+  "header": exists, non-empty, PNG/JPEG/DICOM magic bytes, and a PNG/JPEG whose last
+  1 KiB holds its end marker (so a truncated download is caught without decoding).
+  "decode": additionally a full decode with PIL (PNG/JPEG, up to 50 Mpixel) or pydicom
+  (DICOM) and with the training pipeline's own decoder (downscaled to 256 px, so huge
+  images are checked in bounded memory), so a file that passes cannot stop a
+  ``tf.data`` pipeline.
   """
   try:
     if not tf.io.gfile.exists(path):
       return "file not found"
     if check == "header":
-      if tf.io.gfile.stat(path).length == 0:
+      size = tf.io.gfile.stat(path).length
+      if size == 0:
         return "empty file (0 bytes)"
       head = _head(path, 132)
-      if decode.sniff_format(head) is None:
+      fmt = decode.sniff_format(head)
+      if fmt is None:
         return f"not a PNG, JPEG or DICOM file (starts with {head[:8]!r})"
-      return None
+      return decode.truncation_reason(fmt, _tail(path, size))
     data = decode.read_bytes(path)
     fmt = decode.sniff_format(data[:132])
     if fmt is None:
       return f"not a PNG, JPEG or DICOM file (starts with {data[:8]!r})"
+    truncated = decode.truncation_reason(fmt, data[-_TAIL_BYTES:])
+    if truncated:
+      return truncated
     if fmt != "dicom":
       try:
         _pil_check(data)
       except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ...
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         return f"cannot decode {fmt.upper()} data ({detail})"
-    decode.decode_bytes_numpy(data, path, dicom_options=dicom_options)
+    decode.decode_bytes_numpy(data, path, max_size=_CHECK_MAX_SIZE,
+                              dicom_options=dicom_options)
     return None
   except DataError as e:
     msg = str(e)

@@ -43,7 +43,8 @@ def _manifest(paths):
 
 BAD_DECODE = {"nopixels.dcm", "empty.png", "text.png", "truncated.png", "corrupt.jpg",
               "missing.png"}
-BAD_HEADER = {"empty.png", "text.png", "missing.png"}
+# The header check also reads the last 1 KiB, so truncation is caught without decoding.
+BAD_HEADER = {"empty.png", "text.png", "missing.png", "truncated.png"}
 
 
 def test_each_kind_checked(tmp_path):
@@ -55,6 +56,7 @@ def test_each_kind_checked(tmp_path):
     assert (header_reason is not None) == (name in BAD_HEADER), (name, header_reason)
   assert "no pixel data" in check_file(paths["nopixels.dcm"], "decode")
   assert "0 bytes" in check_file(paths["empty.png"], "header")
+  assert "truncated PNG" in check_file(paths["truncated.png"], "header")
 
 
 @pytest.mark.parametrize("check,bad", [("decode", BAD_DECODE), ("header", BAD_HEADER)])
