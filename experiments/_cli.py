@@ -1,25 +1,105 @@
-"""Tiny shared helper for the binaries: user errors become one line and exit code 2."""
+"""Tiny shared helper for the binaries: user errors become one line and exit code 2.
+
+What counts as a user error: any :class:`RemedisError`, a bad command line (absl flag
+parsing errors), and a failed *write* — permission denied, read-only file system, disk
+full or over quota — reported with the path that could not be written. Everything else
+(real bugs) keeps its traceback.
+"""
 
 from __future__ import annotations
 
+import errno
+import re
 import sys
-from typing import Callable
+from typing import Callable, List, Optional
 
-from absl import app, logging
+from absl import app, flags, logging
 
 from remedis_tf.errors import RemedisError
 
+EXIT_USER_ERROR = 2
+# errno values of a failed write that the user can fix (permissions, space, quota).
+_WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                           errno.EDQUOT, errno.EFBIG})
+_NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|File too large")
+# io_utils.atomic_write_* and SavedModel/checkpoint writers use temporary siblings; name
+# the file the user asked for instead.
+_TEMP_SUFFIX = re.compile(r"\.tmp-[0-9a-f]{8}(?=/|$)|_temp/part-[^/]*$|\.tempstate\d+$")
+
+
+def _user_path(path: str) -> str:
+  return _TEMP_SUFFIX.sub("", str(path))
+
+
+def fail(message: str) -> None:
+  """Prints ``error: <message>`` (one line) to stderr and exits with status 2."""
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(EXIT_USER_ERROR)
+
+
+def write_error_message(e: BaseException) -> Optional[str]:
+  """One-line message naming the path for a failed file write, else None (not ours).
+
+  Handles ``OSError`` with a write-type errno, ``tf.errors.PermissionDeniedError`` and
+  ``tf.errors.ResourceExhaustedError`` caused by a full disk (not GPU out-of-memory).
+  """
+  if isinstance(e, OSError):
+    if e.errno not in _WRITE_ERRNOS:
+      return None
+    path = _user_path(e.filename) if e.filename else "?"
+    return f"cannot write {path}: {e.strerror or e}"
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if isinstance(e, tf.errors.PermissionDeniedError) or (
+      isinstance(e, tf.errors.ResourceExhaustedError) and _NO_SPACE.search(e.message or "")):
+    text = re.sub(r"\{\{[^}]*\}\}", "", e.message or "")
+    text = re.sub(r"\s*\[Op:[^\]]*\]", "", text).strip().splitlines()[0] if text.strip() else ""
+    path, sep, reason = text.partition("; ")
+    if not sep:
+      return f"cannot write output: {text or type(e).__name__}"
+    return f"cannot write {_user_path(path.strip())}: {reason.strip()}"
+  return None
+
+
+def _parse_flags(argv: List[str]) -> List[str]:
+  """absl's parser, but a bad flag is one ``error:`` line and exit 2 (not exit 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(f"{e} (see --helpfull)")
+  return []  # unreachable
+
+
+def _prepare_devices() -> None:
+  """Splits the CPU into logical devices for ``--strategy=mirrored --num_cpu_devices=N``
+  before any TF op runs (validating images or reading weights would start TF first)."""
+  fv = flags.FLAGS
+  if "strategy" not in fv or "num_cpu_devices" not in fv:
+    return
+  if fv.strategy == "mirrored" and fv.num_cpu_devices and fv.num_cpu_devices > 1:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if not tf.config.list_physical_devices("GPU"):
+      from remedis_tf.train import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+      strategy_lib.configure_cpu_devices(fv.num_cpu_devices)
+
 
 def run_main(main_fn: Callable) -> None:
-  """``app.run(main_fn)``, printing ``error: <message>`` to stderr and exiting 2 on RemedisError."""
+  """``app.run(main_fn)``; user errors (see module docstring) print ``error: <message>``
+  to stderr and exit 2."""
 
   def wrapped(argv):
     # TF's Python-side INFO logs (e.g. checkpoint sharding) would drown the progress lines.
     logging.set_verbosity(logging.WARNING)
+    # Retracing notices appear when several runs share a process (demo, sweeps): benign.
+    tf.get_logger().setLevel("ERROR")
     try:
+      _prepare_devices()
       return main_fn(argv)
     except RemedisError as e:
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+      fail(str(e))
+    except Exception as e:  # pylint: disable=broad-except
+      message = write_error_message(e)
+      if message is None:
+        raise
+      fail(message)
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=_parse_flags)

@@ -15,7 +15,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import tensorflow as tf
 
-from remedis_tf import configs, io_utils
+from remedis_tf import configs, io_utils, run_guard
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import CheckpointError, ConfigError
@@ -29,6 +29,9 @@ from remedis_tf.train.supervised import SupervisedConfig, SupervisedTask
 
 BEST_SUBDIR = "best"
 BEST_INFO = "best.json"
+# How to find or skip an image that fails to decode mid-run (see run_guard.guarded_run).
+DATA_HINT = ("find it with validate_manifest(check='decode') (binaries: --*validate=decode) "
+             "or skip bad files (--*skip_bad_examples)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +71,19 @@ def run_contrastive(manifest: Manifest, config: ContrastiveConfig,
   strategy, policy = _setup(runtime)
   log(f"[contrastive] {len(manifest)} images from {manifest.source}; "
       f"{strategy.num_replicas_in_sync} replica(s); precision {policy}")
+  if config.micle:
+    from remedis_tf.data import micle as micle_lib  # pylint: disable=g-import-not-at-top
+    num_items, what = len(micle_lib.case_table(manifest)[1]) if len(manifest) else 0, "cases"
+  else:
+    num_items, what = len(manifest), "images"
+  run_guard.check_batch(config.global_batch_size, strategy.num_replicas_in_sync, num_items,
+                        manifest.source, what)
   task = ContrastiveTask(config, optimizer, augment, manifest, policy)
   run_config = {"stage": "contrastive", "contrastive": config, "optimizer": optimizer,
                 "augment": augment, "loop": loop, "runtime": runtime,
                 "data": {"source": manifest.source, "num_examples": len(manifest)}}
-  return loop_lib.run_loop(task, strategy, loop, run_config, log=log, **loop_kwargs)
+  with run_guard.guarded_run(loop.run_dir, manifest.source, DATA_HINT):
+    return loop_lib.run_loop(task, strategy, loop, run_config, log=log, **loop_kwargs)
 
 
 def task_metric(result: Dict) -> Tuple[str, float]:
@@ -92,11 +103,8 @@ def evaluate_task(task: SupervisedTask, manifest: Manifest, image_size: int,
 
   Returns ``(result dict, Predictions)``.
   """
-  def forward(images):
-    out = task.forward(images, training=False)
-    return {"scores": task.scores_from_logits(out["logits"]), "embedding": out["embedding"]}
-
-  preds = predict_lib.predict(forward, manifest, image_size, batch_size=batch_size)
+  preds = predict_lib.predict(task.inference_fn(), manifest, image_size,
+                              batch_size=batch_size)
   kwargs = {}
   if operating_point is not None:
     kwargs["operating_point"] = operating_point
@@ -120,6 +128,8 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
   log(f"[{stage}] {len(train)} training images from {train.source} ({train.task}, "
       f"{train.num_labels} outputs); {strategy.num_replicas_in_sync} replica(s); "
       f"precision {policy}; mode {config.train_mode}")
+  run_guard.check_batch(config.global_batch_size, strategy.num_replicas_in_sync, len(train),
+                        train.source)
   task = SupervisedTask(config, optimizer, augment, image_size, train, policy)
   run_config = {"stage": stage, "supervised": config, "optimizer": optimizer,
                 "augment": augment, "image_size": image_size, "loop": loop,
@@ -130,8 +140,9 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
   if validation is not None:
     eval_hook = _model_selection_hook(task, validation, image_size, eval_batch_size,
                                       loop.run_dir, strategy)
-  return loop_lib.run_loop(task, strategy, loop, run_config, log=log, eval_hook=eval_hook,
-                           **loop_kwargs)
+  with run_guard.guarded_run(loop.run_dir, train.source, DATA_HINT):
+    return loop_lib.run_loop(task, strategy, loop, run_config, log=log, eval_hook=eval_hook,
+                             **loop_kwargs)
 
 
 def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size: int,

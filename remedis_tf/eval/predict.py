@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from remedis_tf.data import pipeline
+from remedis_tf.data import decode, pipeline
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import DataError
 
@@ -44,8 +45,9 @@ def predict(forward: Callable[[tf.Tensor], Dict[str, tf.Tensor]], manifest: Mani
   if len(manifest) == 0:
     raise DataError(f"cannot evaluate on an empty dataset ({manifest.source or 'manifest'})")
   dataset = pipeline.eval_dataset(manifest, image_size=image_size, batch_size=batch_size,
-                                  crop_fraction=crop_fraction)
-  step = tf.function(forward, reduce_retracing=True)
+                                  crop_fraction=crop_fraction,
+                                  max_image_size=decode.working_size(image_size))
+  step = _compiled(forward)
   collected: Dict[str, list] = {k: [] for k in ("id", "patient", "label", "mask") + keep}
   done = 0
   for batch in dataset:
@@ -62,6 +64,19 @@ def predict(forward: Callable[[tf.Tensor], Dict[str, tf.Tensor]], manifest: Mani
       ids=_to_str(cat["id"]), patients=_to_str(cat["patient"]),
       labels=cat["label"].astype(np.float32), mask=cat["mask"].astype(np.float32),
       scores=cat.get("scores"), embeddings=cat.get("embedding"))
+
+
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _compiled(forward):
+  """One tf.function per forward callable, so predicting several sets traces once."""
+  if isinstance(forward, tf.types.experimental.PolymorphicFunction):
+    return forward
+  try:
+    return _COMPILED.setdefault(forward, tf.function(forward, reduce_retracing=True))
+  except TypeError:  # not weak-referenceable
+    return tf.function(forward, reduce_retracing=True)
 
 
 def _to_str(values: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from remedis_tf import losses, stateless_random
 from remedis_tf.data import augment as augment_lib
-from remedis_tf.data import pipeline
+from remedis_tf.data import decode, pipeline
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError
 from remedis_tf.models.heads import ClassificationHead, ProjectionHead
@@ -160,7 +160,8 @@ class SupervisedTask(TaskBase):
     return pipeline.supervised_dataset(
         self.manifest, augment=self.augment_config, image_size=self.image_size,
         global_batch_size=self.config.global_batch_size, seed=self.config.seed,
-        input_context=input_context, start_step=start_step)
+        input_context=input_context, start_step=start_step,
+        max_image_size=decode.working_size(self.image_size))
 
   def forward(self, images: tf.Tensor, training: bool = False) -> Dict[str, tf.Tensor]:
     """images ``[B,H,W,3]`` in [0,1] → ``{"logits": [B,K] f32, "embedding": [B,C]}``."""
@@ -175,11 +176,11 @@ class SupervisedTask(TaskBase):
     """``images -> {"scores": [B,K] probabilities, "embedding": [B,C]}`` (float32), the same
     callable on every call so prediction passes trace once."""
     if self._inference is None:
-      def forward(images):
+      def infer(images):
         out = self.forward(images, training=False)
         return {"scores": self.scores_from_logits(tf.cast(out["logits"], tf.float32)),
                 "embedding": tf.cast(out["embedding"], tf.float32)}
-      self._inference = forward
+      self._inference = infer
     return self._inference
 
   def scores_from_logits(self, logits: tf.Tensor) -> tf.Tensor:
