@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from remedis_tf import stages
 from remedis_tf.data.manifest import Manifest
+from remedis_tf.errors import CheckpointError
 from remedis_tf.models.heads import ProjectionHead
 from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.optim.factory import OptimizerConfig
@@ -102,15 +103,18 @@ def test_backbone_only_restore_from_contrastive_checkpoint(tmp_path):
   assert not np.any(task.classification_head.trainable_variables[0].numpy())
 
 
-def test_restore_reports_missing_projection_head(tmp_path):
-  # A backbone-only checkpoint: fine-tuning from projection layer 1 cannot restore the head.
+def test_restore_refuses_missing_projection_head(tmp_path):
+  # A backbone-only checkpoint: fine-tuning from projection layer 1 cannot restore the
+  # head, and the init says so instead of silently starting it from random weights.
   backbone = ResNetV2("tiny").build_for(SIZE)
   tf.train.CheckpointManager(tf.train.Checkpoint(backbone=backbone),
                              str(tmp_path / "ckpt" / "checkpoints"), 1).save(1)
   manifest = Manifest((), ("Bright",), "binary", "schema")
   task = _task(str(tmp_path / "ckpt"), 1, manifest)
-  text = " ".join(task.initialize())
-  assert "projection_head" in text
-  assert "absent" in text
+  with pytest.raises(CheckpointError, match="projection_head"):
+    task.initialize()
+  # The same checkpoint restores fine for fine-tuning from the backbone output.
+  task = _task(str(tmp_path / "ckpt"), 0, manifest)
+  assert "backbone" in " ".join(task.initialize())
   for a, b in zip(backbone.variables, task.backbone.variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
