@@ -13,6 +13,7 @@ import re
 import sys
 from typing import Callable, List, Optional
 
+import tensorflow as tf
 from absl import app, flags, logging
 
 from remedis_tf.errors import RemedisError
@@ -48,7 +49,6 @@ def write_error_message(e: BaseException) -> Optional[str]:
       return None
     path = _user_path(e.filename) if e.filename else "?"
     return f"cannot write {path}: {e.strerror or e}"
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if isinstance(e, tf.errors.PermissionDeniedError) or (
       isinstance(e, tf.errors.ResourceExhaustedError) and _NO_SPACE.search(e.message or "")):
     text = re.sub(r"\{\{[^}]*\}\}", "", e.message or "")
@@ -76,7 +76,6 @@ def _prepare_devices() -> None:
   if "strategy" not in fv or "num_cpu_devices" not in fv:
     return
   if fv.strategy == "mirrored" and fv.num_cpu_devices and fv.num_cpu_devices > 1:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if not tf.config.list_physical_devices("GPU"):
       from remedis_tf.train import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
       strategy_lib.configure_cpu_devices(fv.num_cpu_devices)
