@@ -109,6 +109,10 @@ def define_optimizer_flags(name: str, base_lr: float, lr_scaling: str, schedule:
 
 def optimizer_from_flags(total_steps: int, steps_per_epoch: float,
                          boundaries=()) -> OptimizerConfig:
+  if FLAGS.lr_schedule == "constant" and (FLAGS.warmup_steps > 0 or (
+      FLAGS["warmup_epochs"].present and FLAGS.warmup_epochs > 0)):
+    raise ConfigError("--lr_schedule=constant has no warmup: drop --warmup_steps/"
+                      "--warmup_epochs or use --lr_schedule=warmup_cosine")
   warmup = FLAGS.warmup_steps
   if warmup < 0:
     warmup = int(round(FLAGS.warmup_epochs * steps_per_epoch))
@@ -234,6 +238,8 @@ def supervised_plan(num_examples: int, first_image_side: int) -> Dict[str, objec
   rule = schedules.bit_hyperrule(num_examples, FLAGS.batch_size, FLAGS.learning_rate,
                                  image_size=(first_image_side, first_image_side))
   boundaries = ()
+  if FLAGS.train_steps < 0:
+    raise ConfigError(f"--train_steps must be >= 0, got {FLAGS.train_steps}")
   if FLAGS.train_steps:
     total = FLAGS.train_steps
   elif FLAGS.lr_schedule == "bit_hyperrule":
@@ -242,6 +248,11 @@ def supervised_plan(num_examples: int, first_image_side: int) -> Dict[str, objec
   else:
     total = total_steps_from_flags(num_examples, FLAGS.batch_size)
   if FLAGS.lr_schedule == "bit_hyperrule" and not boundaries:
+    if total < len(rule["steps"]):
+      raise ConfigError(f"--train_steps={total} is too short for --lr_schedule=bit_hyperrule "
+                        f"(needs >= {len(rule['steps'])} steps: warmup, "
+                        f"{len(rule['steps']) - 2} decays, end); train longer or use "
+                        "--lr_schedule=warmup_cosine/constant")
     boundaries = tuple(schedules.scale_steps(rule["steps"], total / rule["steps"][-1]))
   return {
       "total_steps": total,
@@ -251,12 +262,25 @@ def supervised_plan(num_examples: int, first_image_side: int) -> Dict[str, objec
   }
 
 
+def _first_image_side(manifest) -> int:
+  """Shorter side of the manifest's first image, from its header (no full decode)."""
+  from remedis_tf.data import decode, tfrecords  # pylint: disable=g-import-not-at-top
+  if not len(manifest):
+    from remedis_tf.errors import DataError  # pylint: disable=g-import-not-at-top
+    raise DataError(f"dataset {manifest.source or '<unnamed>'} is empty")
+  if tfrecords.is_tfrecords_manifest(manifest):
+    raise ConfigError("--image_min_side is needed with --train_source=tfrecords (the typical "
+                      "image side, for BiT-HyperRule's resolution rule)")
+  return int(min(decode.image_hw(manifest.records[0].image_path)))
+
+
 def run_supervised_from_flags(train, validation, stage: str):
   """Builds the supervised configs from flags and runs ``stages.run_supervised``."""
   from remedis_tf import stages
-  from remedis_tf.data.decode import read_image_numpy
   from remedis_tf.train.supervised import SupervisedConfig
-  side = FLAGS.image_min_side or min(read_image_numpy(train.records[0].image_path).shape[:2])
+  if FLAGS.image_min_side < 0:
+    raise ConfigError(f"--image_min_side must be >= 0, got {FLAGS.image_min_side}")
+  side = FLAGS.image_min_side or _first_image_side(train)
   plan = supervised_plan(len(train), side)
   config = SupervisedConfig(
       variant=FLAGS.variant, global_batch_size=FLAGS.batch_size, train_mode=FLAGS.train_mode,

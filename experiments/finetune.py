@@ -19,6 +19,7 @@ from absl import flags
 
 from experiments import _cli, common_flags, data_flags
 from remedis_tf.data import label_fraction
+from remedis_tf.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
@@ -42,6 +43,13 @@ flags.DEFINE_integer("fraction_seed", 0, "Seed of the label-fraction subset.")
 
 def main(argv):
   del argv
+  if FLAGS.examples_per_class and FLAGS["label_fraction"].present:
+    raise ConfigError("--label_fraction and --examples_per_class are alternatives; set only "
+                      "one")
+  if not 0.0 < FLAGS.label_fraction <= 1.0:
+    raise ConfigError(f"--label_fraction must be in (0, 1], got {FLAGS.label_fraction}")
+  if FLAGS.examples_per_class < 0:
+    raise ConfigError(f"--examples_per_class must be >= 0, got {FLAGS.examples_per_class}")
   train = data_flags.manifest_from_flags("train_")
   if FLAGS.label_fraction != 1.0 or FLAGS.examples_per_class:
     train = label_fraction.select_fraction(

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from remedis_tf import losses
 from remedis_tf.data import augment as augment_lib
-from remedis_tf.data import pipeline
+from remedis_tf.data import decode, pipeline
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError
 from remedis_tf.models.heads import ClassificationHead, ProjectionHead
@@ -118,7 +118,8 @@ class ContrastiveTask(TaskBase):
     return pipeline.contrastive_dataset(
         self.manifest, augment=self.augment_config,
         global_batch_size=self.config.global_batch_size, seed=self.config.seed,
-        micle=self.config.micle, input_context=input_context, start_step=start_step)
+        micle=self.config.micle, input_context=input_context, start_step=start_step,
+        max_image_size=decode.working_size(self.augment_config.image_size))
 
   def train_step(self, batch: Dict[str, tf.Tensor], step: tf.Tensor) -> Dict[str, tf.Tensor]:
     del step
