@@ -77,5 +77,7 @@ def load_init(init: str, backbone: keras.Model, projection_head=None,
   if missing:
     raise CheckpointError(f"--init {init}: checkpoint {report.path} has no "
                           f"{' or '.join(missing)} to restore")
+  left_out = sorted(set(checkpoint_io.CheckpointGraph(report.path).top_level())
+                    - set(report.restored))
   return [f"restored {', '.join(report.restored)} ({report.num_variables} variables) from "
-          f"{report.path}"]
+          f"{report.path}; not restored: {', '.join(left_out) or 'nothing'}"]
