@@ -1,0 +1,1 @@
+"""Performance benchmarks for remedis_tf (``python -m benchmarks.run``); not part of the tests."""
