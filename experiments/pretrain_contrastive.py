@@ -19,6 +19,7 @@ from remedis_tf.train.contrastive import ContrastiveConfig
 FLAGS = flags.FLAGS
 
 data_flags.define_data_flags("")
+data_flags.define_data_flags("monitor_", role="kNN monitor (optional, labelled)")
 common_flags.define_model_flags("r50x1")
 common_flags.define_projection_flags()
 common_flags.define_runtime_flags()
@@ -35,6 +36,9 @@ flags.DEFINE_bool("micle", False, "MICLe: positive pairs from two different imag
                   "to two views of one image.")
 flags.DEFINE_bool("linear_probe", True, "Train an online linear probe (stop-gradient) when "
                   "the data has labels.")
+flags.DEFINE_integer("monitor_every", 0, "Run the kNN monitor on the --monitor_* set every "
+                     "N steps (0 = only at the end; needs --monitor_source).")
+flags.DEFINE_integer("knn_k", 20, "Neighbours of the kNN monitor.")
 flags.DEFINE_bool("init_projection", False, "Also restore the projection head when --init "
                   "is one of our contrastive checkpoints.")
 
@@ -42,6 +46,7 @@ flags.DEFINE_bool("init_projection", False, "Also restore the projection head wh
 def main(argv):
   del argv
   manifest = data_flags.manifest_from_flags("")
+  monitor = data_flags.manifest_from_flags("monitor_", required=False)
   total = common_flags.total_steps_from_flags(len(manifest), FLAGS.batch_size)
   config = ContrastiveConfig(
       variant=FLAGS.variant, global_batch_size=FLAGS.batch_size, temperature=FLAGS.temperature,
@@ -52,7 +57,8 @@ def main(argv):
   optimizer = common_flags.optimizer_from_flags(total, len(manifest) / FLAGS.batch_size)
   result = stages.run_contrastive(
       manifest, config, optimizer, common_flags.augment_from_flags(FLAGS.image_size),
-      common_flags.loop_from_flags(total), common_flags.runtime_from_flags())
+      common_flags.loop_from_flags(total, FLAGS.monitor_every if monitor else 0),
+      common_flags.runtime_from_flags(), monitor=monitor, knn_k=FLAGS.knn_k)
   common_flags.print_result(result, FLAGS.run_dir)
 
 

@@ -254,6 +254,14 @@ def _roc_plots(finetune_dirs: Dict[str, str], eval_sets: Dict[str, Manifest], si
   return pngs
 
 
+def _final_metrics(result, names) -> str:
+  """", final loss 0.123 ..." for a run trained now; a note for one resumed as finished."""
+  if not result.last_metrics:
+    return " (trained by an earlier run of the demo in this folder)."
+  return ", final " + ", ".join(f"{n.replace('_', ' ')} {result.last_metrics[n]:.3f}"
+                                for n in names) + "."
+
+
 def _ci_text(entry) -> str:
   return report.format_ci(entry.get("value"), entry.get("lower"), entry.get("upper"))
 
@@ -294,13 +302,10 @@ def _write_report(cfg, out, data, sets, stage1, stage2, eval_results, de, timer,
           report.Table(rows=data_rows),
           report.Image(path=grid_png, caption="Synthetic sites and findings")]),
       report.Section("Stage 1 (supervised upstream) and stage 2 (contrastive)", blocks=[
-          f"Stage 1: {stage1.final_step} steps on the natural-image stand-in for ImageNet, "
-          f"final training loss {stage1.last_metrics.get('loss', float('nan')):.3f}.",
-          f"Stage 2: {stage2.final_step} steps of MICLe/SimCLR on site A's unlabelled "
-          f"pool, final contrastive loss "
-          f"{stage2.last_metrics.get('contrastive_loss', float('nan')):.3f}, "
-          f"contrastive accuracy "
-          f"{stage2.last_metrics.get('contrastive_accuracy', float('nan')):.3f}.",
+          f"Stage 1: {stage1.final_step} steps on the natural-image stand-in for ImageNet"
+          + _final_metrics(stage1, ("loss",)),
+          f"Stage 2: {stage2.final_step} steps of MICLe/SimCLR on site A's unlabelled pool"
+          + _final_metrics(stage2, ("contrastive_loss", "contrastive_accuracy")),
           report.Image(path=pairs_png, caption="Augmented positive pairs (cxr preset, MICLe)")]),
       report.Section("ID and zero-shot OOD performance (mean AUC over findings)", blocks=[
           report.Table(rows=rows),

@@ -19,6 +19,7 @@ from remedis_tf import configs, io_utils, run_guard
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import CheckpointError, ConfigError
+from remedis_tf.eval import knn
 from remedis_tf.eval import metrics as metrics_lib
 from remedis_tf.eval import predict as predict_lib
 from remedis_tf.optim.factory import OptimizerConfig
@@ -65,9 +66,14 @@ def _setup(runtime: RuntimeConfig) -> Tuple[tf.distribute.Strategy, str]:
 def run_contrastive(manifest: Manifest, config: ContrastiveConfig,
                     optimizer: OptimizerConfig, augment: augment_lib.AugmentConfig,
                     loop: loop_lib.LoopConfig, runtime: RuntimeConfig = RuntimeConfig(),
-                    log: Callable[[str], None] = print, **loop_kwargs) -> loop_lib.LoopResult:
+                    log: Callable[[str], None] = print, monitor: Optional[Manifest] = None,
+                    knn_k: int = 20, **loop_kwargs) -> loop_lib.LoopResult:
   """Stage 2: contrastive pretraining of ``config.variant`` on ``manifest`` (labels unused
-  except by the optional online linear probe)."""
+  except by the optional online linear probe).
+
+  With ``monitor`` (a labelled held-out set), a leave-one-patient-out kNN monitor on the
+  frozen pooled features runs every ``loop.eval_every`` steps and at the end
+  (``eval/knn_mean_auc`` or ``eval/knn_top1_accuracy`` in TensorBoard)."""
   strategy, policy = _setup(runtime)
   log(f"[contrastive] {len(manifest)} images from {manifest.source}; "
       f"{strategy.num_replicas_in_sync} replica(s); precision {policy}")
@@ -82,8 +88,21 @@ def run_contrastive(manifest: Manifest, config: ContrastiveConfig,
   run_config = {"stage": "contrastive", "contrastive": config, "optimizer": optimizer,
                 "augment": augment, "loop": loop, "runtime": runtime,
                 "data": {"source": manifest.source, "num_examples": len(manifest)}}
+  eval_hook = None
+  if monitor is not None:
+    if monitor.task == "unlabelled":
+      raise ConfigError(f"the kNN monitor needs labels; {monitor.source} is unlabelled")
+
+    def eval_hook(step: int) -> Dict[str, float]:
+      del step
+      preds = predict_lib.predict(task.embedding_fn(), monitor, augment.image_size,
+                                  crop_fraction=augment.eval_crop_fraction,
+                                  keep=("embedding",))
+      return knn.knn_monitor_metrics(monitor.task, preds.embeddings, preds.labels,
+                                     preds.mask, preds.patients, k=knn_k)
   with run_guard.guarded_run(loop.run_dir, manifest.source, DATA_HINT):
-    return loop_lib.run_loop(task, strategy, loop, run_config, log=log, **loop_kwargs)
+    return loop_lib.run_loop(task, strategy, loop, run_config, log=log, eval_hook=eval_hook,
+                             **loop_kwargs)
 
 
 def task_metric(result: Dict) -> Tuple[str, float]:

@@ -76,6 +76,7 @@ class ContrastiveTask(TaskBase):
     self.projection_head = None
     self.probe_head = None
     self._init_notes: List[str] = []
+    self._embed = None
 
   def build(self, strategy: tf.distribute.Strategy) -> None:
     del strategy
@@ -148,6 +149,15 @@ class ContrastiveTask(TaskBase):
     self.apply_loss(tape, scaled)
     out["loss"] = total
     return out
+
+  def embedding_fn(self):
+    """``images -> {"embedding": [B, C]}`` pooled backbone features (one traced callable)."""
+    if self._embed is None:
+      def embed(images):
+        return {"embedding": tf.cast(self.backbone(images, training=False)["pooled"],
+                                     tf.float32)}
+      self._embed = embed
+    return self._embed
 
   def summarize_inputs(self) -> None:
     """A grid of augmented view pairs (first 8 examples) for TensorBoard."""

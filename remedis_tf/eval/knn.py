@@ -1,0 +1,71 @@
+"""kNN monitor: how well frozen embeddings separate labels, without training a head.
+
+Weighted k-nearest-neighbour classification on cosine similarity (the InstDisc / SSL-library
+convention: neighbour weight ``exp(sim / T)``), leave-one-patient-out: a query never uses
+images of its own patient as neighbours, so one labelled set serves as bank and queries.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from remedis_tf.errors import DataError
+
+
+def knn_scores(embeddings: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray],
+               patients: np.ndarray, k: int = 20, temperature: float = 0.07,
+               chunk: int = 1024) -> np.ndarray:
+  """Leave-one-patient-out weighted kNN label scores.
+
+  Args:
+    embeddings: ``[N, C]`` features (l2-normalised here).
+    labels: ``[N, K]`` 0/1 (multi-label/binary) or one-hot (multi-class).
+    mask: ``[N, K]`` label mask (1 = known) or None.
+    patients: ``[N]`` patient keys; neighbours sharing the query's key are excluded.
+    k: neighbours per query.
+    temperature: similarity temperature of the neighbour weights.
+  Returns:
+    float64 ``[N, K]``: for each query, the weighted mean over its k neighbours of their
+    (known) labels; NaN where no neighbour knows that label.
+  """
+  x = np.asarray(embeddings, np.float64)
+  n = x.shape[0]
+  if n < 2:
+    raise DataError(f"kNN needs at least 2 examples, got {n}")
+  x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  y = np.asarray(labels, np.float64)
+  m = np.ones_like(y) if mask is None else np.asarray(mask, np.float64)
+  patients = np.asarray(patients)
+  k = min(k, n - 1)
+  out = np.empty_like(y)
+  for start in range(0, n, chunk):
+    sims = x[start:start + chunk] @ x.T
+    same = patients[start:start + chunk, None] == patients[None, :]
+    sims[same] = -np.inf
+    idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(sims, idx, axis=1)
+    weights = np.where(np.isfinite(top), np.exp((top - 1.0) / temperature), 0.0)
+    wm = weights[:, :, None] * m[idx]
+    num = (wm * y[idx]).sum(axis=1)
+    den = wm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      out[start:start + chunk] = np.where(den > 0, num / den, np.nan)
+  return out
+
+
+def knn_monitor_metrics(task: str, embeddings: np.ndarray, labels: np.ndarray,
+                        mask: Optional[np.ndarray], patients: np.ndarray, k: int = 20,
+                        temperature: float = 0.07) -> Dict[str, float]:
+  """``{"knn_mean_auc": ...}`` (multi-label/binary) or ``{"knn_top1_accuracy": ...}``."""
+  from remedis_tf.eval import metrics  # pylint: disable=g-import-not-at-top
+  scores = knn_scores(embeddings, labels, mask, patients, k, temperature)
+  if task == "multiclass":
+    valid = ~np.isnan(scores).any(axis=1)
+    hits = np.argmax(scores[valid], axis=1) == np.argmax(labels[valid], axis=1)
+    return {"knn_top1_accuracy": float(hits.mean()) if hits.size else float("nan")}
+  use = (np.ones_like(labels) if mask is None else np.asarray(mask)) * ~np.isnan(scores)
+  aucs = metrics.per_class_auc(labels, np.nan_to_num(scores), use)
+  return {"knn_mean_auc": float(np.nanmean(aucs)) if np.isfinite(aucs).any()
+          else float("nan")}
