@@ -26,6 +26,8 @@ CHECKPOINT_SUBDIR = "checkpoints"  # as in remedis_tf.train.loop
 _DECODE_ERROR = re.compile(
     r"Invalid PNG data|Invalid JPEG data|jpeg::|Decode(Png|Jpeg|Image|Bmp|Gif)\b|"
     r"not a PNG, JPEG or DICOM|DICOM")
+_DECODE_DETAIL = re.compile(r"Invalid PNG data|Invalid JPEG data|jpeg::|not a PNG, JPEG or "
+                            r"DICOM|DICOM|Decode\w*")
 
 
 def check_batch(global_batch_size: int, replicas: int, num_items: int, source: str,
@@ -53,6 +55,19 @@ def is_decode_error(error: BaseException) -> bool:
           and bool(_DECODE_ERROR.search(error.message or "")))
 
 
+def _decode_detail(error: BaseException) -> str:
+  """The decoder's own words from a TF error message (e.g. "Invalid PNG data, size 1586")."""
+  text = re.sub(r"\{\{[^}]*\}\}", "", getattr(error, "message", "") or str(error))
+  for line in text.splitlines():
+    line = re.sub(r"\s*\[Op:[^\]]*\].*$", "", line).strip()
+    if not line or line.startswith(("Detected at node", "File ", "Graph execution error")):
+      continue
+    found = _DECODE_DETAIL.search(line)
+    if found:
+      return line[found.start():]
+  return type(error).__name__
+
+
 def _has_checkpoint(run_dir: str) -> bool:
   directory = os.path.join(run_dir, CHECKPOINT_SUBDIR)
   return tf.io.gfile.isdir(directory) and bool(tf.io.gfile.glob(
@@ -76,12 +91,11 @@ def guarded_run(run_dir: str, source: str = "", data_hint: str = "") -> Iterator
   except tf.errors.InvalidArgumentError as e:
     if not is_decode_error(e):
       raise
-    from remedis_tf.data.decode import tf_error_text  # pylint: disable=g-import-not-at-top
     hint = data_hint or ("run remedis_tf.data.validate.validate_manifest(check='decode') to "
                          "find it, or skip bad files with skip_bad=True")
     _remove_if_fresh(run_dir, existed)
     raise DataError(f"an image of {source or 'the training data'} failed to decode during "
-                    f"training ({tf_error_text(e)}); {hint}") from None
+                    f"training ({_decode_detail(e)}); {hint}") from None
   except RemedisError as e:
     if not isinstance(e, TrainingError):
       _remove_if_fresh(run_dir, existed)
