@@ -287,8 +287,9 @@ def _restore_latest(checkpoint: tf.train.Checkpoint, directory: str,
     try:
       checkpoint.restore(path).assert_existing_objects_matched()
       return path
-    except (tf.errors.NotFoundError, tf.errors.DataLossError,
-            tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
+    # Read failures only (missing/truncated files: TF raises an OpError, or IndexError
+    # for a short read); a model mismatch is an AssertionError/ValueError and propagates.
+    except (tf.errors.OpError, IndexError) as e:
       first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       problems.append(f"{os.path.basename(path)}: {first_line[:200]}")
       log(f"[resume] cannot read {path} ({type(e).__name__}); trying the previous checkpoint")

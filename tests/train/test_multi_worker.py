@@ -14,20 +14,16 @@ Only the chief may create summary writers or write config.json.
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 
 import numpy as np
 import tensorflow as tf
 
 from remedis_tf.data import synthetic
+from subprocess_runs import Run, python
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multi_worker_worker.py")
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Few steps: this tiny contrastive problem is chaotic enough that float rounding
 # differences between 1 and 2 replicas grow past 1e-4 after ~10 steps.
 CONTRASTIVE_STEPS = 6
@@ -47,52 +43,16 @@ def _free_ports(n):
       s.close()
 
 
-class _Proc:
-  """A worker subprocess in its own process group, with its output collected by a thread."""
-
-  def __init__(self, name, args, env):
-    self.name = name
-    self.lines = []
-    self.popen = subprocess.Popen(
-        [sys.executable, WORKER] + args, env=env, cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    self._reader = threading.Thread(target=self._read, daemon=True)
-    self._reader.start()
-
-  def _read(self):
-    for line in self.popen.stdout:
-      self.lines.append(line.rstrip("\n"))
-
-  def output(self):
-    return "\n".join(self.lines)
-
-  def wait(self, deadline):
-    try:
-      self.popen.wait(timeout=max(1.0, deadline - time.time()))
-    except subprocess.TimeoutExpired:
-      raise AssertionError(f"{self.name} did not finish in time; output:\n"
-                           f"{self.output()[-3000:]}") from None
-    self._reader.join(timeout=10)
-    return self.popen.returncode
-
-  def kill(self):
-    if self.popen.poll() is None:
-      try:
-        os.killpg(self.popen.pid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
-      self.popen.wait(timeout=30)
-
-
 def _start_cluster(data, run_root, procs, extra, worker1_extra=()):
   ports = _free_ports(2)
   cluster = {"worker": [f"localhost:{p}" for p in ports]}
   workers = []
   for index in range(2):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(
+    env = dict(os.environ, TF_CONFIG=json.dumps(
         {"cluster": cluster, "task": {"type": "worker", "index": index}}))
     args = [f"--data={data}", f"--run_root={run_root}", "--strategy=multi_worker"] + extra
-    proc = _Proc(f"worker {index}", args + (list(worker1_extra) if index else []), env)
+    proc = Run(f"worker {index}", python(WORKER, *args, *(worker1_extra if index else ())),
+               env)
     procs.append(proc)
     workers.append(proc)
   return workers
@@ -147,9 +107,9 @@ def test_two_workers_match_one_process_and_survive_preemption(tmp_path):
   procs = []
   deadline = time.time() + HARD_TIMEOUT_S
   try:
-    reference = _Proc("reference", [f"--data={data}", f"--run_root={tmp_path / 'ref'}",
-                                    "--strategy=default"] + steps,
-                      dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    reference = Run("reference", python(WORKER, f"--data={data}",
+                                        f"--run_root={tmp_path / 'ref'}", "--strategy=default",
+                                        *steps))
     procs.append(reference)
     run_root = str(tmp_path / "mw")
 
