@@ -159,9 +159,14 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
   if validation is not None:
     eval_hook = _model_selection_hook(task, validation, image_size, eval_batch_size,
                                       loop.run_dir, strategy)
-  with run_guard.guarded_run(loop.run_dir, train.source, DATA_HINT):
-    return loop_lib.run_loop(task, strategy, loop, run_config, log=log, eval_hook=eval_hook,
-                             **loop_kwargs)
+  try:
+    with run_guard.guarded_run(loop.run_dir, train.source, DATA_HINT):
+      return loop_lib.run_loop(task, strategy, loop, run_config, log=log, eval_hook=eval_hook,
+                               **loop_kwargs)
+  finally:
+    scratch = os.path.join(loop.run_dir, f".best_worker{strategy_lib.worker_id(strategy)}_tmp")
+    if not strategy_lib.is_chief(strategy) and tf.io.gfile.exists(scratch):
+      tf.io.gfile.rmtree(scratch)
 
 
 def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size: int,
