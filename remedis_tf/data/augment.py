@@ -21,6 +21,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import tensorflow as tf
 
+from remedis_tf import stateless_random
 from remedis_tf.errors import ConfigError
 
 RESIZE_METHODS = ("bicubic", "bilinear", "area", "lanczos3", "nearest")
@@ -591,11 +592,9 @@ def eval_preprocess(image: tf.Tensor, image_size: int,
 
 
 def sample_mixup_lambda(alpha: float, seed) -> tf.Tensor:
-  """λ ~ Beta(α, α) as a float32 scalar (via two stateless Gamma draws)."""
-  keys = tf.random.experimental.stateless_split(_seed(seed), 2)
-  g1 = tf.random.stateless_gamma([], keys[0], alpha=alpha)
-  g2 = tf.random.stateless_gamma([], keys[1], alpha=alpha)
-  return g1 / tf.maximum(g1 + g2, 1e-12)
+  """λ ~ Beta(α, α) as a float32 scalar, from an XLA-compilable stateless sampler (so a
+  train step using MixUp compiles with ``--xla``)."""
+  return stateless_random.symmetric_beta(alpha, _seed(seed))
 
 
 def mixup_batch(images: tf.Tensor, labels: tf.Tensor, alpha: float, seed,

@@ -447,6 +447,7 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
                                   or step == config.total_steps):
       eval_metrics = eval_hook(step)
       if eval_metrics:
+        metrics.update(eval_metrics)  # kept in LoopResult.history for reports
         log("[eval] step {} {}".format(
             step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())))
         with writer.as_default(step=step):

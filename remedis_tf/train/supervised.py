@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional
 import keras
 import tensorflow as tf
 
-from remedis_tf import losses, stateless_random
+from remedis_tf import losses
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import decode, pipeline
 from remedis_tf.data.manifest import Manifest
@@ -195,12 +195,8 @@ class SupervisedTask(TaskBase):
       replica = tf.distribute.get_replica_context().replica_id_in_sync_group
       seed = tf.stack([tf.cast(self.config.seed, tf.int64) * 1000003 + step,
                        tf.cast(replica, tf.int64)])
-      # BiT MixUp as in augment.mixup_batch, but λ comes from an XLA-compilable sampler
-      # (tf.random.stateless_gamma has no XLA kernel) so the step compiles with --xla.
-      lam = stateless_random.symmetric_beta(self.config.mixup_alpha, seed)
-      images = lam * images + (1.0 - lam) * tf.reverse(images, [0])
-      labels = lam * labels + (1.0 - lam) * tf.reverse(labels, [0])
-      mask = mask * tf.reverse(mask, [0])
+      images, labels, mask = augment_lib.mixup_batch(
+          images, labels, self.config.mixup_alpha, seed, mask=mask)
     with tf.GradientTape() as tape:
       logits = self.forward(images, training=True)["logits"]
       per_example = losses.classification_loss(self.manifest.task, labels, logits, mask)
