@@ -1,5 +1,8 @@
 """absl flags that describe a data source, and their translation into a Manifest.
 
+Every source also takes --{p}validate (none|header|decode: check images before
+training) and --{p}skip_bad_examples (drop and count bad images instead of failing).
+
 Binaries call ``define_data_flags("train_")``, ``define_data_flags("eval_")``, … so one
 set of flags per dataset role, then ``manifest_from_flags("train_")``. Sources:
 
@@ -12,8 +15,8 @@ set of flags per dataset role, then ``manifest_from_flags("train_")``. Sources:
   mimic      --{p}data_root (MIMIC-CXR-JPG root), --{p}mimic_split, label flags as chexpert
   folder     --{p}folder, --{p}folder_labelled (class sub-folders), --{p}patient_regex
   tfrecords  --{p}tfrecords (prefix written by make_tfrecords.py): returns the index
-             Manifest (images stay in the shards; read them with
-             remedis_tf.data.tfrecords.read_tfrecords)
+             Manifest (images stay in the shards); every pipeline in
+             remedis_tf.data.pipeline reads such a manifest directly
   tfds       --{p}tfds_name, --{p}tfds_split, --{p}tfds_data_dir: no files, so no Manifest;
              use make_tfrecords.py --source=tfds to convert, or tfds_source.load_tfds.
 """
