@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import tensorflow as tf
 
@@ -49,3 +49,24 @@ def read_json(path: str) -> Any:
   """Reads a JSON file through gfile."""
   with tf.io.gfile.GFile(path, "r") as f:
     return json.load(f)
+
+
+def replace_dir_atomically(out_dir: str, write: Callable[[str], None]) -> str:
+  """Writes a directory via ``write(tmp_dir)`` into a temporary sibling, then swaps it in.
+
+  An existing ``out_dir`` is replaced only after ``write`` succeeded, so a failed export
+  leaves the previous one intact. Returns ``out_dir``.
+  """
+  tag = uuid.uuid4().hex[:8]
+  tmp, old = f"{out_dir}.tmp-{tag}", f"{out_dir}.old-{tag}"
+  try:
+    write(tmp)
+    if tf.io.gfile.exists(out_dir):
+      tf.io.gfile.rename(out_dir, old)
+    tf.io.gfile.rename(tmp, out_dir)
+    if tf.io.gfile.exists(old):
+      tf.io.gfile.rmtree(old)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.rmtree(tmp)
+  return out_dir

@@ -7,6 +7,7 @@ from sklearn.metrics import log_loss
 
 from remedis_tf import losses
 from remedis_tf.errors import ConfigError
+from remedis_tf.train import strategy as strategy_lib
 
 
 def _np_log_softmax(x):
@@ -102,19 +103,6 @@ def test_bad_temperature_and_context_raise():
     losses.contrastive_loss(z, z, replica_context="global")
 
 
-def _fresh_two_cpu_strategy():
-  """A 2-logical-CPU MirroredStrategy with collective keys no earlier strategy used.
-
-  Strategies in one process share the collective executor; a second strategy would reuse
-  the first one's instance keys and its collectives abort ("Collective instance 100
-  expected type ...", tensorflow/tensorflow#62790). TF's own tests bump this counter too.
-  """
-  devices = tf.config.list_logical_devices("CPU")
-  assert len(devices) >= 2, "tests/conftest.py should create 2 logical CPU devices"
-  tf.distribute.MirroredStrategy._collective_key_base += 100000  # pylint: disable=protected-access
-  return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
-
-
 def test_nt_xent_two_replicas_matches_one_replica_loss_and_gradients():
   rng = np.random.default_rng(11)
   global_batch, d_in, d_out, tau = 8, 5, 4, 0.2
@@ -131,7 +119,7 @@ def test_nt_xent_two_replicas_matches_one_replica_loss_and_gradients():
   np.testing.assert_allclose(loss_single.numpy(), _np_nt_xent(x1 @ w_init, x2 @ w_init, tau),
                              rtol=1e-5)
 
-  strategy = _fresh_two_cpu_strategy()
+  strategy = strategy_lib.make_strategy("mirrored", num_cpu_devices=2)
   with strategy.scope():
     w = tf.Variable(w_init)
   half = global_batch // 2
@@ -166,7 +154,7 @@ def test_nt_xent_two_replicas_matches_one_replica_loss_and_gradients():
 
 
 def test_nt_xent_local_only_when_context_is_none():
-  strategy = _fresh_two_cpu_strategy()
+  strategy = strategy_lib.make_strategy("mirrored", num_cpu_devices=2)
   rng = np.random.default_rng(5)
   x1 = rng.normal(size=(4, 3)).astype(np.float32)
   x2 = rng.normal(size=(4, 3)).astype(np.float32)

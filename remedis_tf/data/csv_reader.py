@@ -170,35 +170,17 @@ def check_policies(uncertain_policy: str, blank_policy: str) -> None:
     raise ConfigError(f"blank_policy must be one of {BLANK_POLICIES}, got {blank_policy!r}")
 
 
-def read_csv_manifest(
-    csv_path: str,
-    *,
-    data_root: Optional[str],
-    path_column: str,
-    label_columns: Sequence[str],
-    task: str,
-    patient_column: Optional[str] = None,
-    view_column: Optional[str] = None,
-    site_column: Optional[str] = None,
-    id_column: Optional[str] = None,
-    uncertain_policy: str = "ignore",
-    blank_policy: str = "zeros",
-    class_column: Optional[str] = None,
-    class_names: Optional[Sequence[str]] = None,
-    **hooks,
-) -> Manifest:
+def read_csv_manifest(csv_path: str, **kwargs) -> Manifest:
   """Reads a CSV manifest (``.csv`` or gzip, local or ``gs://``), one row per image.
 
-  Arguments are those of :func:`manifest_from_table` (``hooks``: path_fn, patient_fn,
-  view_fn, row_filter); the CSV is parsed by :func:`read_csv_table`.
+  Keyword arguments are those of :func:`manifest_from_table` (data_root, path_column,
+  label_columns, task, the optional id/patient/view/site/class columns, the label
+  policies and the path_fn/patient_fn/view_fn/row_filter hooks); the CSV is parsed by
+  :func:`read_csv_table` after the policies are checked, so a bad policy fails before any
+  I/O.
   """
-  check_policies(uncertain_policy, blank_policy)
-  return manifest_from_table(
-      read_csv_table(csv_path), data_root=data_root, path_column=path_column,
-      label_columns=label_columns, task=task, patient_column=patient_column,
-      view_column=view_column, site_column=site_column, id_column=id_column,
-      uncertain_policy=uncertain_policy, blank_policy=blank_policy,
-      class_column=class_column, class_names=class_names, **hooks)
+  check_policies(kwargs.get("uncertain_policy", "ignore"), kwargs.get("blank_policy", "zeros"))
+  return manifest_from_table(read_csv_table(csv_path), **kwargs)
 
 
 def manifest_from_table(

@@ -46,7 +46,6 @@ import json
 import math
 import os
 import re
-import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -226,20 +225,11 @@ def export_classifier_savedmodel(task, out_dir: str, source: str = "",
       and not is_classifier_savedmodel(out_dir)):
     raise CheckpointError(f"refusing to replace {out_dir}: it exists and is not a classifier "
                           "SavedModel")
-  tag = uuid.uuid4().hex[:8]
-  tmp, old = f"{out_dir}.tmp-{tag}", f"{out_dir}.old-{tag}"
-  try:
+  def write(tmp: str) -> None:
     tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
     io_utils.atomic_write_json(os.path.join(tmp, SIDECAR_FILE), sidecar)
-    if tf.io.gfile.exists(out_dir):
-      tf.io.gfile.rename(out_dir, old)
-    tf.io.gfile.rename(tmp, out_dir)
-    if tf.io.gfile.exists(old):
-      tf.io.gfile.rmtree(old)
-  finally:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.rmtree(tmp)
-  return out_dir
+
+  return io_utils.replace_dir_atomically(out_dir, write)
 
 
 # ------------------------------------------------------------------------- label schema

@@ -42,6 +42,18 @@ def configure_cpu_devices(num_devices: int) -> None:
           f"(has {have}); create the strategy before running any TF op") from None
 
 
+def _fresh_collective_keys() -> None:
+  """Moves MirroredStrategy's collective-key base past every key used so far.
+
+  Strategies created in one process share the collective executor; a second one would
+  reuse the first one's instance keys and its all-reduces abort ("Collective instance 100
+  expected type ...", tensorflow#62790), e.g. when a sweep trains several cells in one
+  process. TF's own tests bump this private counter the same way.
+  """
+  if hasattr(tf.distribute.MirroredStrategy, "_collective_key_base"):
+    tf.distribute.MirroredStrategy._collective_key_base += 100000  # pylint: disable=protected-access
+
+
 def make_strategy(name: str = "default", tpu: Optional[str] = None,
                   num_cpu_devices: int = 0) -> tf.distribute.Strategy:
   """Returns the strategy called ``name``.
@@ -58,10 +70,12 @@ def make_strategy(name: str = "default", tpu: Optional[str] = None,
   if name == "mirrored":
     gpus = tf.config.list_logical_devices("GPU")
     if gpus and not num_cpu_devices:
+      _fresh_collective_keys()
       return tf.distribute.MirroredStrategy()
     n = max(num_cpu_devices, 1)
     configure_cpu_devices(n)
     devices = [d.name for d in tf.config.list_logical_devices("CPU")[:n]]
+    _fresh_collective_keys()
     return tf.distribute.MirroredStrategy(devices=devices)
   if name == "multi_worker":
     return _multi_worker_strategy()

@@ -19,7 +19,6 @@ import collections
 import dataclasses
 import os
 import re
-import uuid
 from typing import Dict, List, Optional, Tuple
 
 import keras
@@ -27,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from remedis_tf import io_utils
 from remedis_tf.errors import CheckpointError
 from remedis_tf.models import resnet_v2
 from remedis_tf.weights import bit_npz
@@ -368,16 +368,6 @@ def export_savedmodel(backbone: resnet_v2.ResNetV2, out_dir: str,
   if tf.io.gfile.exists(out_dir) and tf.io.gfile.listdir(out_dir) and not tf.io.gfile.exists(
       os.path.join(out_dir, "saved_model.pb")):
     raise CheckpointError(f"refusing to replace {out_dir}: it exists and is not a SavedModel")
-  tag = uuid.uuid4().hex[:8]
-  tmp, old = f"{out_dir}.tmp-{tag}", f"{out_dir}.old-{tag}"
-  try:
-    tf.saved_model.save(root, tmp, signatures={"serving_default": serve})
-    if tf.io.gfile.exists(out_dir):
-      tf.io.gfile.rename(out_dir, old)
-    tf.io.gfile.rename(tmp, out_dir)
-    if tf.io.gfile.exists(old):
-      tf.io.gfile.rmtree(old)
-  finally:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.rmtree(tmp)
-  return out_dir
+  return io_utils.replace_dir_atomically(
+      out_dir, lambda tmp: tf.saved_model.save(root, tmp,
+                                               signatures={"serving_default": serve}))

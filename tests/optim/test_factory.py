@@ -13,6 +13,7 @@ from remedis_tf.models.heads import ClassificationHead, ProjectionHead
 from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.optim import factory, schedules
 from remedis_tf.optim.lars import LARS
+from remedis_tf.train import strategy as strategy_lib
 
 
 def test_unknown_name_lists_valid_optimizers():
@@ -137,21 +138,8 @@ def test_lars_factory_exclusions_on_a_real_model():
     assert flags == ((False, False) if id(v) in excluded_ids else (True, True)), v.path
 
 
-def _fresh_two_cpu_strategy():
-  """A 2-logical-CPU MirroredStrategy with collective keys no earlier strategy used.
-
-  Strategies in one process share the collective executor; a second strategy would reuse
-  the first one's instance keys and its collectives abort ("Collective instance 100
-  expected type ...", tensorflow/tensorflow#62790). TF's own tests bump this counter too.
-  """
-  devices = tf.config.list_logical_devices("CPU")
-  assert len(devices) >= 2, "tests/conftest.py should create 2 logical CPU devices"
-  tf.distribute.MirroredStrategy._collective_key_base += 100000  # pylint: disable=protected-access
-  return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
-
-
 def test_build_under_mirrored_strategy_then_restore(tmp_path):
-  strategy = _fresh_two_cpu_strategy()
+  strategy = strategy_lib.make_strategy("mirrored", num_cpu_devices=2)
   cfg = factory.OptimizerConfig(warmup_steps=1, total_steps=10)
 
   def make():

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from remedis_tf.optim.lars import LARS
+from remedis_tf.train import strategy as strategy_lib
 
 
 def lars_reference_step(w, g, v, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,
@@ -164,19 +165,6 @@ def test_lars_checkpoint_round_trip_restores_momentum(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def _fresh_two_cpu_strategy():
-  """A 2-logical-CPU MirroredStrategy with collective keys no earlier strategy used.
-
-  Strategies in one process share the collective executor; a second strategy would reuse
-  the first one's instance keys and its collectives abort ("Collective instance 100
-  expected type ...", tensorflow/tensorflow#62790). TF's own tests bump this counter too.
-  """
-  devices = tf.config.list_logical_devices("CPU")
-  assert len(devices) >= 2, "tests/conftest.py should create 2 logical CPU devices"
-  tf.distribute.MirroredStrategy._collective_key_base += 100000  # pylint: disable=protected-access
-  return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
-
-
 def test_lars_mirrored_strategy_step_equals_one_device_step():
   x, y = _model_and_data(seed=3)
 
@@ -189,7 +177,7 @@ def test_lars_mirrored_strategy_step_equals_one_device_step():
     opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
                             model.trainable_variables))
 
-  strategy = _fresh_two_cpu_strategy()
+  strategy = strategy_lib.make_strategy("mirrored", num_cpu_devices=2)
   with strategy.scope():
     dist_model = _make_model()
     dist_opt = LARS(0.3, weight_decay=1e-2, trust_coefficient=0.05,
