@@ -60,12 +60,20 @@ def write_error_message(e: BaseException) -> Optional[str]:
   return None
 
 
+_HELP_FLAGS = frozenset({"-?", "--help", "--helpshort", "--helpfull", "--helpxml"})
+
+
 def _parse_flags(argv: List[str]) -> List[str]:
   """absl's parser, but a bad flag is one ``error:`` line and exit 2 (not exit 1)."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     fail(f"{e} (see --helpfull)")
+  except SystemExit as e:
+    # absl exits 1 after printing --help/--helpfull; asking for help is not a failure.
+    if any(a.split("=")[0] in _HELP_FLAGS for a in argv[1:]):
+      sys.exit(0)
+    raise e
   return []  # unreachable
 
 

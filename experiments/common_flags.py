@@ -103,7 +103,8 @@ def define_optimizer_flags(name: str, base_lr: float, lr_scaling: str, schedule:
   flags.DEFINE_float("weight_decay", weight_decay, docs["weight_decay"] + " Norm parameters "
                      "and biases are never decayed.")
   flags.DEFINE_float("momentum", 0.9, docs["momentum"])
-  flags.DEFINE_float("trust_coefficient", 0.001, docs["trust_coefficient"])
+  flags.DEFINE_float("trust_coefficient", 0.001, "LARS trust coefficient eta (0.001 in "
+                     "SimCLR and REMEDIS).")
   flags.DEFINE_bool("nesterov", False, docs["nesterov"])
 
 
