@@ -54,6 +54,10 @@ def plot_data_efficiency(agg: Sequence[Any], out_png: str, metric_name: str,
   fig = Figure(figsize=(6.0, 4.0))
   ax = fig.add_subplot(1, 1, 1)
   models = list(dict.fromkeys(r.model for r in rows))
+  means = np.asarray([r.mean for r in rows], np.float64)
+  # Metrics in [0, 1] (AUC, accuracy): with few seeds a t-interval can extend far past the
+  # metric's range; clip the drawn band to it so the means stay readable.
+  bounded = bool(np.all((means[np.isfinite(means)] >= 0) & (means[np.isfinite(means)] <= 1)))
   for i, model in enumerate(models):
     pts = sorted((r for r in rows if r.model == model), key=lambda r: r.fraction)
     x = np.asarray([r.fraction for r in pts])
@@ -62,6 +66,8 @@ def plot_data_efficiency(agg: Sequence[Any], out_png: str, metric_name: str,
     hi = np.asarray([r.upper for r in pts])
     color = f"C{i}"
     ax.plot(x, y, "o-", color=color, label=model)
+    if bounded:
+      lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
     ok = np.isfinite(lo) & np.isfinite(hi)
     if ok.any():
       ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.2, linewidth=0)
@@ -87,7 +93,9 @@ def plot_data_efficiency(agg: Sequence[Any], out_png: str, metric_name: str,
   ax.xaxis.set_minor_locator(NullLocator())
   ax.set_xticklabels([f"{100 * f:g}%" for f in fractions])
   ax.set_xlabel("fraction of labelled training data")
-  ax.set_ylabel(metric_name)
+  ax.set_ylabel(metric_name + (" (CI band clipped to [0, 1])" if bounded else ""))
+  if bounded:
+    ax.set_ylim(-0.02, 1.02)
   ax.grid(True, alpha=0.3)
   ax.legend(loc="lower right", fontsize=8)
   if title:
