@@ -22,13 +22,13 @@ import tensorflow as tf
 from remedis_tf import io_utils
 from remedis_tf.errors import CheckpointError
 from remedis_tf.models import resnet_v2
+from remedis_tf.weights import differences
 
 HEAD_PREFIX = "resnet/head/"
 HEAD_KERNEL = "resnet/head/conv2d/kernel"
 HEAD_BIAS = "resnet/head/conv2d/bias"
 ROOT_KERNEL = "resnet/root_block/standardized_conv2d/kernel"
 _UNIT_RE = re.compile(r"^resnet/block(\d+)/unit(\d+)/")
-_MAX_LISTED = 4  # keys listed per kind of difference, so the message stays one line
 
 LoadHead = Union[str, bool]
 
@@ -224,21 +224,8 @@ def _ensure_built(backbone) -> None:
 
 
 def _mismatch_message(source, variant, missing, unexpected, mismatched, expected, found) -> str:
-  def listed(keys, fmt):
-    shown = "; ".join(fmt(k) for k in keys[:_MAX_LISTED])
-    more = f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
-    return shown + more
-
-  parts = []
-  if mismatched:
-    parts.append(f"{len(mismatched)} shape mismatch(es): " + listed(
-        mismatched, lambda k: f"{k} expected {expected[k]} found {found[k]}"))
-  if missing:
-    parts.append(f"{len(missing)} missing key(s): " + listed(
-        missing, lambda k: f"{k} expected {expected[k]}"))
-  if unexpected:
-    parts.append(f"{len(unexpected)} unexpected key(s): " + listed(
-        unexpected, lambda k: f"{k} found {found[k]}"))
+  described = differences.describe_differences(missing, unexpected, mismatched, expected,
+                                               found, noun=" key(s)")
   guess = guess_variant(found)
   hint = f"; {source} looks like {guess}" if guess and guess != variant else ""
-  return f"{source} does not match backbone {variant}: " + " | ".join(parts) + hint
+  return f"{source} does not match backbone {variant}: {described}{hint}"

@@ -19,9 +19,9 @@ import keras
 import tensorflow as tf
 
 from remedis_tf.errors import CheckpointError
+from remedis_tf.weights import differences
 
 ITEMS = ("backbone", "projection_head", "classification_head", "probe_head", "optimizer", "step")
-_MAX_LISTED = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,22 +174,11 @@ def _check_item(graph: CheckpointGraph, name, trackable, allow_extra=()):
   unexpected = [p for p in extra if "/".join(p) not in ignored]
   stored.update(extra)
   if missing or mismatched or unexpected:
-    def listed(paths, fmt):
-      more = f" (+{len(paths) - _MAX_LISTED} more)" if len(paths) > _MAX_LISTED else ""
-      return "; ".join(fmt(p) for p in paths[:_MAX_LISTED]) + more
-    parts = []
-    if mismatched:
-      parts.append(f"{len(mismatched)} shape mismatch(es): " + listed(
-          mismatched, lambda p: f"{'/'.join(p)} expected {expected[p]} found {stored[p]}"))
-    if missing:
-      parts.append(f"{len(missing)} missing: " + listed(
-          missing, lambda p: f"{'/'.join(p)} expected {expected[p]}"))
-    if unexpected:
-      parts.append(f"{len(unexpected)} unexpected: " + listed(
-          unexpected, lambda p: f"{'/'.join(p)} found {stored[p]}"))
+    described = differences.describe_differences(missing, unexpected, mismatched, expected,
+                                                 stored, name="/".join)
     variant = getattr(trackable, "variant", None)
     what = f"{name} ({variant})" if variant else name
-    raise CheckpointError(f"{graph.prefix}: item {what} does not match: " + " | ".join(parts))
+    raise CheckpointError(f"{graph.prefix}: item {what} does not match: {described}")
   return len(expected), ignored
 
 
