@@ -9,6 +9,7 @@ full or over quota — reported with the path that could not be written. Everyth
 from __future__ import annotations
 
 import errno
+import os
 import re
 import sys
 from typing import Callable, List, Optional
@@ -33,9 +34,17 @@ def _user_path(path: str) -> str:
 
 
 def fail(message: str) -> None:
-  """Prints ``error: <message>`` (one line) to stderr and exits with status 2."""
+  """Prints ``error: <message>`` (one line) to stderr and exits with status 2.
+
+  Exits at once (``os._exit`` after flushing): a normal interpreter shutdown waits for
+  tf.data's decoding threads, and native libraries (libjpeg) would print their own
+  complaints after the error line. Every result file is written atomically, so nothing
+  half-written is left behind.
+  """
   print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(EXIT_USER_ERROR)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(EXIT_USER_ERROR)  # pylint: disable=protected-access
 
 
 def write_error_message(e: BaseException) -> Optional[str]:
