@@ -125,17 +125,10 @@ def _shrink(image: tf.Tensor, max_size: Optional[int], scale: float,
   hw = shape[:2] if original_hw is None else original_hw
   size = _target_size(hw[0], hw[1], max_size)
   needs = tf.reduce_any(tf.not_equal(size, shape[:2]))
-  # Area resizing converts its whole input to float32 first (1.7 GB for a 12000² RGB
-  # image); keeping every k-th pixel of an image over twice the target size first bounds
-  # that to ~4× the output while the area filter still averages ≥ 2×2 samples per pixel.
-  stride = tf.maximum(1, tf.reduce_max(shape[:2]) // (2 * max_size))
-
-  def resized():
-    sampled = image[::stride, ::stride]
-    sampled.set_shape([None, None, image.shape[-1]])
-    return tf.image.resize(sampled, size, method="area") / scale
-
-  return tf.cond(needs, resized, lambda: tf.cast(image, tf.float32) / scale)
+  return tf.cond(
+      needs,
+      lambda: tf.image.resize(image, size, method="area") / scale,
+      lambda: tf.cast(image, tf.float32) / scale)
 
 
 def _to_rgb(image: tf.Tensor) -> tf.Tensor:
