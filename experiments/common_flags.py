@@ -8,7 +8,6 @@ frozen config the library takes. Augmentation flags are generated from
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Dict, Optional
 
 from absl import flags
@@ -75,7 +74,8 @@ def total_steps_from_flags(num_examples: int, global_batch_size: int) -> int:
   if FLAGS.train_epochs <= 0:
     raise ConfigError(f"--train_epochs must be > 0 when --train_steps=0, got "
                       f"{FLAGS.train_epochs}")
-  return max(1, int(math.ceil(FLAGS.train_epochs * num_examples / global_batch_size)))
+  from remedis_tf import stages  # pylint: disable=g-import-not-at-top
+  return stages.steps_for_epochs(FLAGS.train_epochs, num_examples, global_batch_size)
 
 
 def loop_from_flags(total_steps: int, eval_every: int = 0) -> LoopConfig:
@@ -186,13 +186,6 @@ def define_projection_flags() -> None:
   flags.DEFINE_integer("projection_dim", 128, "Projection output dimension.")
   flags.DEFINE_integer("projection_hidden_dim", 0, "Projection hidden width (0 = backbone "
                        "output width).")
-
-
-def check_divisible(global_batch_size: int, replicas: int) -> None:
-  """ConfigError unless the global batch splits evenly over the replicas."""
-  if global_batch_size % replicas:
-    raise ConfigError(f"--batch_size {global_batch_size} is not divisible by the "
-                      f"{replicas} replicas; use a multiple of {replicas}")
 
 
 def print_result(result, run_dir: str) -> None:

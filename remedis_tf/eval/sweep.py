@@ -26,7 +26,6 @@ refused instead of mixing incomparable cells. New models, fractions or seeds may
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -131,7 +130,8 @@ def plan_cell(template: FinetuneTemplate, init: str, seed: int, num_train: int) 
     if template.steps_rule == "fixed":
       total = opt.total_steps
     else:
-      total = max(1, int(math.ceil(template.train_epochs * num_train / batch)))
+      from remedis_tf import stages  # pylint: disable=g-import-not-at-top
+      total = stages.steps_for_epochs(template.train_epochs, num_train, batch)
     if opt.schedule == "bit_hyperrule":
       # The HyperRule's shape (warmup, three decays) stretched to the cell's length; tiny
       # totals grow to the 5 distinct boundaries it needs.
