@@ -33,8 +33,14 @@ def jpeg_bytes(array: np.ndarray, mode: str = None, quality: int = 95) -> bytes:
 
 def dicom_bytes(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored=None,
                 signed: bool = False, slope=None, intercept=None, window=None,
+                voi_function=None, voi_lut=None, modality_lut=None,
                 with_pixels: bool = True) -> bytes:
-  """A minimal valid DICOM (Secondary Capture, explicit VR little endian) file."""
+  """A minimal valid DICOM (Secondary Capture, explicit VR little endian) file.
+
+  ``window``: (center, width) or lists of them; ``voi_function``: VOILUTFunction;
+  ``voi_lut`` / ``modality_lut``: (first mapped value, bits per entry, entries) written as
+  a one-item VOI / Modality LUT Sequence (LUTData as US).
+  """
   from pydicom.dataset import Dataset, FileMetaDataset  # pylint: disable=g-import-not-at-top
   from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
   meta = FileMetaDataset()
@@ -63,6 +69,17 @@ def dicom_bytes(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_st
     ds.RescaleIntercept = intercept
   if window is not None:
     ds.WindowCenter, ds.WindowWidth = window
+  if voi_function is not None:
+    ds.VOILUTFunction = voi_function
+  for keyword, lut in (("VOILUTSequence", voi_lut), ("ModalityLUTSequence", modality_lut)):
+    if lut is not None:
+      first, lut_bits, entries = lut
+      item = Dataset()
+      item.add_new(0x00283002, "US", [len(entries), first, lut_bits])  # LUTDescriptor
+      item.add_new(0x00283006, "US", [int(v) for v in entries])  # LUTData
+      if keyword == "ModalityLUTSequence":
+        item.ModalityLUTType = "US"
+      setattr(ds, keyword, [item])
   if with_pixels:
     ds.PixelData = np.ascontiguousarray(pixels).tobytes()
   buf = io.BytesIO()

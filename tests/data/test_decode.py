@@ -62,60 +62,140 @@ def test_jpeg_grey_rgb_cmyk():
 
 
 def _dicom_reference(stored, bits, slope=1.0, intercept=0.0, mono1=False, window=None,
-                     signed=False):
-  """Independent numpy statement of the documented grey mapping."""
+                     signed=False, mode="range", function="LINEAR"):
+  """Independent numpy statement of the documented grey mapping.
+
+  ``window``: (center, width) applied with ``function``; otherwise ``mode`` "range"
+  (min–max of the rescaled image) or "bits" (the rescaled stored bit range).
+  """
   x = stored.astype(np.float64) * slope + intercept
   if window is not None:
     c, w = window
-    y = np.where(x <= c - 0.5 - (w - 1) / 2, 0.0,
-                 np.where(x > c - 0.5 + (w - 1) / 2, 1.0, (x - (c - 0.5)) / (w - 1) + 0.5))
-  else:
+    if function == "LINEAR":
+      y = np.where(x <= c - 0.5 - (w - 1) / 2, 0.0,
+                   np.where(x > c - 0.5 + (w - 1) / 2, 1.0, (x - (c - 0.5)) / (w - 1) + 0.5))
+    elif function == "LINEAR_EXACT":
+      y = np.where(x <= c - w / 2, 0.0, np.where(x > c + w / 2, 1.0, (x - c) / w + 0.5))
+    else:  # SIGMOID
+      y = 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+  elif mode == "bits":
     lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
     lo, hi = sorted((lo * slope + intercept, hi * slope + intercept))
     y = (x - lo) / (hi - lo)
+  else:
+    y = (x - x.min()) / (x.max() - x.min())
   return 1.0 - y if mono1 else y
 
 
+@pytest.mark.parametrize("intensity", ["voi", "range", "bits"])
 @pytest.mark.parametrize("mono1", [False, True])
 @pytest.mark.parametrize("dtype,bits", [(np.uint8, 8), (np.uint16, 12), (np.uint16, 16)])
-def test_dicom_bit_range_scaling(mono1, dtype, bits):
+def test_dicom_without_window(intensity, mono1, dtype, bits):
+  # A file without VOI: "voi" falls back to "range" (this image's min–max).
   stored = RNG.randint(0, 2 ** bits, (6, 5)).astype(dtype)
   stored[0, 0], stored[0, 1] = 1000 % 2 ** bits, 1001 % 2 ** bits  # 1-step difference kept
   data = F.dicom_bytes(stored, bits_stored=bits,
                        photometric="MONOCHROME1" if mono1 else "MONOCHROME2")
-  want = _dicom_reference(stored, bits, mono1=mono1)
-  out = _graph_decode(data)
+  want = _dicom_reference(stored, bits, mono1=mono1,
+                          mode="bits" if intensity == "bits" else "range")
+  out = _graph_decode(data, dicom_options=DicomOptions(intensity=intensity))
   assert out.shape == (6, 5, 3)
   np.testing.assert_allclose(out[..., 0], want, atol=1e-6)
   np.testing.assert_array_equal(out[..., 0], out[..., 2])
   assert out[0, 0, 0] != out[0, 1, 0]
-  np.testing.assert_allclose(decode.decode_bytes_numpy(data), out, atol=1e-7)
+  if intensity != "bits":
+    assert {out[..., 0].min(), out[..., 0].max()} == {0.0, 1.0}
+  np.testing.assert_allclose(decode.decode_bytes_numpy(
+      data, dicom_options=DicomOptions(intensity=intensity)), out, atol=1e-7)
 
 
-def test_dicom_rescale_window_and_signed():
+def test_dicom_range_uses_image_range_not_bits():
+  # 12-bit CT-like data in a narrow band: "bits" squeezes it, "range" (the fallback) spans [0, 1].
+  stored = RNG.randint(1000, 1200, (8, 8)).astype(np.uint16)
+  data = F.dicom_bytes(stored, bits_stored=16, slope=1.0, intercept=-1024.0)
+  bits_out = _graph_decode(data, dicom_options=DicomOptions(intensity="bits"))[..., 0]
+  assert np.ptp(bits_out) < 0.01
+  out = _graph_decode(data)[..., 0]
+  np.testing.assert_allclose(out, _dicom_reference(stored, 16, 1.0, -1024.0), atol=1e-6)
+  constant = F.dicom_bytes(np.full((3, 3), 7, np.uint16), bits_stored=12)
+  np.testing.assert_array_equal(_graph_decode(constant), 0.0)
+
+
+@pytest.mark.parametrize("mono1", [False, True])
+def test_dicom_rescale_window_and_signed(mono1):
   stored = RNG.randint(0, 4096, (8, 8)).astype(np.uint16)
+  photometric = "MONOCHROME1" if mono1 else "MONOCHROME2"
   data = F.dicom_bytes(stored, bits_stored=12, slope=2.0, intercept=-1024.0,
-                       window=(40.0, 400.0))
-  np.testing.assert_allclose(_graph_decode(data)[..., 0],
-                             _dicom_reference(stored, 12, 2.0, -1024.0), atol=1e-6)
+                       window=(40.0, 400.0), photometric=photometric)
+  # Default: the file's window, after the rescale, before the MONOCHROME1 inversion.
   np.testing.assert_allclose(
-      _graph_decode(data, dicom_options=DicomOptions(apply_window=True))[..., 0],
-      _dicom_reference(stored, 12, 2.0, -1024.0, window=(40.0, 400.0)), atol=1e-6)
-  explicit = DicomOptions(apply_window=True, window_center=-600.0, window_width=1500.0)
+      _graph_decode(data)[..., 0],
+      _dicom_reference(stored, 12, 2.0, -1024.0, mono1, window=(40.0, 400.0)), atol=1e-6)
   np.testing.assert_allclose(
-      _graph_decode(data, dicom_options=explicit)[..., 0],
-      _dicom_reference(stored, 12, 2.0, -1024.0, window=(-600.0, 1500.0)), atol=1e-6)
-  # No window in the file: apply_window falls back to the bit range.
-  plain = F.dicom_bytes(stored, bits_stored=12)
+      _graph_decode(data, dicom_options=DicomOptions(intensity="range"))[..., 0],
+      _dicom_reference(stored, 12, 2.0, -1024.0, mono1), atol=1e-6)
   np.testing.assert_allclose(
-      _graph_decode(plain, dicom_options=DicomOptions(apply_window=True))[..., 0],
-      _dicom_reference(stored, 12), atol=1e-6)
+      _graph_decode(data, dicom_options=DicomOptions(intensity="bits"))[..., 0],
+      _dicom_reference(stored, 12, 2.0, -1024.0, mono1, mode="bits"), atol=1e-6)
+  # An explicit window wins over the file's window, whatever the intensity mode.
+  for intensity in ("voi", "range", "bits"):
+    explicit = DicomOptions(intensity=intensity, window_center=-600.0, window_width=1500.0)
+    np.testing.assert_allclose(
+        _graph_decode(data, dicom_options=explicit)[..., 0],
+        _dicom_reference(stored, 12, 2.0, -1024.0, mono1, window=(-600.0, 1500.0)), atol=1e-6)
   signed = RNG.randint(-2048, 2048, (4, 4)).astype(np.int16)
   np.testing.assert_allclose(
-      _graph_decode(F.dicom_bytes(signed, bits_stored=12, signed=True))[..., 0],
-      _dicom_reference(signed, 12, signed=True), atol=1e-6)
-  with pytest.raises(ConfigError):
-    DicomOptions(apply_window=True, window_center=1.0)
+      _graph_decode(F.dicom_bytes(signed, bits_stored=12, signed=True),
+                    dicom_options=DicomOptions(intensity="bits"))[..., 0],
+      _dicom_reference(signed, 12, signed=True, mode="bits"), atol=1e-6)
+  with pytest.raises(ConfigError, match="both window_center and window_width"):
+    DicomOptions(window_center=1.0)
+  with pytest.raises(ConfigError, match="intensity must be one of"):
+    DicomOptions(intensity="auto")
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_dicom_voi_lut_functions_and_first_of_several_windows(function):
+  stored = np.arange(0, 256, dtype=np.uint8).reshape(16, 16)
+  data = F.dicom_bytes(stored, window=([100.0, 30.0], [60.0, 10.0]), voi_function=function)
+  np.testing.assert_allclose(
+      _graph_decode(data)[..., 0],
+      _dicom_reference(stored, 8, window=(100.0, 60.0), function=function), atol=1e-6)
+
+
+@pytest.mark.parametrize("function,width", [("LINEAR", 0.5), ("LINEAR_EXACT", 0.0),
+                                            ("SIGMOID", -3.0)])
+def test_dicom_unusable_file_window_falls_back_to_range(function, width):
+  stored = RNG.randint(0, 256, (5, 5)).astype(np.uint8)
+  data = F.dicom_bytes(stored, window=(100.0, width), voi_function=function)
+  np.testing.assert_allclose(_graph_decode(data)[..., 0], _dicom_reference(stored, 8),
+                             atol=1e-6)
+
+
+def test_dicom_unknown_voi_function_is_a_data_error():
+  data = F.dicom_bytes(np.zeros((2, 2), np.uint8), window=(1.0, 2.0), voi_function="GAMMA")
+  with pytest.raises(DataError, match="unsupported VOILUTFunction 'GAMMA'"):
+    decode.decode_bytes_numpy(data, "x.dcm")
+
+
+def test_dicom_voi_and_modality_lut_sequences():
+  # LUT look-up: inputs below the first mapped value take entry 0, above the table the last.
+  stored = np.array([[0, 9, 10, 11], [12, 13, 14, 200]], np.uint16)
+  voi = (10, 12, [0, 1000, 2000, 4095])  # first mapped value 10, 12-bit entries
+  want = np.array([[0, 0, 0, 1000], [2000, 4095, 4095, 4095]]) / 4095.0
+  out = _graph_decode(F.dicom_bytes(stored, bits_stored=12, voi_lut=voi,
+                                    window=(5.0, 3.0)))  # the LUT wins over the window
+  np.testing.assert_allclose(out[..., 0], want, atol=1e-6)
+  # Modality LUT (no rescale) then the window on its output; "bits" uses the LUT's range.
+  modality = (0, 16, [50 * v for v in range(16)])
+  stored = np.arange(16, dtype=np.uint16).reshape(4, 4)
+  data = F.dicom_bytes(stored, bits_stored=4, modality_lut=modality, window=(300.0, 201.0))
+  x = 50.0 * stored
+  np.testing.assert_allclose(_graph_decode(data)[..., 0],
+                             np.clip((x - 299.5) / 200.0 + 0.5, 0, 1), atol=1e-6)
+  np.testing.assert_allclose(
+      _graph_decode(data, dicom_options=DicomOptions(intensity="bits"))[..., 0],
+      x / 65535.0, atol=1e-6)
 
 
 def test_dicom_rgb():
