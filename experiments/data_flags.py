@@ -1,7 +1,10 @@
 """absl flags that describe a data source, and their translation into a Manifest.
 
 Every source also takes --{p}validate (none|header|decode: check images before
-training) and --{p}skip_bad_examples (drop and count bad images instead of failing).
+training), --{p}skip_bad_examples (drop and count bad images instead of failing) and
+--{p}dicom_intensity / --{p}dicom_window_center / --{p}dicom_window_width (how grey DICOM
+values map to [0, 1]; carried by the Manifest to the pipelines, validation and
+make_tfrecords).
 
 Binaries call ``define_data_flags("train_")``, ``define_data_flags("eval_")``, … so one
 set of flags per dataset role, then ``manifest_from_flags("train_")``. Sources:
@@ -23,11 +26,12 @@ set of flags per dataset role, then ``manifest_from_flags("train_")``. Sources:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import List, Optional
 
 from absl import flags
 
-from remedis_tf.data import folders, recipes, tfrecords, validate
+from remedis_tf.data import dicom, folders, recipes, tfrecords, validate
 from remedis_tf.data.csv_reader import BLANK_POLICIES, UNCERTAIN_POLICIES
 from remedis_tf.data.manifest import Manifest, TASK_TYPES
 from remedis_tf.errors import ConfigError
@@ -104,6 +108,22 @@ def define_data_flags(prefix: str = "", flag_values: flags.FlagValues = flags.FL
                     flag_values=fv)
   flags.DEFINE_string(f"{p}tfds_data_dir", None, "TFDS data_dir holding the prepared "
                       "dataset (tfds source).", flag_values=fv)
+  flags.DEFINE_enum(f"{p}dicom_intensity", "voi", list(dicom.INTENSITY_MODES),
+                    f"How grey DICOM values{what} map to [0, 1], after RescaleSlope/"
+                    "RescaleIntercept or the Modality LUT and before MONOCHROME1 is inverted: "
+                    "voi (the file's VOI LUT, else its first WindowCenter/WindowWidth with its "
+                    "VOILUTFunction, as a viewer shows it; files without one use range), range "
+                    "(this image's min-max: darkest pixel 0, brightest 1) or bits (the whole "
+                    "stored bit range: the behaviour before VOI support, CT/MR then use a few "
+                    "% of [0, 1]). Not used by PNG/JPEG files or --{p}source=tfrecords "
+                    "(decoded when the shards were written).", flag_values=fv)
+  flags.DEFINE_float(f"{p}dicom_window_center", None, f"Explicit DICOM window center{what} "
+                     "in modality units (e.g. HU: -600 for lung, 40 for soft tissue); with "
+                     f"--{p}dicom_window_width it is used for every grey DICOM, overriding "
+                     f"--{p}dicom_intensity and the files' own windows.", flag_values=fv)
+  flags.DEFINE_float(f"{p}dicom_window_width", None, "Explicit DICOM window width (>= 1, "
+                     "modality units, e.g. HU: 1500 for lung, 400 for soft tissue); give it "
+                     f"with --{p}dicom_window_center.", flag_values=fv)
 
 
 def _need(prefix: str, name: str, fv: flags.FlagValues, source: str) -> str:
@@ -163,6 +183,21 @@ def _build_manifest(prefix: str, flag_values: flags.FlagValues) -> Manifest:
                     f"--{p}source=tfrecords")
 
 
+def dicom_options_from_flags(prefix: str = "",
+                             flag_values: flags.FlagValues = flags.FLAGS) -> dicom.DicomOptions:
+  """The DicomOptions given by ``--{prefix}dicom_*``; ConfigError naming a bad flag."""
+  p, fv = prefix, flag_values
+  center = fv[f"{p}dicom_window_center"].value
+  width = fv[f"{p}dicom_window_width"].value
+  if (center is None) != (width is None):
+    raise ConfigError(f"--{p}dicom_window_center and --{p}dicom_window_width go together: "
+                      f"got only --{p}dicom_window_{'center' if width is None else 'width'}")
+  if width is not None and width < 1:
+    raise ConfigError(f"--{p}dicom_window_width={width}: must be >= 1")
+  return dicom.DicomOptions(intensity=fv[f"{p}dicom_intensity"].value,
+                            window_center=center, window_width=width)
+
+
 #: Reports of skipped bad examples, printed again when a binary finishes.
 SKIPPED: List[str] = []
 
@@ -177,7 +212,8 @@ def manifest_from_flags(prefix: str = "", flag_values: flags.FlagValues = flags.
   """
   if not required and flag_values[f"{prefix}source"].value is None:
     return None
-  manifest = _build_manifest(prefix, flag_values)
+  options = dicom_options_from_flags(prefix, flag_values)  # bad flags fail before any I/O
+  manifest = dataclasses.replace(_build_manifest(prefix, flag_values), dicom=options)
   check = flag_values[f"{prefix}validate"].value
   if check == "none" or tfrecords.is_tfrecords_manifest(manifest):
     return manifest

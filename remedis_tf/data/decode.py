@@ -178,7 +178,8 @@ def decode_image_bytes(data: tf.Tensor, max_size: Optional[int] = None,
   Args:
     data: scalar string tensor with the file's bytes.
     max_size: if set, downscale so the longest side is <= max_size (aspect kept).
-    dicom_options: DICOM grey mapping (window); default: bit-range scaling.
+    dicom_options: DICOM grey mapping; default ``DicomOptions()``: the file's VOI LUT or
+      window, else the image's min–max (see :mod:`remedis_tf.data.dicom`).
     name: optional scalar string (the path) included in the unknown-format error.
 
   Raises (when run): InvalidArgumentError for unrecognised or undecodable bytes.

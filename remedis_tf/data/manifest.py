@@ -12,6 +12,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from remedis_tf.data.dicom import DicomOptions
+
 TASK_TYPES = ("multilabel", "multiclass", "binary", "unlabelled")
 
 
@@ -49,11 +51,14 @@ class Manifest:
     label_names: names of the K label columns/classes.
     task: one of TASK_TYPES.
     source: human-readable origin (e.g. the CSV path), used in error messages.
+    dicom: how the source's DICOM files are mapped to [0, 1] (pipelines, validation and
+      TFRecord writing decode with it); other formats ignore it.
   """
   records: Tuple[Record, ...]
   label_names: Tuple[str, ...] = ()
   task: str = "unlabelled"
   source: str = ""
+  dicom: DicomOptions = DicomOptions()
 
   def __post_init__(self):
     if self.task not in TASK_TYPES:

@@ -134,7 +134,8 @@ def _make_loader(manifest: Manifest, max_image_size: Optional[int], cache: bool,
 
   def load_index(index):
     data, name = read(index)
-    return decode.decode_image_bytes(data, max_size=max_image_size, name=name)
+    return decode.decode_image_bytes(data, max_size=max_image_size, name=name,
+                                     dicom_options=manifest.dicom)
 
   if not cache:
     return load_index

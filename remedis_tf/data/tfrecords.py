@@ -192,7 +192,7 @@ def write_tfrecords(manifest: Manifest, out_prefix: str, num_shards: Optional[in
     progress_callback: ``fn(done, total)`` after every record (called in this thread).
     skip_bad: drop unreadable images (listed in the summary) instead of raising.
     bit_depth: 8 or 16-bit PNG inside the records (16 keeps 12/16-bit sources exact).
-    dicom_options: DICOM grey mapping.
+    dicom_options: DICOM grey mapping (default: ``manifest.dicom``).
     max_bad_examples: bad files listed in the summary.
 
   Returns:
@@ -211,6 +211,7 @@ def write_tfrecords(manifest: Manifest, out_prefix: str, num_shards: Optional[in
   if bit_depth not in (8, 16):
     raise ConfigError(f"bit_depth must be 8 or 16, got {bit_depth}")
   num_shards = num_shards or _default_shards(len(manifest))
+  dicom_options = dicom_options or manifest.dicom
   if num_shards < 1:
     raise ConfigError(f"num_shards must be >= 1, got {num_shards}")
   start = time.time()

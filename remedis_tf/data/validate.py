@@ -152,7 +152,7 @@ def validate_manifest(manifest: Manifest, check: str = "header", num_threads: in
     skip_bad: False → raise on the first bad file in manifest order; True → drop bad
       records and report them.
     max_examples: how many bad files the report lists.
-    dicom_options: DICOM settings used for the decode check.
+    dicom_options: DICOM settings used for the decode check (default: ``manifest.dicom``).
 
   Returns:
     (the good records as a Manifest with the same schema, a BadReport).
@@ -164,6 +164,7 @@ def validate_manifest(manifest: Manifest, check: str = "header", num_threads: in
   if check not in CHECKS:
     raise ConfigError(f"check must be one of {CHECKS}, got {check!r}")
   records = manifest.records
+  dicom_options = dicom_options or manifest.dicom
   bad: List[int] = []
   reasons = {}
   pool = concurrent.futures.ThreadPoolExecutor(max(1, int(num_threads)))
