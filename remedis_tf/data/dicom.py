@@ -85,17 +85,17 @@ def apply_window(x: np.ndarray, center: float, width: float,
   x = np.asarray(x, np.float64)
   if function == "SIGMOID":
     if width <= 0:
-      raise DataError(f"SIGMOID window width must be > 0, got {width}")
+      raise DataError(f"DICOM SIGMOID window width must be > 0, got {width}")
     return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
   if function == "LINEAR":
     if width < 1:
-      raise DataError(f"LINEAR window width must be >= 1, got {width}")
+      raise DataError(f"DICOM LINEAR window width must be >= 1, got {width}")
     center, width = center - 0.5, width - 1.0
   elif function == "LINEAR_EXACT":
     if width <= 0:
-      raise DataError(f"LINEAR_EXACT window width must be > 0, got {width}")
+      raise DataError(f"DICOM LINEAR_EXACT window width must be > 0, got {width}")
   else:
-    raise DataError(f"unsupported VOILUTFunction {function!r} (expected one of "
+    raise DataError(f"unsupported DICOM VOILUTFunction {function!r} (expected one of "
                     f"{', '.join(VOI_FUNCTIONS)})")
   below, above = x <= center - width / 2, x > center + width / 2
   inside = ~(below | above)
@@ -116,7 +116,7 @@ def _lut(ds, item) -> Tuple[np.ndarray, int, int]:
   """A Modality/VOI LUT Sequence item → (entries float64, first mapped value, bits/entry)."""
   descriptor = [int(v) for v in item.LUTDescriptor]
   if len(descriptor) != 3:
-    raise DataError(f"LUTDescriptor has {len(descriptor)} values, expected 3")
+    raise DataError(f"DICOM LUTDescriptor has {len(descriptor)} values, expected 3")
   entries, first, bits = descriptor[0] or 2 ** 16, descriptor[1], descriptor[2]
   raw = item["LUTData"].value
   if isinstance(raw, (bytes, bytearray)):  # OW: 16-bit words in the file's byte order
@@ -125,12 +125,13 @@ def _lut(ds, item) -> Tuple[np.ndarray, int, int]:
   else:
     data = np.atleast_1d(np.asarray(raw, np.float64))
   if data.size < entries:
-    raise DataError(f"LUTData has {data.size} entries, LUTDescriptor says {entries}")
+    raise DataError(f"DICOM LUTData has {data.size} entries, LUTDescriptor says {entries}")
   return data[:entries].astype(np.float64), first, bits
 
 
 def _look_up(x: np.ndarray, lut: np.ndarray, first: int) -> np.ndarray:
-  """PS3.3 C.11.1.1 / C.11.2.1.1: values below ``first`` get entry 0, above the table the last."""
+  """LUT look-up (PS3.3 C.11.1.1, C.11.2.1.1): below ``first`` → entry 0, past the end →
+  the last entry."""
   index = np.clip(np.floor(x) - first, 0, lut.size - 1).astype(np.int64)
   return lut[index]
 
@@ -157,12 +158,13 @@ def _file_voi(ds, x: np.ndarray) -> Optional[np.ndarray]:
   items = ds.get("VOILUTSequence")
   if items and "LUTDescriptor" in items[0] and "LUTData" in items[0]:
     lut, first, bits = _lut(ds, items[0])
-    return _look_up(x, lut, first) / float(2 ** bits - 1)
+    return np.clip(_look_up(x, lut, first) / float(2 ** bits - 1), 0.0, 1.0)
   center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
   if center is None or width is None:
     return None
   function = str(ds.get("VOILUTFunction", "") or "LINEAR").strip().upper()
-  if width < (1 if function == "LINEAR" else 0) or (function != "LINEAR" and width == 0):
+  usable = width >= 1 if function == "LINEAR" else width > 0
+  if function in VOI_FUNCTIONS and not usable:
     return None  # a width the function does not allow: no usable window
   return apply_window(x, center, width, function)
 

@@ -174,7 +174,7 @@ def test_dicom_unusable_file_window_falls_back_to_range(function, width):
 
 def test_dicom_unknown_voi_function_is_a_data_error():
   data = F.dicom_bytes(np.zeros((2, 2), np.uint8), window=(1.0, 2.0), voi_function="GAMMA")
-  with pytest.raises(DataError, match="unsupported VOILUTFunction 'GAMMA'"):
+  with pytest.raises(DataError, match="unsupported DICOM VOILUTFunction 'GAMMA'"):
     decode.decode_bytes_numpy(data, "x.dcm")
 
 
