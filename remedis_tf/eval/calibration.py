@@ -7,6 +7,11 @@ mean predicted probability of each bin::
 
   ECE = sum_b (n_b / N) * |mean(y in b) - mean(p in b)| = sum_b |sum(y - p in b)| / N
 
+ECE is biased upwards: sampling noise alone makes the per-bin gaps positive, more so with
+few examples per bin. A bootstrap resample repeats examples, which adds to that bias, so on
+small sets the percentile interval can lie partly or wholly above the estimate. Compare
+ECE before and after scaling on the same set, not across sets of different sizes.
+
 What is calibrated:
 
 * multi-label / binary — each finding's sigmoid probability against its 0/1 label (masked

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Sequence
 import tensorflow as tf
 
 from remedis_tf import io_utils
-from remedis_tf.eval import report
+from remedis_tf.eval import report, subgroups
 
 
 def _read(path: str):
@@ -61,7 +61,9 @@ def calibration_section(eval_dirs: Mapping[str, str], set_names: Sequence[str],
            "CIs, before (T = 1) and after temperature scaling. The temperatures were fitted "
            "on the validation set by minimising the negative log-likelihood, one per "
            "finding for multi-label and binary tasks (AUC and the operating points do not "
-           "change), one per model for multi-class (accuracy does not change).")
+           "change), one per model for multi-class (accuracy does not change). ECE is biased "
+           "upwards on small sets, and bootstrap resamples add to that bias, so an interval "
+           "can lie above its estimate. Compare before and after on the same set.")
   return report.Section("Calibration", blocks=[intro, *notes, report.Table(rows=rows),
                                                *images])
 
@@ -78,7 +80,7 @@ def subgroup_section(eval_dirs: Mapping[str, str], set_names: Sequence[str],
         if rep["spec"] not in specs:
           specs.append(rep["spec"])
         min_patients = rep["min_patients"]
-        for group, g in rep["groups"].items():
+        for group, g in subgroups.ordered_groups(rep):
           result = g["result"]
           positives = ", ".join(f"{k} {v['num_positive']}"
                                 for k, v in result["per_class"].items())

@@ -180,9 +180,11 @@ def evaluate_subgroups(task: str, labels: np.ndarray, scores: np.ndarray, mask: 
       ``seed``, ``topk``).
 
   Returns:
-    ``{"column", "spec", "min_patients", "groups": {group: {"num_examples",
-    "num_patients", "interval": bool, "flags": [str], "result": evaluate_predictions
-    dict}}}``, groups in band order (categorical: sorted), ``unknown`` last.
+    ``{"column", "spec", "min_patients", "order": [group, ...], "groups": {group:
+    {"num_examples", "num_patients", "interval": bool, "flags": [str], "result":
+    evaluate_predictions dict}}}``; ``order`` lists the groups in band order (categorical:
+    sorted), ``unknown`` last (JSON files sort dict keys, so read the order from it; see
+    :func:`ordered_groups`).
   """
   spec = parse_subgroup_spec(spec)
   if min_patients < 1:
@@ -215,14 +217,20 @@ def evaluate_subgroups(task: str, labels: np.ndarray, scores: np.ndarray, mask: 
                      "interval": bool(interval and result["bootstrap"]["num_samples"] > 0),
                      "flags": flags, "result": result}
   return {"column": spec.column, "spec": spec.describe(), "min_patients": int(min_patients),
-          "groups": groups}
+          "order": list(groups), "groups": groups}
+
+
+def ordered_groups(report: Mapping[str, Any]) -> List[Tuple[str, Mapping[str, Any]]]:
+  """``(group, entry)`` pairs of an :func:`evaluate_subgroups` report in its ``order``."""
+  groups = report["groups"]
+  return [(g, groups[g]) for g in report.get("order", list(groups))]
 
 
 def subgroup_rows(reports: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
   """Flattens :func:`evaluate_subgroups` outputs into rows with ``CSV_COLUMNS``."""
   rows = []
   for rep in reports:
-    for group, g in rep["groups"].items():
+    for group, g in ordered_groups(rep):
       per_class = g["result"]["per_class"]
       for row in metrics_lib.metrics_rows(g["result"]):
         counts = per_class.get(row["class"], {})

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from remedis_tf import stages
 from remedis_tf.errors import DataError
-from remedis_tf.eval import calibration, evaluation
+from remedis_tf.eval import calibration, evaluation, subgroups
 from tests.eval.test_evaluation import SIZE, trained  # noqa: F401  (module fixture)
 from tests.eval.test_calibration import _loop_ece
 
@@ -79,9 +79,9 @@ def test_evaluate_writes_subgroups_and_calibration(trained, tmp_path):  # noqa: 
   sets["val"] = _with_attributes(sets["val"])
   summary = evaluation.evaluate_model(
       trained["run_dir"], sets, out, num_bootstrap=100, val_set="val",
-      subgroups=["Sex", "Age:50", "view"], subgroup_min_patients=4, calibration_bins=5,
+      subgroups=["Sex", "Age:40,60", "view"], subgroup_min_patients=4, calibration_bins=5,
       log=lambda _: None)
-  assert summary["subgroups"] == ["Sex", "Age:50", "view"]
+  assert summary["subgroups"] == ["Sex", "Age:40,60", "view"]
   assert summary["calibration"]["source"] == "saved with the model"
   rows = list(csv.DictReader(open(os.path.join(out, "id_test_predictions.csv"))))
   ids = np.array([r["id"] for r in rows])
@@ -102,14 +102,20 @@ def test_evaluate_writes_subgroups_and_calibration(trained, tmp_path):  # noqa: 
     auc = entry["result"]["per_class"]["Bright"]["auc"]
     assert auc["value"] == pytest.approx(_pair_auc(y[sel], s[sel]), abs=1e-6)
   age_groups = reports[1]["groups"]
-  assert list(age_groups) == ["<50", ">=50"]
-  assert age_groups["<50"]["num_examples"] == int((age < 50).sum())
-  # Age >= 50 holds patients 5..9 (5 patients >= 4): interval; the view column is blank.
+  # Band order survives the JSON file (which sorts keys: "<40", ">=60", "[40, 60)").
+  assert reports[1]["order"] == ["<40", "[40, 60)", ">=60"]
+  assert [g for g, _ in subgroups.ordered_groups(reports[1])] == reports[1]["order"]
+  for band, sel in (("<40", age < 40), ("[40, 60)", (age >= 40) & (age < 60)),
+                    (">=60", age >= 60)):
+    assert age_groups[band]["num_examples"] == int(sel.sum())
+  # The view column is blank in these CSV-less manifests: one "unknown" group.
   assert reports[2]["groups"]["unknown"]["num_examples"] == len(rows)
   small = [g for rep in reports for g in rep["groups"].values() if g["num_patients"] < 4]
   assert all(not g["interval"] and g["flags"] for g in small)
   sub_rows = list(csv.DictReader(open(os.path.join(out, "id_test_subgroups.csv"))))
   assert {r["column"] for r in sub_rows} == {"Sex", "Age", "view"}
+  age_rows = [r["group"] for r in sub_rows if r["column"] == "Age" and r["metric"] == "mean_auc"]
+  assert age_rows == ["<40", "[40, 60)", ">=60"]
 
   cal = json.load(open(os.path.join(out, "id_test_calibration.json")))
   assert cal["num_bins"] == 5 and "equal-width" in cal["binning"]
