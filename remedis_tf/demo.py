@@ -3,7 +3,8 @@
 generate data → stage 1 supervised upstream training (natural-image stand-in) → stage 2
 contrastive pretraining on site A's unlabelled pool → fine-tune the baseline (from stage
 1) and REMEDIS (from stage 2) on site A → evaluate ID (site A) and zero-shot OOD (sites B,
-C) → data-efficiency sweep on site B → Markdown report with plots.
+C), with calibration and Sex / age-band subgroup reports → data-efficiency sweep on site B
+→ Markdown report with plots.
 
 Every stage calls the same library functions as the binaries. All numbers in the report
 are measured in this run.
@@ -29,6 +30,10 @@ from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train.contrastive import ContrastiveConfig
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
+
+# Subgroup columns of the synthetic benchmark (per-patient look-alike demographics) that
+# the evaluation reports per group.
+DEMO_SUBGROUPS = ("Sex", "Age:50,65")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,9 +351,6 @@ def _write_report(cfg, out, data, sets, stage1, stage2, eval_results, de, timer,
   sections[-1:-1] = _reviewer_sections(out, list(eval_results))
   return report.write_report(out, sections)
 
-
-# Subgroup columns of the synthetic benchmark (per-patient look-alike demographics).
-DEMO_SUBGROUPS = ("Sex", "Age:50,65")
 
 
 def _reviewer_sections(out: str, models: List[str]) -> List[report.Section]:

@@ -37,7 +37,7 @@ def plot_reliability(report: Mapping[str, Any], out_png: str, title: str = "",
     raise DataError(f"no calibration curves to plot into {out_png}")
   ncols = max(1, min(ncols, len(targets)))
   nrows = math.ceil(len(targets) / ncols)
-  fig = Figure(figsize=(3.2 * ncols, 3.3 * nrows + (0.3 if title else 0)))
+  fig = Figure(figsize=(3.2 * ncols, 3.3 * nrows + (0.3 if title else 0)), layout="constrained")
   for i, (name, entry) in enumerate(targets.items()):
     ax = fig.add_subplot(nrows, ncols, i + 1)
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1)
@@ -48,14 +48,14 @@ def plot_reliability(report: Mapping[str, Any], out_png: str, title: str = "",
       x, y = _curve(entry["bins_after"])
       ax.plot(x, y, "s-", color="C1", markersize=3,
               label=f"scaled (ECE {_ece_text(entry['ece_after'])})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
     ax.set_aspect("equal")
     ax.grid(True, alpha=0.3)
     ax.set_title(f"{name} (n={entry['num_examples']})", fontsize=9)
     ax.set_xlabel("mean predicted probability", fontsize=8)
     ax.set_ylabel("observed fraction positive", fontsize=8)
-    ax.legend(loc="upper left", fontsize=7)
+    ax.legend(loc="lower right", fontsize=7)
   if title:
     fig.suptitle(title, fontsize=10)
   return plots._save(fig, out_png)  # pylint: disable=protected-access
