@@ -222,8 +222,9 @@ def export_classifier_savedmodel(task, out_dir: str, source: str = "",
   calibration record (:mod:`remedis_tf.eval.calibration`; default ``task.temperature``,
   which ``stages.load_classifier`` sets for the best checkpoint; none → T = 1). The sidecar
   :data:`SIDECAR_FILE` holds ``label_names``, ``task``, ``image_size``, ``variant``, the
-  preprocessing and the temperature record. Written into a temporary sibling and renamed into place; an existing
-  directory that is not a classifier SavedModel is never replaced. Returns ``out_dir``.
+  preprocessing and the temperature record. Written into a temporary sibling and renamed
+  into place; an existing directory that is not a classifier SavedModel is never
+  replaced. Returns ``out_dir``.
   """
   if task.classification_head is None:
     raise ConfigError("export_classifier_savedmodel needs a built SupervisedTask")
