@@ -27,7 +27,7 @@ set of flags per dataset role, then ``manifest_from_flags("train_")``. Sources:
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from absl import flags
 
@@ -139,8 +139,12 @@ def source_from_flags(prefix: str = "",
   return flag_values[f"{prefix}source"].value
 
 
-def _build_manifest(prefix: str, flag_values: flags.FlagValues) -> Manifest:
+def _build_manifest(prefix: str, flag_values: flags.FlagValues,
+                    attribute_columns: Sequence[str] = ()) -> Manifest:
   """Builds the Manifest described by the ``--{prefix}*`` flags.
+
+  ``attribute_columns`` are extra columns kept in ``Record.attributes`` (csv, chexpert and
+  mimic sources only; the other sources have no columns and raise ConfigError).
 
   Raises ConfigError for missing/contradictory flags (naming the flag), DataError for bad
   data. For ``tfrecords`` the result is the shard index (``tfrecords.is_tfrecords_manifest``
@@ -154,6 +158,12 @@ def _build_manifest(prefix: str, flag_values: flags.FlagValues) -> Manifest:
   labels = fv[f"{p}label_columns"].value
   policies = dict(uncertain_policy=fv[f"{p}uncertain_policy"].value,
                   blank_policy=fv[f"{p}blank_policy"].value)
+  attribute_columns = tuple(attribute_columns)
+  if attribute_columns and source not in ("csv", "chexpert", "mimic"):
+    raise ConfigError(f"--{p}source={source} has no columns to read {attribute_columns[0]!r} "
+                      "from; subgroup columns need a csv, chexpert or mimic source")
+  if attribute_columns:
+    policies["attribute_columns"] = attribute_columns
   if source == "csv":
     return recipes.generic_csv(
         _need(p, "csv", fv, source), fv[f"{p}data_root"].value,
@@ -203,8 +213,12 @@ SKIPPED: List[str] = []
 
 
 def manifest_from_flags(prefix: str = "", flag_values: flags.FlagValues = flags.FLAGS,
-                        required: bool = True) -> Optional[Manifest]:
+                        required: bool = True, attribute_columns: Sequence[str] = ()
+                        ) -> Optional[Manifest]:
   """The validated Manifest described by the ``--{prefix}*`` flags.
+
+  ``attribute_columns``: extra CSV columns kept in ``Record.attributes`` (see
+  :func:`_build_manifest`).
 
   With ``required=False`` and no ``--{prefix}source``, returns None. Images are checked
   as ``--{prefix}validate`` says; a bad file raises DataError naming it and its CSV row,
@@ -213,7 +227,8 @@ def manifest_from_flags(prefix: str = "", flag_values: flags.FlagValues = flags.
   if not required and flag_values[f"{prefix}source"].value is None:
     return None
   options = dicom_options_from_flags(prefix, flag_values)  # bad flags fail before any I/O
-  manifest = dataclasses.replace(_build_manifest(prefix, flag_values), dicom=options)
+  manifest = dataclasses.replace(
+      _build_manifest(prefix, flag_values, attribute_columns), dicom=options)
   check = flag_values[f"{prefix}validate"].value
   if check == "none" or tfrecords.is_tfrecords_manifest(manifest):
     return manifest

@@ -16,8 +16,16 @@ chosen on the CheXpert validation set by Youden's J):
     --eval_set=ood_mimic=mimic:/data/mimic-cxr-jpg --eval_mimic_split=test \
     --val_set=id_valid --operating_point=youden --output_dir=/runs/eval_remedis
 
+Reviewer reports: --subgroup=Sex --subgroup=AP/PA --subgroup=Age:40,60,80 (CheXpert
+columns; any column of the sets' CSVs, MIMIC's metadata columns such as ViewPosition, or
+view / site) adds <set>_subgroups.json|.csv: every metric per subgroup with patient-level
+CIs, sizes and flags for subgroups too small for an interval. Every set also gets
+<set>_calibration.json and <set>_reliability.png: ECE (--calibration_bins equal-width
+bins) and reliability curves before and after temperature scaling (the temperatures
+saved with the model's best checkpoint, else fitted on --val_set).
+
 Writes OUTPUT_DIR/<set>.json|.csv (metrics with patient-level bootstrap CIs),
-<set>_predictions.csv, and summary.json|.csv (one row per set).
+<set>_predictions.csv, the files above, and summary.json|.csv (one row per set).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from absl import flags
 from experiments import _cli, data_flags
 from remedis_tf import configs
 from remedis_tf.errors import ConfigError
-from remedis_tf.eval import evaluation
+from remedis_tf.eval import calibration, evaluation, subgroups
 
 FLAGS = flags.FLAGS
 PREFIX = "eval_"
@@ -67,7 +75,20 @@ flags.DEFINE_bool("save_predictions", True, "Also write <set>_predictions.csv wi
                   "per-image scores, labels and masks.")
 flags.DEFINE_string("export_savedmodel", None, "Also export the --model run directory as a "
                     "self-describing classifier SavedModel at this path (probabilities from "
-                    "images in [0,1]; label names and image size in remedis_classifier.json).")
+                    "images in [0,1], using the temperatures saved with the best checkpoint; "
+                    "label names, image size and temperatures in remedis_classifier.json).")
+flags.DEFINE_multi_string("subgroup", None, "Report every metric per value of this column "
+                          "(repeat for more): a CSV column of the sets (e.g. Sex, AP/PA; "
+                          "MIMIC: a metadata column such as ViewPosition), or view / site; "
+                          "COLUMN:E1,E2,... cuts a numeric column into bands <E1, [E1, E2), "
+                          "..., >=En (e.g. Age:40,60,80). Writes <set>_subgroups.json|.csv.")
+flags.DEFINE_integer("subgroup_min_patients", subgroups.DEFAULT_MIN_PATIENTS, "Subgroups "
+                     "with fewer patients get point estimates but no CI and are flagged "
+                     "(as are findings without positives or negatives in a subgroup).")
+flags.DEFINE_integer("calibration_bins", calibration.DEFAULT_NUM_BINS, "Equal-width "
+                     "probability bins on [0, 1] for the expected calibration error and the "
+                     "reliability diagrams (<set>_calibration.json, <set>_reliability.png); "
+                     "0 = no calibration report.")
 
 
 def parse_eval_sets(specs, default_source):
@@ -108,7 +129,7 @@ def model_label_names(model: str):
   return None
 
 
-def _manifest(source: str, path: str, labels):
+def _manifest(source: str, path: str, labels, attribute_columns=()):
   """Builds one set's manifest with the shared --eval_* flags and this set's source/path."""
   values = flags.FlagValues()
   data_flags.define_data_flags(PREFIX, flag_values=values)
@@ -121,7 +142,8 @@ def _manifest(source: str, path: str, labels):
   if (values[f"{PREFIX}label_columns"].value is None and labels is not None
       and not values[f"{PREFIX}class_column"].value):
     values[f"{PREFIX}label_columns"].value = labels
-  return data_flags.manifest_from_flags(PREFIX, flag_values=values)
+  return data_flags.manifest_from_flags(PREFIX, flag_values=values,
+                                        attribute_columns=attribute_columns)
 
 
 def main(argv):
@@ -135,20 +157,26 @@ def main(argv):
     raise ConfigError(f"--val_set={FLAGS.val_set} is not one of the --eval_set names "
                       f"{sorted(sets)}")
   evaluation.parse_operating_point(FLAGS.operating_point)
+  keep = subgroups.attribute_columns(FLAGS.subgroup or ())
   labels = model_label_names(FLAGS.model)
-  manifests = {name: _manifest(source, path, labels) for name, (source, path) in sets.items()}
+  manifests = {name: _manifest(source, path, labels, keep)
+               for name, (source, path) in sets.items()}
   summary = evaluation.evaluate_model(
       FLAGS.model, manifests, FLAGS.output_dir, num_bootstrap=FLAGS.num_bootstrap,
       operating_point=FLAGS.operating_point, val_set=FLAGS.val_set,
       batch_size=FLAGS.batch_size, seed=FLAGS.seed, which=FLAGS.which, metric=FLAGS.metric,
-      save_predictions=FLAGS.save_predictions)
+      save_predictions=FLAGS.save_predictions, subgroups=FLAGS.subgroup or (),
+      subgroup_min_patients=FLAGS.subgroup_min_patients,
+      calibration_bins=FLAGS.calibration_bins)
   if FLAGS.export_savedmodel:
     if summary["model_kind"] != "run_dir":
       raise ConfigError("--export_savedmodel needs --model to be a run directory")
     from remedis_tf import stages  # pylint: disable=g-import-not-at-top
     task, _ = stages.load_classifier(FLAGS.model, which=FLAGS.which)
     evaluation.export_classifier_savedmodel(task, FLAGS.export_savedmodel, source=FLAGS.model)
-    print(f"[export] classifier SavedModel written to {FLAGS.export_savedmodel}")
+    temps = "none (T = 1)" if task.temperature is None else task.temperature["temperature"]
+    print(f"[export] classifier SavedModel written to {FLAGS.export_savedmodel} "
+          f"(temperatures {temps})")
   for name, row in summary["sets"].items():
     ci = "" if row["lower"] is None else f" [{row['lower']:.4f}, {row['upper']:.4f}]"
     value = "n/a" if row["value"] is None else f"{row['value']:.4f}"

@@ -3,7 +3,8 @@
 generate data → stage 1 supervised upstream training (natural-image stand-in) → stage 2
 contrastive pretraining on site A's unlabelled pool → fine-tune the baseline (from stage
 1) and REMEDIS (from stage 2) on site A → evaluate ID (site A) and zero-shot OOD (sites B,
-C) → data-efficiency sweep on site B → Markdown report with plots.
+C), with calibration and Sex / age-band subgroup reports → data-efficiency sweep on site B
+→ Markdown report with plots.
 
 Every stage calls the same library functions as the binaries. All numbers in the report
 are measured in this run.
@@ -24,11 +25,15 @@ from remedis_tf import io_utils, stages
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import pipeline, recipes, synthetic
 from remedis_tf.data.manifest import Manifest
-from remedis_tf.eval import evaluation, metrics, plots, report, sweep
+from remedis_tf.eval import evaluation, metrics, plots, report, reviewer_report, sweep
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train.contrastive import ContrastiveConfig
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
+
+# Subgroup columns of the synthetic benchmark (per-patient look-alike demographics) that
+# the evaluation reports per group.
+DEMO_SUBGROUPS = ("Sex", "Age:50,65")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +133,8 @@ def _finetune_augment(size: int) -> augment_lib.AugmentConfig:
 
 def _medical(data: Dict, split: str) -> Manifest:
   return recipes.chexpert(data["csv"][split], data["out_dir"],
-                          label_columns=synthetic.FINDINGS if "unlabelled" not in split else ())
+                          label_columns=synthetic.FINDINGS if "unlabelled" not in split else (),
+                          attribute_columns=synthetic.SUBGROUP_COLUMNS)
 
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
@@ -210,7 +216,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
       eval_dir = os.path.join(out, "eval", name)
       evaluation.evaluate_model(run_dir, eval_sets, eval_dir, num_bootstrap=cfg.num_bootstrap,
                                 operating_point="youden", val_set="id_valid", seed=cfg.seed,
-                                log=log)
+                                log=log, subgroups=DEMO_SUBGROUPS)
       eval_results[name] = {set_name: io_utils.read_json(os.path.join(eval_dir, f"{set_name}.json"))
                             for set_name in eval_sets}
     roc_pngs = _roc_plots(finetune_dirs, eval_sets, size, out)
@@ -342,4 +348,14 @@ def _write_report(cfg, out, data, sets, stage1, stage2, eval_results, de, timer,
           report.Image(path=de.files["plot"], caption="Test metric vs label fraction of site B")]),
       report.Section("Time per stage", blocks=[report.Table(rows=stage_rows)]),
   ]
+  sections[-1:-1] = _reviewer_sections(out, list(eval_results))
   return report.write_report(out, sections)
+
+
+
+def _reviewer_sections(out: str, models: List[str]) -> List[report.Section]:
+  """Calibration and subgroup sections from the evaluation folders of each model."""
+  dirs = {m: os.path.join(out, "eval", m) for m in models}
+  test_sets = ("id_site_a", "ood_site_b", "ood_site_c")
+  return [reviewer_report.calibration_section(dirs, test_sets, images_for=("id_site_a",)),
+          reviewer_report.subgroup_section(dirs, test_sets)]

@@ -19,6 +19,7 @@ from remedis_tf import configs, io_utils, run_guard
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import CheckpointError, ConfigError
+from remedis_tf.eval import calibration
 from remedis_tf.eval import knn
 from remedis_tf.eval import metrics as metrics_lib
 from remedis_tf.eval import predict as predict_lib
@@ -120,10 +121,10 @@ def evaluate_task(task: SupervisedTask, manifest: Manifest, image_size: int,
                   operating_point=None, keep_scores: bool = False):
   """Predicts ``manifest`` with ``task``'s model and computes the task metrics.
 
-  Returns ``(result dict, Predictions)``.
+  Returns ``(result dict, Predictions)`` (predictions with scores and raw logits).
   """
   preds = predict_lib.predict(task.inference_fn(), manifest, image_size,
-                              batch_size=batch_size)
+                              batch_size=batch_size, keep=("scores", "logits"))
   kwargs = {}
   if operating_point is not None:
     kwargs["operating_point"] = operating_point
@@ -142,7 +143,9 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
                    stage: str = "finetune", log: Callable[[str], None] = print,
                    **loop_kwargs) -> loop_lib.LoopResult:
   """Stage 1 or 3: supervised training; with ``validation``, the checkpoint with the best
-  validation metric is kept in ``run_dir/best`` (``best.json`` records step and value)."""
+  validation metric is kept in ``run_dir/best`` (``best.json`` records step and value),
+  with calibration temperatures fitted on the same validation predictions
+  (``best/temperature.json``, see :mod:`remedis_tf.eval.calibration`)."""
   strategy, policy = _setup(runtime)
   log(f"[{stage}] {len(train)} training images from {train.source} ({train.task}, "
       f"{train.num_labels} outputs); {strategy.num_replicas_in_sync} replica(s); "
@@ -176,7 +179,7 @@ def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size
   state = {"manager": None}
 
   def hook(step: int) -> Dict[str, float]:
-    result, _ = evaluate_task(task, validation, image_size, batch_size)
+    result, preds = evaluate_task(task, validation, image_size, batch_size)
     name, value = task_metric(result)
     best = io_utils.read_json(info_path) if tf.io.gfile.exists(info_path) else None
     improved = best is None or (math.isfinite(value) and
@@ -189,6 +192,11 @@ def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size
         state["manager"] = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
       path = state["manager"].save(checkpoint_number=step)
       if strategy_lib.is_chief(strategy):
+        schema = task.manifest
+        fit = calibration.fit_temperature(schema.task, preds.logits, preds.labels,
+                                          preds.mask, schema.label_names)
+        calibration.write_temperature(best_dir, calibration.temperature_record(
+            schema.task, schema.label_names, fit, validation.source))
         io_utils.atomic_write_json(info_path, {"step": step, "metric": name, "value": value,
                                                "checkpoint": path})
     return {f"val_{name}": value}
@@ -204,7 +212,8 @@ def load_classifier(run_dir: str, which: str = "best") -> Tuple[SupervisedTask, 
     which: ``best`` (model-selection checkpoint, falling back to latest when the run had no
       validation set) or ``latest``.
   Returns:
-    ``(task, run_config)``; use ``task.forward`` / ``evaluate_task``.
+    ``(task, run_config)``; use ``task.forward`` / ``evaluate_task``. When the best
+    checkpoint is restored, ``task.temperature`` holds its calibration record (if any).
   """
   run_config = configs.read_run_config(run_dir)
   if "supervised" not in run_config:
@@ -229,4 +238,8 @@ def load_classifier(run_dir: str, which: str = "best") -> Tuple[SupervisedTask, 
     raise CheckpointError(f"no checkpoint found in {run_dir}")
   tf.train.Checkpoint(**task.model_items()).restore(path).expect_partial(
       ).assert_existing_objects_matched()
+  best_dir = os.path.join(run_dir, BEST_SUBDIR)
+  if os.path.normpath(os.path.dirname(path)) == os.path.normpath(best_dir):
+    # Temperatures belong to the model-selection checkpoint they were fitted for.
+    task.temperature = calibration.read_temperature(best_dir)
   return task, {**run_config, "restored_checkpoint": path}

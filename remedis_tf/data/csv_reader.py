@@ -161,6 +161,17 @@ def join_root(data_root: Optional[str], rel: str) -> str:
   return data_root.rstrip("/") + "/" + rel
 
 
+def unique_columns(columns: Optional[Sequence[str]]) -> Tuple[str, ...]:
+  """Column names in first-seen order without repeats (ConfigError for an empty name)."""
+  out = []
+  for col in columns or ():
+    if not col or not col.strip():
+      raise ConfigError(f"empty column name in {list(columns)!r}")
+    if col not in out:
+      out.append(col)
+  return tuple(out)
+
+
 def check_policies(uncertain_policy: str, blank_policy: str) -> None:
   """Raises ConfigError for a policy name that is not one of the known ones."""
   if uncertain_policy not in UNCERTAIN_POLICIES:
@@ -202,6 +213,7 @@ def manifest_from_table(
     patient_fn: Optional[Callable[[str, Mapping[str, str]], str]] = None,
     view_fn: Optional[Callable[[str], str]] = None,
     row_filter: Optional[Callable[[Mapping[str, str]], bool]] = None,
+    attribute_columns: Sequence[str] = (),
 ) -> Manifest:
   """Builds a manifest from a parsed CSV (one row per image).
 
@@ -223,6 +235,8 @@ def manifest_from_table(
     patient_fn: ``(path_cell, row) → patient id`` when there is no patient column.
     view_fn: normalises the view cell (e.g. "Frontal" → "frontal").
     row_filter: keeps a row when it returns True (recipes use it for frontal-only).
+    attribute_columns: extra columns kept verbatim (whitespace-stripped text) in
+      ``Record.attributes``, e.g. ``("Sex", "Age", "AP/PA")`` for subgroup reports.
 
   Returns:
     A Manifest in file order; ``Record.source_row`` is the CSV line number.
@@ -251,6 +265,8 @@ def manifest_from_table(
   for col in (patient_column, view_column, site_column, id_column, class_column):
     if col:
       needed.append(col)
+  attribute_columns = unique_columns(attribute_columns)
+  needed.extend(attribute_columns)
   table.require_columns(needed)
   if data_root is None:
     data_root = posixpath.dirname(csv_path)
@@ -318,6 +334,7 @@ def manifest_from_table(
     full_path = path_fn(path_cell) if path_fn is not None else join_root(data_root, path_cell)
     records.append(Record(image_path=full_path, example_id=example_id, labels=labels,
                           mask=mask, patient_id=patient, view=view, site=site,
-                          source_row=line))
+                          source_row=line,
+                          attributes=tuple((c, row[c].strip()) for c in attribute_columns)))
   return Manifest(records=tuple(records), label_names=tuple(label_names), task=task,
                   source=csv_path)

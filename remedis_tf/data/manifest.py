@@ -8,7 +8,7 @@ pipelines, label-fraction selection and MICLe pairing consume them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,6 +31,10 @@ class Record:
     view: acquisition view (e.g. "frontal"), "" if unknown.
     site: acquisition site / domain, "" if unknown.
     source_row: 1-based row in the source file (CSV line number) for error messages, 0 if n/a.
+    attributes: extra metadata kept from named source columns (e.g. ``(("Sex", "Female"),
+      ("Age", "63"))``), as ``(column, raw cell text)`` pairs in the order asked for;
+      subgroup reports read them (see :meth:`attribute`). Empty unless a reader was asked
+      to keep columns.
   """
   image_path: str
   example_id: str
@@ -40,6 +44,14 @@ class Record:
   view: str = ""
   site: str = ""
   source_row: int = 0
+  attributes: Tuple[Tuple[str, str], ...] = ()
+
+  def attribute(self, name: str) -> Optional[str]:
+    """The kept column ``name``'s cell text, or None when this record has no such column."""
+    for key, value in self.attributes:
+      if key == name:
+        return value
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

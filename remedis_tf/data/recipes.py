@@ -81,7 +81,8 @@ def chexpert(csv_path: str,
              label_columns: Sequence[str] = CHEXPERT_COMPETITION,
              uncertain_policy: str = "ignore",
              blank_policy: str = "zeros",
-             frontal_only: bool = False) -> Manifest:
+             frontal_only: bool = False,
+             attribute_columns: Sequence[str] = ()) -> Manifest:
   """CheXpert ``train.csv``/``valid.csv`` (or a CheXpert-style CSV) → Manifest.
 
   Columns used: ``Path``; the label columns; ``Frontal/Lateral`` (view, if present);
@@ -96,6 +97,8 @@ def chexpert(csv_path: str,
     uncertain_policy: "ignore" (mask out -1), "ones" (U-Ones) or "zeros" (U-Zeros).
     blank_policy: "zeros" (CheXpert: not mentioned = negative) or "ignore".
     frontal_only: keep only rows whose ``Frontal/Lateral`` is "Frontal".
+    attribute_columns: extra columns kept in ``Record.attributes`` (e.g. ``Sex``, ``Age``,
+      ``AP/PA`` for subgroup reports).
   """
   csv_reader.check_policies(uncertain_policy, blank_policy)
   table = csv_reader.read_csv_table(csv_path)
@@ -114,7 +117,7 @@ def chexpert(csv_path: str,
       uncertain_policy=uncertain_policy, blank_policy=blank_policy,
       path_fn=chexpert_path_fn(data_root),
       patient_fn=lambda cell, row: patient_from_path(cell),
-      view_fn=normalise_view,
+      view_fn=normalise_view, attribute_columns=attribute_columns,
       row_filter=(lambda row: normalise_view(row["Frontal/Lateral"]) == "frontal")
       if frontal_only else None)
 
@@ -135,7 +138,8 @@ def mimic_cxr(data_root: str,
               label_columns: Sequence[str] = CHEXPERT_COMPETITION,
               uncertain_policy: str = "ignore",
               blank_policy: str = "zeros",
-              frontal_only: bool = False) -> Manifest:
+              frontal_only: bool = False,
+              attribute_columns: Sequence[str] = ()) -> Manifest:
   """MIMIC-CXR-JPG (v2.0.0 layout) → Manifest, one record per DICOM-derived JPEG.
 
   Joins ``mimic-cxr-2.0.0-split.csv`` (dicom_id, study_id, subject_id, split) with
@@ -151,6 +155,9 @@ def mimic_cxr(data_root: str,
     data_root: the folder holding the CSVs and ``files/``.
     split: "train", "validate" (aliases "valid", "val"), "test" or "all".
     label_columns, uncertain_policy, blank_policy, frontal_only: as in :func:`chexpert`.
+    attribute_columns: columns kept in ``Record.attributes``, looked up first in the
+      ``-metadata.csv`` row of the image (e.g. ``ViewPosition``: AP/PA/LATERAL), then in
+      its ``-split.csv`` row (the metadata file is then required).
   """
   csv_reader.check_policies(uncertain_policy, blank_policy)
   if split not in MIMIC_SPLITS:
@@ -178,13 +185,21 @@ def mimic_cxr(data_root: str,
           where=f"{lab_table.path}:{line}: column {c!r}") for c in label_columns]
       labels_by_study[key] = (tuple(p[0] for p in pairs), tuple(p[1] for p in pairs))
 
+  attribute_columns = csv_reader.unique_columns(attribute_columns)
   views: Dict[str, str] = {}
-  meta_path = _find_mimic_csv(root, "metadata", frontal_only)
+  meta_rows: Dict[str, Dict[str, str]] = {}
+  meta_path = _find_mimic_csv(root, "metadata", frontal_only or bool(attribute_columns))
   if meta_path:
     meta = csv_reader.read_csv_table(meta_path)
     meta.require_columns(["dicom_id", "ViewPosition"])
     views = {row["dicom_id"].strip(): normalise_view(row["ViewPosition"])
              for _, row in meta.rows}
+    if attribute_columns:
+      meta_rows = {row["dicom_id"].strip(): row for _, row in meta.rows}
+      for col in attribute_columns:
+        if col not in meta.header and col not in split_table.header:
+          raise DataError(f"{meta.path}:1: missing column {col!r} (not in "
+                          f"{split_table.path} either)")
 
   records: List[Record] = []
   seen: Dict[str, int] = {}
@@ -213,8 +228,14 @@ def mimic_cxr(data_root: str,
         continue  # study without CheXpert-labeler output
       labels, mask = found
     path = f"{root}/files/p{subject[:2]}/p{subject}/s{study}/{dicom_id}.jpg"
+    attributes: Tuple[Tuple[str, str], ...] = ()
+    if attribute_columns:
+      meta_row = meta_rows.get(dicom_id, {})
+      attributes = tuple((c, meta_row.get(c, row.get(c, "")).strip())
+                         for c in attribute_columns)
     records.append(Record(image_path=path, example_id=dicom_id, labels=labels, mask=mask,
-                          patient_id=subject, view=view, site="", source_row=line))
+                          patient_id=subject, view=view, site="", source_row=line,
+                          attributes=attributes))
   if not records:
     raise DataError(f"{split_table.path}: no images for split {split!r}"
                     f"{' with labels' if label_columns else ''}"
@@ -236,7 +257,8 @@ def generic_csv(csv_path: str,
                 class_column: Optional[str] = None,
                 class_names: Optional[Sequence[str]] = None,
                 uncertain_policy: str = "ignore",
-                blank_policy: str = "zeros") -> Manifest:
+                blank_policy: str = "zeros",
+                attribute_columns: Sequence[str] = ()) -> Manifest:
   """Any CSV described by arguments → Manifest (see ``csv_reader.read_csv_manifest``).
 
   ``task`` None infers it: ``class_column`` → multiclass; no label columns →
@@ -249,4 +271,5 @@ def generic_csv(csv_path: str,
       csv_path, data_root=data_root, path_column=path_column, label_columns=label_columns,
       task=task, patient_column=patient_column, view_column=view_column,
       site_column=site_column, id_column=id_column, uncertain_policy=uncertain_policy,
-      blank_policy=blank_policy, class_column=class_column, class_names=class_names)
+      blank_policy=blank_policy, class_column=class_column, class_names=class_names,
+      attribute_columns=attribute_columns)

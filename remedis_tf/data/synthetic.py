@@ -40,12 +40,15 @@ import tensorflow as tf
 from remedis_tf import io_utils
 from remedis_tf.errors import ConfigError, DataError
 
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"
 BENCHMARK_FILE = "benchmark.json"
 
 FINDINGS = ("Opacity", "Nodule", "Cardiomegaly", "Effusion")
-MEDICAL_COLUMNS = ("Path", "Patient", "Site", "Frontal/Lateral") + FINDINGS
-UNLABELLED_COLUMNS = ("Path", "Patient", "Site", "Frontal/Lateral")
+# Demographic look-alike columns for subgroup reports (metadata only: drawn from their own
+# seed stream, so images, labels and every other column are those of version 1.1).
+SUBGROUP_COLUMNS = ("Sex", "Age")
+MEDICAL_COLUMNS = ("Path", "Patient", "Site", "Frontal/Lateral") + FINDINGS + SUBGROUP_COLUMNS
+UNLABELLED_COLUMNS = ("Path", "Patient", "Site", "Frontal/Lateral") + SUBGROUP_COLUMNS
 NATURAL_COLUMNS = ("Path", "Label")
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "star")
@@ -698,6 +701,20 @@ def _seeds(cfg: SyntheticConfig, *key: int) -> Tuple[np.random.Generator, ...]:
   return tuple(np.random.Generator(np.random.PCG64(s)) for s in ss.spawn(3))
 
 
+def _sample_demographics(cfg: SyntheticConfig, site: str, split: str,
+                         labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+  """Per-patient ``Sex`` ("F"/"M", 1:1) and ``Age`` (years, int in [18, 95]; about 10 years
+  older on average with cardiomegaly), from a seed stream of their own."""
+  ss = np.random.SeedSequence(entropy=cfg.seed,
+                              spawn_key=(_SITE_INDEX[site], _SPLIT_INDEX[split], 100))
+  rng = np.random.Generator(np.random.PCG64(ss))
+  n = labels.shape[0]
+  sex = np.where(rng.random(n) < 0.5, "F", "M")
+  card = labels[:, FINDINGS.index("Cardiomegaly")]
+  age = np.clip(np.round(rng.normal(55.0 + 10.0 * card, 15.0)), 18, 95).astype(int)
+  return sex, age
+
+
 def _write_file(path: str, data: bytes) -> None:
   with tf.io.gfile.GFile(path, "wb") as f:
     f.write(data)
@@ -730,6 +747,7 @@ def _generate_medical_split(out_dir: str, site: str, split: str, first_patient: 
     q = _quantise(chunk, shift.bit_depth)
     for j in range(len(q)):
       _write_file(os.path.join(out_dir, rel_paths[start + j]), _png_bytes(q[j]))
+  sex, age = _sample_demographics(cfg, site, split, pat["labels"])
   rows = []
   for p, rel in enumerate(rel_paths):
     pi = views["patient"][p]
@@ -737,7 +755,7 @@ def _generate_medical_split(out_dir: str, site: str, split: str, first_patient: 
            "Lateral" if views["lateral"][p] else "Frontal"]
     if labelled:
       row += [_label_text(v) for v in obs[pi]]
-    rows.append(row)
+    rows.append(row + [sex[pi], str(age[pi])])
   csv_rel = f"site_{site}/{split}.csv"
   io_utils.atomic_write_text(os.path.join(out_dir, csv_rel),
                              _csv_text(MEDICAL_COLUMNS if labelled else UNLABELLED_COLUMNS,
@@ -752,6 +770,8 @@ def _generate_medical_split(out_dir: str, site: str, split: str, first_patient: 
       "pixel_mean": round(float(mean), 4),
       "pixel_std": round(float(np.sqrt(max(0.0, sums[1] / count - mean ** 2))), 4),
       "bit_depth": shift.bit_depth,
+      "patients_by_sex": {k: int((sex == k).sum()) for k in ("F", "M")},
+      "age_mean": round(float(age.mean()), 2),
   }
   if labelled:
     known = (img_obs == 0.0) | (img_obs == 1.0)

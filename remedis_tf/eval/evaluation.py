@@ -7,9 +7,24 @@ A *model source* is either
   default), or
 * a classifier SavedModel written by :func:`export_classifier_savedmodel`: a
   ``tf.Module`` whose ``__call__(images)`` maps float32 ``[B,H,W,3]`` images in [0,1] to
-  probabilities ``[B,K]`` (sigmoid for multi-label/binary, softmax for multi-class), plus
-  ``embed(images) -> [B,C]`` and ``logits(images) -> [B,K]``; a JSON sidecar
-  (:data:`SIDECAR_FILE`) inside the directory records label names, task and image size.
+  probabilities ``[B,K]`` (sigmoid for multi-label/binary, softmax for multi-class, of
+  ``logits / temperature``), plus ``embed(images) -> [B,C]``, ``logits(images) -> [B,K]``
+  (raw) and the variable ``temperature`` ``[K]``; a JSON sidecar (:data:`SIDECAR_FILE`)
+  inside the directory records label names, task, image size and the temperature record.
+
+Calibration: a run directory's model-selection checkpoint comes with temperatures fitted
+on its validation set (``best/temperature.json``, see
+:mod:`remedis_tf.eval.calibration`); the model's probabilities are then
+``act(logits / T)`` both when evaluated from the run directory and in its export. Each
+evaluated set gets ``<set>_calibration.json`` and ``<set>_reliability.png``: ECE with
+patient-level CIs and reliability curves before (T = 1) and after scaling. The
+temperatures are the model's own when it has them, else fitted here on ``val_set`` (then
+recorded as not saved with the model), else only the unscaled curves are reported.
+
+Subgroups: ``subgroups=["Sex", "Age:40,60,80", "view"]`` (columns the manifests keep in
+``Record.attributes``, or ``view`` / ``site``) writes ``<set>_subgroups.json|.csv``:
+every metric per subgroup with patient-level CIs, sizes and flags (see
+:mod:`remedis_tf.eval.subgroups`).
 
 Zero-shot OOD evaluation is the ID-trained model evaluated on another site's set: give
 the sets names such as ``id_test`` and ``ood_site_b``.
@@ -34,7 +49,8 @@ Outputs in ``out_dir`` (each file written atomically, and only after every set h
 predicted and scored, so a failing run leaves earlier results untouched):
 ``<set>.json`` / ``<set>.csv`` (all metrics with bootstrap CIs, see
 :func:`remedis_tf.eval.metrics.write_metrics`), ``<set>_predictions.csv`` (per-image scores),
-``summary.json`` and ``summary.csv`` (one row per set: the main metric with its CI).
+the calibration and subgroup files above, ``summary.json`` and ``summary.csv`` (one row
+per set: the main metric with its CI).
 """
 
 from __future__ import annotations
@@ -54,8 +70,11 @@ import tensorflow as tf
 from remedis_tf import io_utils
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import CheckpointError, ConfigError, DataError
+from remedis_tf.eval import calibration as calibration_lib
 from remedis_tf.eval import metrics as metrics_lib
 from remedis_tf.eval import predict as predict_lib
+from remedis_tf.eval import reliability_plot
+from remedis_tf.eval import subgroups as subgroups_lib
 
 SIDECAR_FILE = "remedis_classifier.json"
 SIDECAR_FORMAT = "remedis_tf.classifier_savedmodel"
@@ -63,6 +82,8 @@ SUMMARY_COLUMNS = ("set", "metric", "value", "lower", "upper", "num_examples", "
                    "role")
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED_NAMES = ("summary",)
+# Per-set output files are <set><suffix>.*, so a set name must not end in one.
+_SUFFIXES = ("_predictions", "_calibration", "_reliability", "_subgroups")
 
 
 # ------------------------------------------------------------------------------ models
@@ -79,9 +100,10 @@ class LoadedClassifier:
     task: ``multilabel`` | ``binary`` | ``multiclass``.
     image_size: side of the square input images the model was trained at.
     crop_fraction: evaluation centre crop applied before resizing.
-    forward: ``images [B,S,S,3] in [0,1] -> {"scores": [B,K] probabilities,
-      "embedding": [B,C]}``.
+    forward: ``images [B,S,S,3] in [0,1] -> {"scores": [B,K] probabilities (of
+      logits / temperature), "logits": [B,K] raw, "embedding": [B,C]}``.
     info: provenance (restored checkpoint, run config or sidecar contents).
+    temperature: the calibration record the scores use (None: T = 1).
   """
   source: str
   kind: str
@@ -91,6 +113,7 @@ class LoadedClassifier:
   crop_fraction: float
   forward: Callable[[tf.Tensor], Dict[str, tf.Tensor]]
   info: Dict[str, Any]
+  temperature: Optional[Dict[str, Any]] = None
 
   def predict(self, manifest: Manifest, batch_size: int = 64,
               keep: Tuple[str, ...] = ("scores",)) -> predict_lib.Predictions:
@@ -138,11 +161,13 @@ def load_model(model_source: str, which: str = "best") -> LoadedClassifier:
 
     def forward(images):
       images = tf.cast(images, tf.float32)
-      return {"scores": module(images), "embedding": module.embed(images)}
+      return {"scores": module(images), "logits": module.logits(images),
+              "embedding": module.embed(images)}
 
     return LoadedClassifier(model_source, "savedmodel", tuple(info["label_names"]),
                             info["task"], int(info["image_size"]),
-                            float(info.get("crop_fraction", 0.875)), forward, info)
+                            float(info.get("crop_fraction", 0.875)), forward, info,
+                            info.get("temperature"))
   if tf.io.gfile.exists(os.path.join(model_source, "saved_model.pb")):
     raise ConfigError(f"{model_source} is a SavedModel without a {SIDECAR_FILE} sidecar "
                       "(a backbone, not a classifier); evaluate a fine-tuning run or a model "
@@ -154,15 +179,22 @@ def load_model(model_source: str, which: str = "best") -> LoadedClassifier:
   task, run_config = stages.load_classifier(model_source, which=which)
   return LoadedClassifier(model_source, "run_dir", tuple(task.manifest.label_names),
                           task.manifest.task, int(task.image_size), 0.875,
-                          _task_forward(task), run_config)
+                          _task_forward(task), run_config, task.temperature)
 
 
-def _task_forward(task) -> Callable[[tf.Tensor], Dict[str, tf.Tensor]]:
+def _task_forward(task, temperature: Optional[tf.Variable] = None
+                  ) -> Callable[[tf.Tensor], Dict[str, tf.Tensor]]:
+  """The model's outputs; probabilities use ``logits / temperature`` (default: the
+  task's calibration record, T = 1 without one)."""
+  if temperature is None:
+    temperature = tf.constant(calibration_lib.temperature_vector(
+        task.temperature, task.manifest.label_names))
+
   def forward(images):
     out = task.forward(images, training=False)
-    return {"scores": tf.cast(task.scores_from_logits(tf.cast(out["logits"], tf.float32)),
-                              tf.float32),
-            "embedding": tf.cast(out["embedding"], tf.float32)}
+    logits = tf.cast(out["logits"], tf.float32)
+    return {"scores": tf.cast(task.scores_from_logits(logits / temperature), tf.float32),
+            "logits": logits, "embedding": tf.cast(out["embedding"], tf.float32)}
   return forward
 
 
@@ -178,22 +210,31 @@ class _ClassifierModule(tf.Module):
 
 
 def export_classifier_savedmodel(task, out_dir: str, source: str = "",
-                                 crop_fraction: float = 0.875) -> str:
+                                 crop_fraction: float = 0.875,
+                                 temperature: Optional[Mapping[str, Any]] = None) -> str:
   """Writes a trained ``SupervisedTask`` as a self-describing classifier SavedModel.
 
-  The SavedModel's root has ``__call__(images)`` → probabilities ``[B,K]`` float32,
-  ``embed(images)`` → the features the head reads ``[B,C]``, ``logits(images)`` →
-  ``[B,K]``, all on float32 ``[B,H,W,3]`` images in [0,1] (any H, W ≥ 32; train size in
-  the sidecar), and a ``serving_default`` signature returning all three. The sidecar
-  :data:`SIDECAR_FILE` holds ``label_names``, ``task``, ``image_size``, ``variant`` and the
-  preprocessing. Written into a temporary sibling and renamed into place; an existing
-  directory that is not a classifier SavedModel is never replaced. Returns ``out_dir``.
+  The SavedModel's root has ``__call__(images)`` → probabilities ``[B,K]`` float32 of
+  ``logits / temperature``, ``embed(images)`` → the features the head reads ``[B,C]``,
+  ``logits(images)`` → raw ``[B,K]``, all on float32 ``[B,H,W,3]`` images in [0,1] (any
+  H, W ≥ 32; train size in the sidecar), the variable ``temperature`` ``[K]`` and a
+  ``serving_default`` signature returning all three outputs. ``temperature`` is a
+  calibration record (:mod:`remedis_tf.eval.calibration`; default ``task.temperature``,
+  which ``stages.load_classifier`` sets for the best checkpoint; none → T = 1). The sidecar
+  :data:`SIDECAR_FILE` holds ``label_names``, ``task``, ``image_size``, ``variant``, the
+  preprocessing and the temperature record. Written into a temporary sibling and renamed
+  into place; an existing directory that is not a classifier SavedModel is never
+  replaced. Returns ``out_dir``.
   """
   if task.classification_head is None:
     raise ConfigError("export_classifier_savedmodel needs a built SupervisedTask")
   module = _ClassifierModule(task)
+  record = dict(temperature) if temperature is not None else task.temperature
+  module.temperature = tf.Variable(
+      calibration_lib.temperature_vector(record, task.manifest.label_names),
+      trainable=False, name="temperature")
   spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
-  forward = _task_forward(task)
+  forward = _task_forward(task, module.temperature)
 
   def logits_fn(images):
     return tf.cast(task.forward(images, training=False)["logits"], tf.float32)
@@ -214,8 +255,9 @@ def export_classifier_savedmodel(task, out_dir: str, source: str = "",
       "label_names": list(task.manifest.label_names), "task": task.manifest.task,
       "image_size": int(task.image_size), "crop_fraction": float(crop_fraction),
       "input": "float32 [B,H,W,3] RGB in [0,1], centre crop then resize to image_size",
-      "outputs": {"__call__": "probabilities [B,K]", "embed": "features [B,C]",
-                  "logits": "[B,K]"},
+      "outputs": {"__call__": "probabilities [B,K] of logits / temperature",
+                  "embed": "features [B,C]", "logits": "raw logits [B,K]"},
+      "temperature": record,
       "variant": task.config.variant,
       "from_projection_layer": int(task.config.from_projection_layer),
       "source": source,
@@ -369,9 +411,10 @@ def choose_thresholds(op: OperatingPoint, labels: np.ndarray, scores: np.ndarray
 def check_set_names(names: Sequence[str]) -> None:
   """Set names become file names: letters, digits, ``_.-``; not ``summary``."""
   for name in names:
-    if not _SET_NAME.match(name) or name in _RESERVED_NAMES or name.endswith("_predictions"):
+    if not _SET_NAME.match(name) or name in _RESERVED_NAMES or name.endswith(_SUFFIXES):
       raise ConfigError(f"evaluation set name {name!r}: use letters, digits, '_', '.', '-' "
-                        f"(not {', '.join(_RESERVED_NAMES)} or *_predictions)")
+                        f"(not {', '.join(_RESERVED_NAMES)} or ending in "
+                        f"{', '.join(_SUFFIXES)})")
 
 
 def _predictions_csv(preds: predict_lib.Predictions, label_names: Sequence[str]) -> str:
@@ -404,7 +447,10 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
                    val_set: Optional[str] = None, batch_size: int = 64, seed: int = 0,
                    which: str = "best", metric: Optional[str] = None,
                    confidence: float = 0.95, save_predictions: bool = True,
-                   log: Callable[[str], None] = print) -> Dict[str, Any]:
+                   log: Callable[[str], None] = print, subgroups: Sequence[Any] = (),
+                   subgroup_min_patients: int = subgroups_lib.DEFAULT_MIN_PATIENTS,
+                   calibration_bins: int = calibration_lib.DEFAULT_NUM_BINS
+                   ) -> Dict[str, Any]:
   """Evaluates one classifier on several named sets and writes the results.
 
   Args:
@@ -422,11 +468,16 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     confidence: CI coverage.
     save_predictions: also write ``<set>_predictions.csv``.
     log: progress lines.
+    subgroups: subgroup column specs (``"Sex"``, ``"Age:40,60,80"``, ``"view"``; see
+      :mod:`remedis_tf.eval.subgroups`); the manifests must keep those columns.
+    subgroup_min_patients: subgroups with fewer patients get no interval (flagged).
+    calibration_bins: equal-width ECE / reliability bins; 0 = no calibration report.
 
   Returns:
     The summary dict also written to ``summary.json``: ``{"model", "model_kind",
     "checkpoint", "task", "label_names", "operating_point": {...}, "sets": {name: {"metric",
-    "value", "lower", "upper", "num_examples", "num_patients", "role"}}}``.
+    "value", "lower", "upper", "num_examples", "num_patients", "role"}}, "calibration":
+    {"temperature", "source", "num_bins"}, "subgroups": [spec, ...]}``.
   """
   if not eval_sets:
     raise ConfigError("no evaluation sets given")
@@ -435,15 +486,23 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     raise ConfigError(f"val_set {val_set!r} is not one of the evaluation sets "
                       f"{sorted(eval_sets)}")
   op = parse_operating_point(operating_point)
+  specs = subgroups_lib.parse_subgroup_specs(subgroups)
+  if calibration_bins < 0:
+    raise ConfigError(f"calibration_bins must be >= 0, got {calibration_bins}")
   model = load_model(model_source, which)
   log(f"[evaluate] model {model_source} ({model.kind}; {model.task}, labels "
       f"{list(model.label_names)}, {model.image_size} px)")
   aligned = {name: align_labels(m, model.label_names, model.task, name)
              for name, m in eval_sets.items()}
+  # Subgroup columns are checked before any prediction runs.
+  group_values = {name: {s.column: subgroups_lib.subgroup_values(m, s) for s in specs}
+                  for name, m in aligned.items()}
   preds: Dict[str, predict_lib.Predictions] = {}
   for name, manifest in aligned.items():
     log(f"[evaluate] predicting {name}: {len(manifest)} images from {manifest.source}")
-    preds[name] = model.predict(manifest, batch_size=batch_size)
+    preds[name] = model.predict(manifest, batch_size=batch_size, keep=("scores", "logits"))
+    if specs and list(preds[name].ids) != [r.example_id for r in manifest.records]:
+      raise DataError(f"evaluation set {name!r}: predictions are not in manifest order")
 
   op_info: Dict[str, Any] = {"rule": op.describe()}
   thresholds: Optional[Dict[str, float]] = None
@@ -466,10 +525,36 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   else:
     op_info["notes"] = ["multi-class task: no thresholded metrics"]
 
+  temp_record, temp_source = model.temperature, "saved with the model"
+  if temp_record is None and val_set is not None and calibration_bins:
+    p = preds[val_set]
+    fit = calibration_lib.fit_temperature(model.task, p.logits, p.labels, p.mask,
+                                          model.label_names)
+    temp_record = calibration_lib.temperature_record(model.task, model.label_names, fit,
+                                                     aligned[val_set].source)
+    temp_source = f"fitted on {val_set} by this evaluation (not saved with the model)"
+  elif temp_record is None:
+    temp_source = "none (no temperature saved with the model and no val_set)"
+  temps = (None if temp_record is None else
+           calibration_lib.temperature_vector(temp_record, model.label_names))
+  calib_info = {"num_bins": int(calibration_bins), "source": temp_source,
+                "temperature": None if temp_record is None else temp_record["temperature"],
+                "scope": None if temp_record is None else temp_record.get("scope")}
+
   results: Dict[str, Dict[str, Any]] = {}
+  calib_reports: Dict[str, Dict[str, Any]] = {}
+  subgroup_reports: Dict[str, List[Dict[str, Any]]] = {}
   sets_summary: Dict[str, Dict[str, Any]] = {}
   for name, p in preds.items():
     kwargs = {"operating_point": thresholds} if thresholds is not None else {}
+    boot = dict(num_bootstrap=num_bootstrap, confidence=confidence, seed=seed)
+    if calibration_bins:
+      calib_reports[name] = {**calibration_lib.calibration_report(
+          model.task, p.labels, p.logits, p.mask, model.label_names, temps, p.patients,
+          num_bins=calibration_bins, **boot), **calib_info, "set": name}
+    subgroup_reports[name] = [subgroups_lib.evaluate_subgroups(
+        model.task, p.labels, p.scores, p.mask, p.patients, group_values[name][s.column], s,
+        model.label_names, subgroup_min_patients, **boot, **kwargs) for s in specs]
     result = metrics_lib.evaluate_predictions(
         model.task, p.labels, p.scores, p.mask, patients=p.patients,
         label_names=list(model.label_names), num_bootstrap=num_bootstrap,
@@ -491,11 +576,24 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
              "checkpoint": model.info.get("restored_checkpoint", ""),
              "task": model.task, "label_names": list(model.label_names),
              "image_size": model.image_size, "num_bootstrap": int(num_bootstrap),
-             "confidence": confidence, "operating_point": op_info, "sets": sets_summary}
+             "confidence": confidence, "operating_point": op_info, "sets": sets_summary,
+             "calibration": calib_info, "subgroups": [s.describe() for s in specs],
+             "subgroup_min_patients": int(subgroup_min_patients)}
   # Everything is computed: only now touch out_dir.
   for name, result in results.items():
     metrics_lib.write_metrics(result, os.path.join(out_dir, f"{name}.json"),
                               os.path.join(out_dir, f"{name}.csv"))
+    if name in calib_reports:
+      io_utils.atomic_write_json(os.path.join(out_dir, f"{name}_calibration.json"),
+                                 calib_reports[name])
+      if any(t.get("bins_before") for t in calib_reports[name]["targets"].values()):
+        reliability_plot.plot_reliability(calib_reports[name],
+                                          os.path.join(out_dir, f"{name}_reliability.png"),
+                                          title=f"{name}: reliability ({temp_source})")
+    if specs:
+      subgroups_lib.write_subgroups(subgroup_reports[name],
+                                    os.path.join(out_dir, f"{name}_subgroups.json"),
+                                    os.path.join(out_dir, f"{name}_subgroups.csv"))
     if save_predictions:
       io_utils.atomic_write_text(os.path.join(out_dir, f"{name}_predictions.csv"),
                                  _predictions_csv(preds[name], model.label_names))

@@ -23,6 +23,7 @@ class Predictions:
     labels, mask: float32 ``[N, K]`` (K = 0 for unlabelled data).
     scores: float32 ``[N, K']`` probabilities (None when only embeddings were asked for).
     embeddings: float32 ``[N, C]`` pooled features (None unless requested).
+    logits: float32 ``[N, K']`` raw logits (None unless requested with keep "logits").
   """
   ids: np.ndarray
   patients: np.ndarray
@@ -30,6 +31,7 @@ class Predictions:
   mask: np.ndarray
   scores: Optional[np.ndarray] = None
   embeddings: Optional[np.ndarray] = None
+  logits: Optional[np.ndarray] = None
 
 
 def predict(forward: Callable[[tf.Tensor], Dict[str, tf.Tensor]], manifest: Manifest,
@@ -40,7 +42,8 @@ def predict(forward: Callable[[tf.Tensor], Dict[str, tf.Tensor]], manifest: Mani
 
   Images go through the evaluation preprocessing (centre crop ``crop_fraction`` then resize
   to ``image_size``). ``keep`` selects which outputs are collected ("scores",
-  "embedding"). Runs outside any replica context (model variables are read directly).
+  "embedding", "logits"). Runs outside any replica context (model variables are read
+  directly).
   """
   if len(manifest) == 0:
     raise DataError(f"cannot evaluate on an empty dataset ({manifest.source or 'manifest'})")
@@ -63,7 +66,7 @@ def predict(forward: Callable[[tf.Tensor], Dict[str, tf.Tensor]], manifest: Mani
   return Predictions(
       ids=_to_str(cat["id"]), patients=_to_str(cat["patient"]),
       labels=cat["label"].astype(np.float32), mask=cat["mask"].astype(np.float32),
-      scores=cat.get("scores"), embeddings=cat.get("embedding"))
+      scores=cat.get("scores"), embeddings=cat.get("embedding"), logits=cat.get("logits"))
 
 
 _COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

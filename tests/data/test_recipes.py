@@ -154,3 +154,23 @@ def test_generic_csv_task_inference(tmp_path):
   assert recipes.generic_csv(str(p), "/d", path_column="file").task == "unlabelled"
   mc = recipes.generic_csv(str(p), "/d", path_column="file", class_column="case")
   assert mc.task == "multiclass" and mc.label_names == ("c1", "c2")
+
+
+def test_attribute_columns_in_recipes(chexpert_csv, tmp_path):
+  _, csv_path = chexpert_csv
+  m = recipes.chexpert(csv_path, None, attribute_columns=["Sex", "AP/PA", "Age"])
+  assert [r.attribute("AP/PA") for r in m.records] == ["AP", "", "AP"]
+  assert {r.attribute("Sex") for r in m.records} == {"Female"}
+  assert m.records[0].attributes == (("Sex", "Female"), ("AP/PA", "AP"), ("Age", "68"))
+  (tmp_path / "mimic").mkdir()
+  root = _mimic(tmp_path / "mimic")
+  mm = recipes.mimic_cxr(root, split="train", attribute_columns=["ViewPosition", "split"])
+  assert [r.attribute("ViewPosition") for r in mm.records] == ["PA", "LATERAL", "AP"]
+  assert {r.attribute("split") for r in mm.records} == {"train"}
+  with pytest.raises(DataError, match="missing column 'Sex'"):
+    recipes.mimic_cxr(root, attribute_columns=["Sex"])
+  p = tmp_path / "g.csv"
+  p.write_text("file,y,grp\na.png,1,x\nb.png,0,y\n")
+  g = recipes.generic_csv(str(p), "/d", path_column="file", label_columns=["y"],
+                          attribute_columns=["grp"])
+  assert [r.attribute("grp") for r in g.records] == ["x", "y"]

@@ -63,10 +63,10 @@ def test_layout_and_exact_columns(bench):
     assert path == os.path.join(root, key + ".csv") and os.path.exists(path)
     header, rows = _read_csv(path)
     if key.endswith("unlabelled"):
-      assert header == ["Path", "Patient", "Site", "Frontal/Lateral"]
+      assert header == ["Path", "Patient", "Site", "Frontal/Lateral", "Sex", "Age"]
     else:
       assert header == ["Path", "Patient", "Site", "Frontal/Lateral", "Opacity", "Nodule",
-                        "Cardiomegaly", "Effusion"]
+                        "Cardiomegaly", "Effusion", "Sex", "Age"]
     site, split = key.split("/")
     for row in rows:
       m = PATH_RE.match(row[0])
@@ -77,7 +77,8 @@ def test_layout_and_exact_columns(bench):
       assert row[3] == m.group(5).capitalize()
       assert os.path.exists(os.path.join(root, row[0]))
       allowed = {"1.0", "0.0", "-1.0", ""} if split == "train" else {"1.0", "0.0"}
-      assert set(row[4:]) <= allowed, (key, row)
+      assert set(row[4:-2]) <= allowed, (key, row)
+      assert row[-2] in ("F", "M") and 18 <= int(row[-1]) <= 95
   for key in ("natural/train", "natural/test"):
     header, rows = _read_csv(bench["csv"][key])
     assert header == ["Path", "Label"]
@@ -92,7 +93,7 @@ def test_train_splits_have_uncertain_and_blank_labels(bench):
   values = []
   for key in ("site_a/train", "site_b/train", "site_c/train"):
     _, rows = _read_csv(bench["csv"][key])
-    values += [v for r in rows for v in r[4:]]
+    values += [v for r in rows for v in r[4:-2]]
   assert "-1.0" in values and "" in values and "1.0" in values and "0.0" in values
 
 

@@ -20,8 +20,16 @@ def test_quick_demo_writes_a_consistent_report(tmp_path):
   assert f"Report: {report_path}" in proc.stdout
   report = report_path.read_text()
   for heading in ("## Data", "## Stage 1", "## ID and zero-shot OOD",
-                  "## Data-efficient generalisation", "## Time per stage"):
+                  "## Data-efficient generalisation", "## Calibration", "## Subgroups",
+                  "## Time per stage"):
     assert heading in report
+  # Calibration and subgroup numbers are the ones the evaluation wrote.
+  cal = json.loads((out / "eval" / "remedis" / "id_site_a_calibration.json").read_text())
+  assert f"{cal['targets']['Opacity']['ece_before']['value']:.3f}" in report
+  groups = json.loads((out / "eval" / "baseline" / "ood_site_b_subgroups.json").read_text())
+  assert [g["column"] for g in groups] == ["Sex", "Age"]
+  assert set(groups[0]["groups"]) <= {"F", "M"}
+  assert "| baseline | ood_site_b | Age | [50, 65) |" in report
   # Every image the report links exists and is a PNG.
   links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
   assert len(links) >= 5

@@ -53,7 +53,8 @@ def test_evaluate_binary(tiny):
   proc = _run("evaluate", f"--model={tiny['run_dir']}", "--eval_source=csv",
               "--eval_patient_column=Patient", f"--eval_set=id_test={tiny['test_csv']}",
               f"--eval_set=ood_site_b=chexpert:{tiny['ood_csv']}", "--val_set=id_test",
-              "--num_bootstrap=30", f"--output_dir={out}",
+              "--num_bootstrap=30", f"--output_dir={out}", "--subgroup=Patient",
+              "--subgroup=view", "--subgroup_min_patients=2", "--calibration_bins=5",
               f"--export_savedmodel={os.path.join(tiny['root'], 'clf')}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.load(open(os.path.join(out, "summary.json")))
@@ -62,6 +63,15 @@ def test_evaluate_binary(tiny):
   assert summary["operating_point"]["chosen_on"] == "id_test"
   assert "id_test: mean_auc" in proc.stdout
   assert os.path.exists(os.path.join(tiny["root"], "clf", "remedis_classifier.json"))
+  # Subgroups: one per patient (each below --subgroup_min_patients, so flagged) and view.
+  reports = json.load(open(os.path.join(out, "ood_site_b_subgroups.json")))
+  assert [r["column"] for r in reports] == ["Patient", "view"]
+  assert len(reports[0]["groups"]) == 6
+  assert all(not g["interval"] and "fewer than 2" in g["flags"][0]
+             for g in reports[0]["groups"].values())
+  cal = json.load(open(os.path.join(out, "id_test_calibration.json")))
+  assert cal["num_bins"] == 5 and cal["source"].startswith("fitted on id_test")
+  assert os.path.exists(os.path.join(out, "id_test_reliability.png"))
   # User errors: one line on stderr, exit status 2.
   proc = _run("evaluate", f"--model={tiny['run_dir']}", "--eval_set=broken",
               f"--output_dir={out}")
