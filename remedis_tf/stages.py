@@ -123,7 +123,7 @@ def evaluate_task(task: SupervisedTask, manifest: Manifest, image_size: int,
   Returns ``(result dict, Predictions)``.
   """
   preds = predict_lib.predict(task.inference_fn(), manifest, image_size,
-                              batch_size=batch_size)
+                              batch_size=batch_size, keep=("scores", "logits"))
   kwargs = {}
   if operating_point is not None:
     kwargs["operating_point"] = operating_point
@@ -131,7 +131,7 @@ def evaluate_task(task: SupervisedTask, manifest: Manifest, image_size: int,
       manifest.task, preds.labels, preds.scores, preds.mask,
       patients=preds.patients if any(preds.patients) else None,
       label_names=list(manifest.label_names), num_bootstrap=num_bootstrap, seed=seed,
-      **kwargs)
+      logits=preds.logits, **kwargs)
   return result, preds
 
 

@@ -80,7 +80,7 @@ class LoadedClassifier:
     image_size: side of the square input images the model was trained at.
     crop_fraction: evaluation centre crop applied before resizing.
     forward: ``images [B,S,S,3] in [0,1] -> {"scores": [B,K] probabilities,
-      "embedding": [B,C]}``.
+      "embedding": [B,C], "logits": [B,K]}``.
     info: provenance (restored checkpoint, run config or sidecar contents).
   """
   source: str
@@ -138,7 +138,10 @@ def load_model(model_source: str, which: str = "best") -> LoadedClassifier:
 
     def forward(images):
       images = tf.cast(images, tf.float32)
-      return {"scores": module(images), "embedding": module.embed(images)}
+      out = {"scores": module(images), "embedding": module.embed(images)}
+      if hasattr(module, "logits"):  # every export has them; kept optional for old ones
+        out["logits"] = module.logits(images)
+      return out
 
     return LoadedClassifier(model_source, "savedmodel", tuple(info["label_names"]),
                             info["task"], int(info["image_size"]),
@@ -154,16 +157,7 @@ def load_model(model_source: str, which: str = "best") -> LoadedClassifier:
   task, run_config = stages.load_classifier(model_source, which=which)
   return LoadedClassifier(model_source, "run_dir", tuple(task.manifest.label_names),
                           task.manifest.task, int(task.image_size), 0.875,
-                          _task_forward(task), run_config)
-
-
-def _task_forward(task) -> Callable[[tf.Tensor], Dict[str, tf.Tensor]]:
-  def forward(images):
-    out = task.forward(images, training=False)
-    return {"scores": tf.cast(task.scores_from_logits(tf.cast(out["logits"], tf.float32)),
-                              tf.float32),
-            "embedding": tf.cast(out["embedding"], tf.float32)}
-  return forward
+                          task.inference_fn(), run_config)
 
 
 class _ClassifierModule(tf.Module):
@@ -193,7 +187,7 @@ def export_classifier_savedmodel(task, out_dir: str, source: str = "",
     raise ConfigError("export_classifier_savedmodel needs a built SupervisedTask")
   module = _ClassifierModule(task)
   spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
-  forward = _task_forward(task)
+  forward = task.inference_fn()
 
   def logits_fn(images):
     return tf.cast(task.forward(images, training=False)["logits"], tf.float32)
@@ -443,7 +437,7 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   preds: Dict[str, predict_lib.Predictions] = {}
   for name, manifest in aligned.items():
     log(f"[evaluate] predicting {name}: {len(manifest)} images from {manifest.source}")
-    preds[name] = model.predict(manifest, batch_size=batch_size)
+    preds[name] = model.predict(manifest, batch_size=batch_size, keep=("scores", "logits"))
 
   op_info: Dict[str, Any] = {"rule": op.describe()}
   thresholds: Optional[Dict[str, float]] = None
@@ -473,7 +467,7 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     result = metrics_lib.evaluate_predictions(
         model.task, p.labels, p.scores, p.mask, patients=p.patients,
         label_names=list(model.label_names), num_bootstrap=num_bootstrap,
-        confidence=confidence, seed=seed, **kwargs)
+        confidence=confidence, seed=seed, logits=p.logits, **kwargs)
     result["set"] = name
     result["source"] = aligned[name].source
     result["model"] = model_source

@@ -230,9 +230,12 @@ def topk_accuracy(targets: ArrayLike, scores: ArrayLike, k: int,
     k: 1 <= k; k >= K gives 1.
     sample_weight: optional ``[N]`` or ``[R, N]``.
 
-  The true class counts as within the top k when fewer than k classes score strictly
-  higher (ties are resolved in the true class's favour, which is deterministic; with
-  continuous scores ties do not occur).
+  Ties follow scikit-learn's ``top_k_accuracy_score``: classes are ranked by score, and
+  among equal scores the higher class index ranks first, so the true class is within the
+  top k when (classes scoring strictly higher) + (tied classes with a higher index) < k.
+  Ties therefore never all count in the true class's favour (constant scores give the
+  frequency of the last class, not 1). Rank logits, not float32 softmax probabilities,
+  which underflow to tied zeros far from the top class.
 
   Returns:
     float (or ``[R]``); NaN when the total weight is 0.
@@ -245,8 +248,10 @@ def topk_accuracy(targets: ArrayLike, scores: ArrayLike, k: int,
   ids = _class_ids(np.asarray(targets), scores.shape[1])
   if ids.shape[0] != scores.shape[0]:
     raise DataError(f"{ids.shape[0]} targets but {scores.shape[0]} score rows")
-  true_score = scores[np.arange(ids.shape[0]), ids]
-  correct = ((scores > true_score[:, None]).sum(1) < k).astype(np.float64)
+  true_score = scores[np.arange(ids.shape[0]), ids][:, None]
+  tied_after = (scores == true_score) & (np.arange(scores.shape[1])[None, :] > ids[:, None])
+  ahead = (scores > true_score).sum(1) + tied_after.sum(1)
+  correct = (ahead < k).astype(np.float64)
   w, batched = _as_weights(sample_weight, ids.shape[0])
   return _unbatch(_safe_divide(w @ correct, w.sum(1)), batched)
 
@@ -492,14 +497,40 @@ def _binary_family_metrics(labels, scores, mask, thresholds, sample_weight=None)
   return _unbatch(out, batched)
 
 
-def _multiclass_metrics(ids, scores, valid, ks, sample_weight=None):
-  """Vector [top-k for k in ks..., mean_auc, auc_1..K] (or [R, len(ks)+1+K])."""
+def softmax_log_odds(logits: ArrayLike) -> np.ndarray:
+  """``log(p_j / (1 − p_j))`` of ``p = softmax(logits)`` over the last axis, float64.
+
+  Equals ``z_j − logsumexp_{i≠j} z_i``: increasing in ``p_j`` (so the same ranks across
+  examples, i.e. the same one-vs-rest AUC) and in ``z_j`` within a row (the same top-k),
+  but it never saturates: float32 probabilities underflow to tied 0s and round to tied
+  1s, and even float64 log-probabilities tie at 0 once the top class leads by ~37 nats.
+  ``logits [N, K]`` with K >= 2 → ``[N, K]``.
+  """
+  z = np.asarray(logits, np.float64)
+  top = z.max(-1, keepdims=True)
+  log_p = z - (top + np.log(np.exp(z - top).sum(-1, keepdims=True)))
+  with np.errstate(divide="ignore"):
+    out = log_p - np.log1p(-np.exp(log_p))  # accurate wherever p_j <= 1/2
+  # The leading class may have p near 1: exclude it explicitly instead of using 1 − p.
+  rows = np.arange(z.shape[0])
+  lead = z.argmax(-1)
+  rest = z.copy()
+  rest[rows, lead] = -np.inf
+  rest_top = rest.max(-1)
+  rest_lse = rest_top + np.log(np.exp(rest - rest_top[:, None]).sum(-1))
+  out[rows, lead] = z[rows, lead] - rest_lse
+  return out
+
+
+def _multiclass_metrics(ids, scores, auc_scores, valid, ks, sample_weight=None):
+  """Vector [top-k for k in ks..., mean_auc, auc_1..K] (or [R, len(ks)+1+K]); top-k
+  ranks ``scores``, the one-vs-rest AUCs rank ``auc_scores`` (both ``[N, K]``)."""
   n, k = scores.shape
   w, batched = _as_weights(sample_weight, n)
   w = w * valid[None, :]
   accs = [np.atleast_1d(topk_accuracy(ids, scores, kk, w)) for kk in ks]
   onehot = np.eye(k)[ids]
-  auc = per_class_auc(onehot, scores, None, w)
+  auc = per_class_auc(onehot, auc_scores, None, w)
   out = np.concatenate([np.stack(accs, 1), _nanmean_last(auc)[:, None], auc], axis=1)
   return _unbatch(out, batched)
 
@@ -524,7 +555,8 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
                          label_names: Optional[Sequence[str]] = None,
                          operating_point: Union[float, Sequence[float], Mapping[str, float]] = 0.5,
                          num_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
-                         topk: Sequence[int] = (1, 3)) -> Dict[str, Any]:
+                         topk: Sequence[int] = (1, 3), logits: Optional[ArrayLike] = None
+                         ) -> Dict[str, Any]:
   """Computes a task's metrics with bootstrap CIs (one shared set of resamples).
 
   Args:
@@ -541,6 +573,11 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
     num_bootstrap: resamples (0 → no CI; lower/upper/std are then None).
     confidence, seed: bootstrap settings.
     topk: accuracies reported for multiclass (k larger than K is clipped to K).
+    logits: optional ``[N, K]`` multiclass logits. When given, the multiclass ranks come
+      from them instead of ``scores``: top-k from the logits, one-vs-rest AUC from
+      :func:`softmax_log_odds` (the same ranks as the probabilities in exact arithmetic).
+      Float32 softmax probabilities underflow to tied zeros (and round to tied ones), and
+      ties make top-k depend on the class order. Ignored for multilabel/binary.
 
   Returns:
     A JSON-friendly dict (NaN → None)::
@@ -599,11 +636,17 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
 
   if task == "multiclass":
     ids = _class_ids(labels, k)
+    if logits is not None:
+      logits = np.asarray(logits, np.float64)
+      if logits.shape != (n, k):
+        raise DataError(f"logits shape {logits.shape} does not match scores shape {(n, k)}")
+    rank_scores = scores if logits is None else logits
+    auc_scores = scores if logits is None or k < 2 else softmax_log_odds(logits)
     valid = (m > 0).any(1).astype(np.float64)
     ks = sorted({min(int(kk), k) for kk in topk})
-    fn = lambda i, s, v, sample_weight=None: _multiclass_metrics(  # noqa: E731
-        i, s, v, ks, sample_weight)
-    res = summarize(fn, ids, scores, valid)
+    fn = lambda i, s, a, v, sample_weight=None: _multiclass_metrics(  # noqa: E731
+        i, s, a, v, ks, sample_weight)
+    res = summarize(fn, ids, rank_scores, auc_scores, valid)
     for j, kk in enumerate(ks):
       result["metrics"][f"top{kk}_accuracy"] = res.component(j).to_dict()
     result["metrics"]["mean_auc"] = res.component(len(ks)).to_dict()

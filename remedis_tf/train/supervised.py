@@ -173,12 +173,13 @@ class SupervisedTask(TaskBase):
     return {"logits": self.classification_head(features), "embedding": features}
 
   def inference_fn(self) -> Callable[[tf.Tensor], Dict[str, tf.Tensor]]:
-    """``images -> {"scores": [B,K] probabilities, "embedding": [B,C]}`` (float32), the same
-    callable on every call so prediction passes trace once."""
+    """``images -> {"scores": [B,K] probabilities, "logits": [B,K], "embedding": [B,C]}``
+    (float32), the same callable on every call so prediction passes trace once."""
     if self._inference is None:
       def infer(images):
         out = self.forward(images, training=False)
-        return {"scores": self.scores_from_logits(tf.cast(out["logits"], tf.float32)),
+        logits = tf.cast(out["logits"], tf.float32)
+        return {"scores": self.scores_from_logits(logits), "logits": logits,
                 "embedding": tf.cast(out["embedding"], tf.float32)}
       self._inference = infer
     return self._inference

@@ -128,6 +128,11 @@ def test_classifier_savedmodel_gives_the_same_scores(trained, tmp_path):
   from_run = evaluation.load_model(trained["run_dir"]).predict(manifest)
   from_saved = evaluation.load_model(export).predict(manifest)
   np.testing.assert_allclose(from_saved.scores, from_run.scores, atol=1e-5)
+  # Logits travel with the scores (multi-class ranks are computed from them).
+  from_run = evaluation.load_model(trained["run_dir"]).predict(manifest, keep=("scores", "logits"))
+  from_saved = evaluation.load_model(export).predict(manifest, keep=("scores", "logits"))
+  np.testing.assert_allclose(from_saved.logits, from_run.logits, atol=1e-4)
+  np.testing.assert_allclose(1.0 / (1.0 + np.exp(-from_run.logits)), from_run.scores, atol=1e-6)
   out_a, out_b = str(tmp_path / "a"), str(tmp_path / "b")
   a = evaluation.evaluate_model(trained["run_dir"], {"id_test": manifest}, out_a,
                                 num_bootstrap=50, log=lambda _: None)

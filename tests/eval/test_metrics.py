@@ -103,6 +103,57 @@ def test_topk_accuracy_matches_sklearn(k):
       skm.top_k_accuracy_score(ids, s, k=k, labels=np.arange(c), sample_weight=w))
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_topk_ties_match_sklearn_and_never_all_favour_the_true_class(k):
+  """Regression: ties were resolved in the true class's favour (constant scores → 1.0)."""
+  rng = np.random.default_rng(60)
+  n, c = 400, 5
+  ids = rng.integers(0, c, size=n)
+  coarse = rng.integers(0, 3, size=(n, c)).astype(np.float64)  # many ties
+  w = rng.random(n)
+  for s in (coarse, np.zeros((n, c))):
+    want = skm.top_k_accuracy_score(ids, s, k=k, labels=np.arange(c))
+    assert M.topk_accuracy(ids, s, k) == pytest.approx(want)
+    assert M.topk_accuracy(ids, s, k, sample_weight=w) == pytest.approx(
+        skm.top_k_accuracy_score(ids, s, k=k, labels=np.arange(c), sample_weight=w))
+  # Constant scores: sklearn ranks the highest class indices first → chance-like, not 1.
+  assert M.topk_accuracy(ids, np.zeros((n, c)), k) == pytest.approx(np.mean(ids >= c - k))
+  # Batched weights give the same as one call per row.
+  ws = rng.random((3, n))
+  np.testing.assert_allclose(M.topk_accuracy(ids, coarse, k, sample_weight=ws),
+                             [M.topk_accuracy(ids, coarse, k, sample_weight=r) for r in ws])
+
+
+def test_multiclass_ranks_come_from_logits_not_underflowing_probabilities():
+  """Regression: float32 softmax probabilities underflow to tied zeros, so top-k and AUC
+  computed on them depend on the class order; ``logits=`` ranks on log-softmax."""
+  rng = np.random.default_rng(61)
+  n, c = 300, 6
+  ids = rng.integers(0, c, size=n)
+  logits = rng.normal(scale=60.0, size=(n, c))  # spreads of ~100+ nats: exp underflows
+  probs = (np.exp(logits - logits.max(1, keepdims=True))
+           / np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+  probs = probs.astype(np.float32)
+  assert (probs == 0).sum() > n  # the data does exercise the underflow
+  res = M.evaluate_predictions("multiclass", ids, probs, num_bootstrap=0, topk=(1, 2, 3),
+                               logits=logits)["metrics"]
+  for kk in (1, 2, 3):
+    assert res[f"top{kk}_accuracy"]["value"] == pytest.approx(
+        skm.top_k_accuracy_score(ids, logits, k=kk, labels=np.arange(c)))
+  # One-vs-rest AUC on the log-odds z_j − logsumexp_{i≠j} z_i (monotone in p_j), here
+  # computed by brute force.
+  odds = np.stack([logits[:, j] - np.logaddexp.reduce(np.delete(logits, j, 1), 1)
+                   for j in range(c)], 1)
+  np.testing.assert_allclose(M.softmax_log_odds(logits), odds, rtol=1e-12, atol=1e-9)
+  assert res["mean_auc"]["value"] == pytest.approx(
+      np.mean([skm.roc_auc_score(ids == j, odds[:, j]) for j in range(c)]))
+  p64 = np.exp(logits - np.logaddexp.reduce(logits, 1)[:, None])
+  np.testing.assert_allclose(1.0 / (1.0 + np.exp(-M.softmax_log_odds(logits))), p64,
+                             atol=1e-12)
+  with pytest.raises(DataError, match="logits shape"):
+    M.evaluate_predictions("multiclass", ids, probs, num_bootstrap=0, logits=logits[:, :2])
+
+
 def test_sensitivity_specificity_against_confusion_matrix():
   rng = np.random.default_rng(7)
   y, s = _binary_data(rng, 300)
