@@ -59,8 +59,8 @@ from remedis_tf.eval import predict as predict_lib
 
 SIDECAR_FILE = "remedis_classifier.json"
 SIDECAR_FORMAT = "remedis_tf.classifier_savedmodel"
-SUMMARY_COLUMNS = ("set", "metric", "value", "lower", "upper", "num_examples", "num_patients",
-                   "role")
+SUMMARY_COLUMNS = ("set", "metric", "value", "lower", "upper", "num_undefined", "num_examples",
+                   "num_patients", "role")
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED_NAMES = ("summary",)
 
@@ -420,7 +420,9 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   Returns:
     The summary dict also written to ``summary.json``: ``{"model", "model_kind",
     "checkpoint", "task", "label_names", "operating_point": {...}, "sets": {name: {"metric",
-    "value", "lower", "upper", "num_examples", "num_patients", "role"}}}``.
+    "value", "lower", "upper", "num_undefined", "num_examples", "num_patients", "role"}}}``;
+    ``num_undefined`` counts the bootstrap resamples where the metric was undefined (for
+    mean AUC: some class without positives or negatives), which the CI leaves out.
   """
   if not eval_sets:
     raise ConfigError("no evaluation sets given")
@@ -476,10 +478,14 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     metric_name, ci = main_metric(result, metric)
     role = "validation (operating point chosen here)" if name == op_info.get("chosen_on") else ""
     sets_summary[name] = {"metric": metric_name, "value": ci["value"], "lower": ci["lower"],
-                          "upper": ci["upper"], "num_examples": result["num_examples"],
+                          "upper": ci["upper"], "num_undefined": ci.get("num_undefined", 0),
+                          "num_examples": result["num_examples"],
                           "num_patients": result["num_patients"], "role": role,
                           "source": aligned[name].source}
-    log(f"[evaluate] {name}: {metric_name} {_fmt(ci)} ({result['num_examples']} images)")
+    undefined = ci.get("num_undefined", 0)
+    log(f"[evaluate] {name}: {metric_name} {_fmt(ci)} ({result['num_examples']} images"
+        + (f"; undefined in {undefined} of {num_bootstrap} resamples, left out of the CI"
+           if undefined else "") + ")")
 
   summary = {"model": model_source, "model_kind": model.kind,
              "checkpoint": model.info.get("restored_checkpoint", ""),

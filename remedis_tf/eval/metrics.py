@@ -81,13 +81,6 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
   return out
 
 
-def _nanmean_last(x: np.ndarray) -> np.ndarray:
-  """Mean over the last axis ignoring NaN; NaN (without a warning) when all are NaN."""
-  finite = np.isfinite(x)
-  total = np.where(finite, x, 0.0).sum(-1)
-  return _safe_divide(total, finite.sum(-1))
-
-
 # ---------------------------------------------------------------------------- ROC / AUC
 
 
@@ -483,8 +476,18 @@ def bootstrap_ci(metric_fn: Callable, *arrays: ArrayLike, groups: Optional[Array
 # ----------------------------------------------------------------- task-level evaluation
 
 
-def _binary_family_metrics(labels, scores, mask, thresholds, sample_weight=None):
-  """Vector [mean_auc, auc_1..K, sens_1..K, spec_1..K] (or [R, 1+3K])."""
+def _mean_over_classes(auc: np.ndarray, classes: np.ndarray) -> np.ndarray:
+  """Mean of ``auc [R, K]`` over the columns ``classes`` (bool ``[K]``); NaN in a row where
+  any of them is NaN, so a resample missing a class is undefined (and counted as such)
+  rather than silently averaged over fewer classes."""
+  if not classes.any():
+    return np.full(auc.shape[:1], np.nan)
+  return auc[:, classes].mean(1)
+
+
+def _binary_family_metrics(labels, scores, mask, thresholds, classes, sample_weight=None):
+  """Vector [mean_auc, auc_1..K, sens_1..K, spec_1..K] (or [R, 1+3K]); the mean runs over
+  the columns ``classes`` (bool ``[K]``)."""
   n, _ = labels.shape
   w, batched = _as_weights(sample_weight, n)
   auc = per_class_auc(labels, scores, mask, w)  # [R, K]
@@ -493,7 +496,7 @@ def _binary_family_metrics(labels, scores, mask, thresholds, sample_weight=None)
   neg = (1.0 - np.where(mask > 0, labels, 1.0)) * mask
   sens = _safe_divide(w @ (y * pred), w @ y)
   spec = _safe_divide(w @ (neg * (1.0 - pred)), w @ neg)
-  out = np.concatenate([_nanmean_last(auc)[:, None], auc, sens, spec], axis=1)
+  out = np.concatenate([_mean_over_classes(auc, classes)[:, None], auc, sens, spec], axis=1)
   return _unbatch(out, batched)
 
 
@@ -522,16 +525,18 @@ def softmax_log_odds(logits: ArrayLike) -> np.ndarray:
   return out
 
 
-def _multiclass_metrics(ids, scores, auc_scores, valid, ks, sample_weight=None):
+def _multiclass_metrics(ids, scores, auc_scores, valid, ks, classes, sample_weight=None):
   """Vector [top-k for k in ks..., mean_auc, auc_1..K] (or [R, len(ks)+1+K]); top-k
-  ranks ``scores``, the one-vs-rest AUCs rank ``auc_scores`` (both ``[N, K]``)."""
+  ranks ``scores``, the one-vs-rest AUCs rank ``auc_scores`` (both ``[N, K]``); the mean
+  runs over the columns ``classes`` (bool ``[K]``)."""
   n, k = scores.shape
   w, batched = _as_weights(sample_weight, n)
   w = w * valid[None, :]
   accs = [np.atleast_1d(topk_accuracy(ids, scores, kk, w)) for kk in ks]
   onehot = np.eye(k)[ids]
   auc = per_class_auc(onehot, auc_scores, None, w)
-  out = np.concatenate([np.stack(accs, 1), _nanmean_last(auc)[:, None], auc], axis=1)
+  out = np.concatenate([np.stack(accs, 1), _mean_over_classes(auc, classes)[:, None], auc],
+                       axis=1)
   return _unbatch(out, batched)
 
 
@@ -591,9 +596,18 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
        "per_class": {label_name: {"auc": CI, "num_positive": int, "num_negative": int,
                                   # multilabel/binary only:
                                   "sensitivity": CI, "specificity": CI,
-                                  "threshold": float}}}
+                                  "threshold": float}},
+       "mean_auc_classes": [label_name, ...],          # the classes mean_auc averages
+       "mean_auc_excluded_classes": [label_name, ...]}  # AUC undefined on the full set
 
     where ``CI = {"value", "lower", "upper", "std", "num_undefined"}``.
+
+    ``mean_auc`` averages the classes whose AUC is defined on the full set. A bootstrap
+    resample in which any of them is undefined (a rare class drawn without positives or
+    without negatives) gives no mean-AUC value: it is left out of the interval and counted
+    in ``mean_auc.num_undefined`` (never averaged over fewer classes, which would mix
+    different statistics). The interval is therefore conditional on every class being
+    present; a large ``num_undefined`` says the test set is too small for that class.
   """
   if task not in TASKS:
     raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
@@ -644,8 +658,10 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
     auc_scores = scores if logits is None or k < 2 else softmax_log_odds(logits)
     valid = (m > 0).any(1).astype(np.float64)
     ks = sorted({min(int(kk), k) for kk in topk})
+    classes = np.isfinite(per_class_auc(np.eye(k)[ids], auc_scores, None, valid))
+    _note_classes(result, names, classes)
     fn = lambda i, s, a, v, sample_weight=None: _multiclass_metrics(  # noqa: E731
-        i, s, a, v, ks, sample_weight)
+        i, s, a, v, ks, classes, sample_weight)
     res = summarize(fn, ids, rank_scores, auc_scores, valid)
     for j, kk in enumerate(ks):
       result["metrics"][f"top{kk}_accuracy"] = res.component(j).to_dict()
@@ -660,9 +676,12 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
   used = m > 0
   _check_binary_labels(labels, used)
   thresholds = _resolve_thresholds(operating_point, names)
+  clean = np.where(used, labels, 0.0)
+  classes = np.isfinite(per_class_auc(clean, scores, m))
+  _note_classes(result, names, classes)
   fn = lambda y, s, mm, sample_weight=None: _binary_family_metrics(  # noqa: E731
-      y, s, mm, thresholds, sample_weight)
-  res = summarize(fn, np.where(used, labels, 0.0), scores, m)
+      y, s, mm, thresholds, classes, sample_weight)
+  res = summarize(fn, clean, scores, m)
   result["metrics"]["mean_auc"] = res.component(0).to_dict()
   for j, name in enumerate(names):
     result["per_class"][name] = {
@@ -673,6 +692,13 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
         "num_positive": int((used[:, j] & (labels[:, j] == 1)).sum()),
         "num_negative": int((used[:, j] & (labels[:, j] == 0)).sum())}
   return result
+
+
+def _note_classes(result: Dict[str, Any], names: Sequence[str], classes: np.ndarray) -> None:
+  """Records which classes ``mean_auc`` averages (those whose AUC is defined on the full
+  set) and which are left out (no positive or no negative there)."""
+  result["mean_auc_classes"] = [n for n, c in zip(names, classes) if c]
+  result["mean_auc_excluded_classes"] = [n for n, c in zip(names, classes) if not c]
 
 
 CSV_COLUMNS = ("metric", "class", "value", "lower", "upper", "std", "num_undefined")

@@ -304,6 +304,68 @@ def test_evaluate_multilabel_values_and_shape(tmp_path):
   assert float(edema["value"]) == pytest.approx(aucs[2])
 
 
+def _rare_class_data(rng, num_patients=40, rare_patients=2):
+  """Multi-label, 2 images per patient; class 2 is positive in ``rare_patients`` only."""
+  n = 2 * num_patients
+  patients = np.repeat(np.arange(num_patients), 2)
+  y = (rng.random((n, 3)) < 0.4).astype(float)
+  y[:, 2] = np.isin(patients, np.arange(rare_patients)).astype(float)
+  s = rng.normal(size=(n, 3)) + y
+  return y, s, patients
+
+
+def test_bootstrap_mean_auc_never_averages_fewer_classes():
+  """Regression: a resample missing the rare class's positives averaged the other two
+  classes and counted as defined (num_undefined 0). Now such resamples are undefined,
+  counted, and left out of the interval; checked against a direct numpy/sklearn loop over
+  the same patient draws (bootstrap_ci: rng = default_rng(seed), patients in sorted order,
+  draws = rng.integers(0, G, (R, G)))."""
+  rng = np.random.default_rng(30)
+  y, s, patients = _rare_class_data(rng)
+  r, g = 1000, 40
+  res = M.evaluate_predictions("multilabel", y, s, patients=patients, num_bootstrap=r,
+                               seed=5)
+  draws = np.random.default_rng(5).integers(0, g, size=(r, g))
+  means = []
+  for row in draws:
+    idx = np.concatenate([np.flatnonzero(patients == p) for p in row])
+    yy, ss = y[idx], s[idx]
+    if any(len(np.unique(yy[:, j])) < 2 for j in range(3)):
+      continue
+    means.append(np.mean([skm.roc_auc_score(yy[:, j], ss[:, j]) for j in range(3)]))
+  got = res["metrics"]["mean_auc"]
+  assert got["num_undefined"] == r - len(means)
+  lo, hi = np.percentile(means, [2.5, 97.5])
+  assert got["lower"] == pytest.approx(lo, abs=1e-12)
+  assert got["upper"] == pytest.approx(hi, abs=1e-12)
+  assert got["std"] == pytest.approx(np.std(means, ddof=1), abs=1e-12)
+  # P(neither rare patient drawn) = (38/40)^40 ≈ 0.128: the count is near R times that.
+  expect = r * (38 / 40) ** 40
+  assert abs(got["num_undefined"] - expect) < 4 * np.sqrt(expect)
+  assert res["per_class"]["class_2"]["auc"]["num_undefined"] == got["num_undefined"]
+  assert res["mean_auc_classes"] == ["class_0", "class_1", "class_2"]
+
+
+def test_mean_auc_classes_and_multiclass_rare_class_counted():
+  rng = np.random.default_rng(31)
+  y, s, patients = _rare_class_data(rng)
+  y[:, 1] = 0.0  # no positive at all: left out of the mean, named in the result
+  res = M.evaluate_predictions("multilabel", y, s, patients=patients, num_bootstrap=300)
+  assert res["mean_auc_classes"] == ["class_0", "class_2"]
+  assert res["mean_auc_excluded_classes"] == ["class_1"]
+  assert res["metrics"]["mean_auc"]["value"] == pytest.approx(np.mean(
+      [skm.roc_auc_score(y[:, j], s[:, j]) for j in (0, 2)]))
+  assert 0 < res["metrics"]["mean_auc"]["num_undefined"] < 300
+  # Multi-class: a class present in 2 of 40 patients makes some resamples undefined too.
+  ids = np.where(y[:, 2] == 1, 2, rng.integers(0, 2, size=y.shape[0]))
+  logits = rng.normal(size=(y.shape[0], 3))
+  mc = M.evaluate_predictions("multiclass", ids, logits, patients=patients,
+                              num_bootstrap=300, seed=1)
+  undefined = mc["metrics"]["mean_auc"]["num_undefined"]
+  assert undefined == mc["per_class"]["class_2"]["auc"]["num_undefined"] > 0
+  assert mc["metrics"]["top1_accuracy"]["num_undefined"] == 0
+
+
 def test_evaluate_binary_vector_input_and_no_bootstrap():
   rng = np.random.default_rng(15)
   y, s = _binary_data(rng, 100)
