@@ -15,6 +15,7 @@ from absl import flags
 from remedis_tf.configs import field_docs
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.errors import ConfigError
+from remedis_tf.optim import factory
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.stages import RuntimeConfig
 from remedis_tf.train import strategy as strategy_lib
@@ -102,6 +103,8 @@ def define_optimizer_flags(name: str, base_lr: float, lr_scaling: str, schedule:
                        "--warmup_epochs.")
   flags.DEFINE_float("weight_decay", weight_decay, docs["weight_decay"] + " Norm parameters "
                      "and biases are never decayed.")
+  flags.DEFINE_enum("weight_decay_mode", "recipe", list(factory.WEIGHT_DECAY_MODES),
+                    docs["weight_decay_mode"])
   flags.DEFINE_float("momentum", 0.9, docs["momentum"])
   flags.DEFINE_float("trust_coefficient", 0.001, "LARS trust coefficient eta (0.001 in "
                      "SimCLR and REMEDIS).")
@@ -123,7 +126,8 @@ def optimizer_from_flags(total_steps: int, steps_per_epoch: float,
   return OptimizerConfig(name=FLAGS.optimizer, base_lr=FLAGS.learning_rate,
                          lr_scaling=FLAGS.lr_scaling, schedule=FLAGS.lr_schedule,
                          warmup_steps=warmup, total_steps=total_steps,
-                         weight_decay=FLAGS.weight_decay, momentum=FLAGS.momentum,
+                         weight_decay=FLAGS.weight_decay,
+                         weight_decay_mode=FLAGS.weight_decay_mode, momentum=FLAGS.momentum,
                          trust_coefficient=FLAGS.trust_coefficient, nesterov=FLAGS.nesterov,
                          boundaries=tuple(boundaries))
 

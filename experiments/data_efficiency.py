@@ -132,8 +132,9 @@ def template_from_flags(train) -> sweep.FinetuneTemplate:
       schedule=FLAGS.lr_schedule, warmup_steps=0,
       # Placeholder unless --train_steps: each cell's length comes from the steps rule.
       total_steps=FLAGS.train_steps or 1000,
-      weight_decay=FLAGS.weight_decay, momentum=FLAGS.momentum,
-      trust_coefficient=FLAGS.trust_coefficient, nesterov=FLAGS.nesterov)
+      weight_decay=FLAGS.weight_decay, weight_decay_mode=FLAGS.weight_decay_mode,
+      momentum=FLAGS.momentum, trust_coefficient=FLAGS.trust_coefficient,
+      nesterov=FLAGS.nesterov)
   return sweep.FinetuneTemplate(
       supervised=supervised, optimizer=optimizer,
       augment=common_flags.augment_from_flags(image_size), image_size=image_size,

@@ -28,12 +28,14 @@ common_flags.define_optimizer_flags("lars", 0.3, "linear", "warmup_cosine",
                                     warmup_epochs=10, weight_decay=1e-6)
 common_flags.define_augment_flags("generic")
 flags.DEFINE_integer("image_size", 224, "Side of the square training views in pixels.")
-flags.DEFINE_integer("batch_size", 512, "Global batch size (images per step over all "
-                     "replicas; each image gives two views).")
+flags.DEFINE_integer("batch_size", 512, "Global batch size (items per step over all "
+                     "replicas: images, or cases with --micle; each gives two views).")
 flags.DEFINE_float("temperature", 0.1, "NT-Xent temperature tau.")
 flags.DEFINE_bool("micle", False, "MICLe: positive pairs from two different images of the "
                   "same patient/case (needs a patient column); single-image cases fall back "
-                  "to two views of one image.")
+                  "to two views of one image. The stream then iterates over cases, so "
+                  "--train_epochs and --warmup_epochs count passes over the cases (steps "
+                  "per epoch = cases / --batch_size), not over the images.")
 flags.DEFINE_bool("linear_probe", True, "Train an online linear probe (stop-gradient) when "
                   "the data has labels.")
 flags.DEFINE_integer("monitor_every", 0, "Run the kNN monitor on the --monitor_* set every "
@@ -43,18 +45,25 @@ flags.DEFINE_bool("init_projection", False, "Also restore the projection head wh
                   "is one of our contrastive checkpoints.")
 
 
+def steps_and_optimizer(manifest):
+  """``(total steps, OptimizerConfig)``: epochs (training and warmup) count what the
+  stream iterates, i.e. cases with --micle and images otherwise."""
+  num_items, _ = stages.contrastive_epoch_size(manifest, FLAGS.micle)
+  total = common_flags.total_steps_from_flags(num_items, FLAGS.batch_size)
+  return total, common_flags.optimizer_from_flags(total, num_items / FLAGS.batch_size)
+
+
 def main(argv):
   del argv
   manifest = data_flags.manifest_from_flags("")
   monitor = data_flags.manifest_from_flags("monitor_", required=False)
-  total = common_flags.total_steps_from_flags(len(manifest), FLAGS.batch_size)
+  total, optimizer = steps_and_optimizer(manifest)
   config = ContrastiveConfig(
       variant=FLAGS.variant, global_batch_size=FLAGS.batch_size, temperature=FLAGS.temperature,
       projection_layers=FLAGS.projection_layers, projection_dim=FLAGS.projection_dim,
       projection_hidden_dim=FLAGS.projection_hidden_dim, micle=FLAGS.micle,
       linear_probe=FLAGS.linear_probe, init=FLAGS.init, init_projection=FLAGS.init_projection,
       seed=FLAGS.seed)
-  optimizer = common_flags.optimizer_from_flags(total, len(manifest) / FLAGS.batch_size)
   result = stages.run_contrastive(
       manifest, config, optimizer, common_flags.augment_from_flags(FLAGS.image_size),
       common_flags.loop_from_flags(total, FLAGS.monitor_every if monitor else 0),

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from remedis_tf import configs, io_utils, run_guard
 from remedis_tf.data import augment as augment_lib
+from remedis_tf.data import micle as micle_lib
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.eval import calibration
@@ -57,6 +58,16 @@ def steps_for_epochs(epochs: float, num_examples: int, global_batch_size: int) -
   return max(1, int(math.ceil(epochs * num_examples / global_batch_size)))
 
 
+def contrastive_epoch_size(manifest: Manifest, micle: bool) -> Tuple[int, str]:
+  """What one epoch of the contrastive stream iterates: ``(count, "images")``, or with
+  ``micle`` ``(count, "cases")``, since the MICLe stream is a permutation of cases (one
+  pair of images per case, see ``data/micle.py``). Convert epochs to steps with this
+  count (:func:`steps_for_epochs`), not the image count."""
+  if micle and len(manifest):
+    return len(micle_lib.case_table(manifest)[1]), "cases"
+  return len(manifest), "images"
+
+
 def _setup(runtime: RuntimeConfig) -> Tuple[tf.distribute.Strategy, str]:
   policy = strategy_lib.set_precision(runtime.precision)
   strategy = strategy_lib.make_strategy(runtime.strategy, runtime.tpu or None,
@@ -76,13 +87,10 @@ def run_contrastive(manifest: Manifest, config: ContrastiveConfig,
   frozen pooled features runs every ``loop.eval_every`` steps and at the end
   (``eval/knn_mean_auc`` or ``eval/knn_top1_accuracy`` in TensorBoard)."""
   strategy, policy = _setup(runtime)
-  log(f"[contrastive] {len(manifest)} images from {manifest.source}; "
+  num_items, what = contrastive_epoch_size(manifest, config.micle)
+  per_epoch = f" (MICLe: an epoch is {num_items} cases)" if what == "cases" else ""
+  log(f"[contrastive] {len(manifest)} images from {manifest.source}{per_epoch}; "
       f"{strategy.num_replicas_in_sync} replica(s); precision {policy}")
-  if config.micle:
-    from remedis_tf.data import micle as micle_lib  # pylint: disable=g-import-not-at-top
-    num_items, what = len(micle_lib.case_table(manifest)[1]) if len(manifest) else 0, "cases"
-  else:
-    num_items, what = len(manifest), "images"
   run_guard.check_batch(config.global_batch_size, strategy.num_replicas_in_sync, num_items,
                         manifest.source, what)
   task = ContrastiveTask(config, optimizer, augment, manifest, policy)
@@ -132,7 +140,7 @@ def evaluate_task(task: SupervisedTask, manifest: Manifest, image_size: int,
       manifest.task, preds.labels, preds.scores, preds.mask,
       patients=preds.patients if any(preds.patients) else None,
       label_names=list(manifest.label_names), num_bootstrap=num_bootstrap, seed=seed,
-      **kwargs)
+      logits=preds.logits, **kwargs)
   return result, preds
 
 

@@ -64,8 +64,10 @@ class AugmentConfig:
     elastic_alpha: displacement scale α (Simard et al. 2003 convention: the smoothed
       U(−1, 1) field is multiplied by α), in pixels at resolution S.
     elastic_sigma: Gaussian smoothing σ of the displacement field, pixels at resolution S.
-      Both are rescaled by (shorter input side / S) since elastic deformation runs before
-      the crop, on the decoded image. RMS displacement ≈ α / (σ·√(12π)) pixels.
+      Elastic deformation runs before the crop, on the decoded image, so σ is rescaled by
+      k = (shorter input side / S) and α by k² (``elastic_params_for_source``): the warp in
+      the view is the same at any source size. RMS displacement ≈ α / (σ·√(12π)) pixels
+      per axis (view pixels, full-image crop; smaller crops magnify it).
     eval_crop_fraction: evaluation centre-crop side as a fraction of the shorter side.
   """
   image_size: int = 224
@@ -426,11 +428,24 @@ def elastic_deform(image: tf.Tensor, alpha, sigma, seed) -> tf.Tensor:
   return bilinear_sample(image, ys + field[..., 0], xs + field[..., 1])
 
 
-def random_elastic(image: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
-  """Elastic deformation with ``cfg.elastic_alpha/sigma`` rescaled to this image's size."""
-  shape = tf.shape(image)
+def elastic_params_for_source(shape, cfg: AugmentConfig) -> Tuple[tf.Tensor, tf.Tensor]:
+  """``(alpha, sigma)`` in pixels of a source image of ``shape`` ``[H, W, ...]``.
+
+  ``cfg.elastic_alpha/sigma`` are in pixels of the output view (side S); the deformation
+  runs on the source before the crop, so both are rescaled by k = (shorter side / S) such
+  that the warp seen in the view does not depend on the source size. σ scales by k; the
+  displacement α·(G_σ * U) has an RMS ∝ α/σ, so α scales by k² (displacements k× larger
+  in source pixels = the same in view pixels).
+  """
   scale = tf.cast(tf.minimum(shape[0], shape[1]), tf.float32) / float(cfg.image_size)
-  return elastic_deform(image, cfg.elastic_alpha * scale, cfg.elastic_sigma * scale, seed)
+  return cfg.elastic_alpha * tf.square(scale), cfg.elastic_sigma * scale
+
+
+def random_elastic(image: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
+  """Elastic deformation with ``cfg.elastic_alpha/sigma`` (output-view pixels) rescaled to
+  this image's size (``elastic_params_for_source``)."""
+  alpha, sigma = elastic_params_for_source(tf.shape(image), cfg)
+  return elastic_deform(image, alpha, sigma, seed)
 
 
 # ------------------------------------------------------------------------- compositions
@@ -534,10 +549,9 @@ def _geometric_prefix(image: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor,
     angle = _uniform(_sub(seed, _OP_ROTATE), -limit, limit) if limit > 0 else 0.0
     alpha, sigma = 0.0, 1.0
     if elastic:
-      shape = tf.shape(image)
-      scale = tf.cast(tf.minimum(shape[0], shape[1]), tf.float32) / float(cfg.image_size)
+      alpha, sigma = elastic_params_for_source(tf.shape(image), cfg)
       on = tf.cast(_uniform(_sub(seed, _OP_ELASTIC)) < cfg.elastic_prob, tf.float32)
-      alpha, sigma = on * cfg.elastic_alpha * scale, cfg.elastic_sigma * scale
+      alpha = on * alpha
     else:
       cfg = dataclasses.replace(cfg, elastic_alpha=0.0)
     image = warped_crop(image, cfg, angle, alpha, sigma, _sub(seed, _OP_ELASTIC + 100))

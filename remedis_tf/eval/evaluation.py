@@ -78,8 +78,8 @@ from remedis_tf.eval import subgroups as subgroups_lib
 
 SIDECAR_FILE = "remedis_classifier.json"
 SIDECAR_FORMAT = "remedis_tf.classifier_savedmodel"
-SUMMARY_COLUMNS = ("set", "metric", "value", "lower", "upper", "num_examples", "num_patients",
-                   "role")
+SUMMARY_COLUMNS = ("set", "metric", "value", "lower", "upper", "num_undefined", "num_examples",
+                   "num_patients", "role")
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED_NAMES = ("summary",)
 # Per-set output files are <set><suffix>.*, so a set name must not end in one.
@@ -161,8 +161,10 @@ def load_model(model_source: str, which: str = "best") -> LoadedClassifier:
 
     def forward(images):
       images = tf.cast(images, tf.float32)
-      return {"scores": module(images), "logits": module.logits(images),
-              "embedding": module.embed(images)}
+      out = {"scores": module(images), "embedding": module.embed(images)}
+      if hasattr(module, "logits"):  # every export has them; kept optional for old ones
+        out["logits"] = module.logits(images)
+      return out
 
     return LoadedClassifier(model_source, "savedmodel", tuple(info["label_names"]),
                             info["task"], int(info["image_size"]),
@@ -476,8 +478,10 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   Returns:
     The summary dict also written to ``summary.json``: ``{"model", "model_kind",
     "checkpoint", "task", "label_names", "operating_point": {...}, "sets": {name: {"metric",
-    "value", "lower", "upper", "num_examples", "num_patients", "role"}}, "calibration":
-    {"temperature", "source", "num_bins"}, "subgroups": [spec, ...]}``.
+    "value", "lower", "upper", "num_undefined", "num_examples", "num_patients", "role"}},
+    "calibration": {"temperature", "source", "num_bins"}, "subgroups": [spec, ...]}``;
+    ``num_undefined`` counts the bootstrap resamples where the metric was undefined (for
+    mean AUC: some class without positives or negatives), which the CI leaves out.
   """
   if not eval_sets:
     raise ConfigError("no evaluation sets given")
@@ -558,7 +562,7 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     result = metrics_lib.evaluate_predictions(
         model.task, p.labels, p.scores, p.mask, patients=p.patients,
         label_names=list(model.label_names), num_bootstrap=num_bootstrap,
-        confidence=confidence, seed=seed, **kwargs)
+        confidence=confidence, seed=seed, logits=p.logits, **kwargs)
     result["set"] = name
     result["source"] = aligned[name].source
     result["model"] = model_source
@@ -567,10 +571,14 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     metric_name, ci = main_metric(result, metric)
     role = "validation (operating point chosen here)" if name == op_info.get("chosen_on") else ""
     sets_summary[name] = {"metric": metric_name, "value": ci["value"], "lower": ci["lower"],
-                          "upper": ci["upper"], "num_examples": result["num_examples"],
+                          "upper": ci["upper"], "num_undefined": ci.get("num_undefined", 0),
+                          "num_examples": result["num_examples"],
                           "num_patients": result["num_patients"], "role": role,
                           "source": aligned[name].source}
-    log(f"[evaluate] {name}: {metric_name} {_fmt(ci)} ({result['num_examples']} images)")
+    undefined = ci.get("num_undefined", 0)
+    log(f"[evaluate] {name}: {metric_name} {_fmt(ci)} ({result['num_examples']} images"
+        + (f"; undefined in {undefined} of {num_bootstrap} resamples, left out of the CI"
+           if undefined else "") + ")")
 
   summary = {"model": model_source, "model_kind": model.kind,
              "checkpoint": model.info.get("restored_checkpoint", ""),

@@ -12,6 +12,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from remedis_tf.errors import DataError
+from remedis_tf.eval import metrics
 
 
 def knn_scores(embeddings: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray],
@@ -59,12 +60,14 @@ def knn_monitor_metrics(task: str, embeddings: np.ndarray, labels: np.ndarray,
                         mask: Optional[np.ndarray], patients: np.ndarray, k: int = 20,
                         temperature: float = 0.07) -> Dict[str, float]:
   """``{"knn_mean_auc": ...}`` (multi-label/binary) or ``{"knn_top1_accuracy": ...}``."""
-  from remedis_tf.eval import metrics  # pylint: disable=g-import-not-at-top
   scores = knn_scores(embeddings, labels, mask, patients, k, temperature)
   if task == "multiclass":
+    # Vote fractions tie often (few neighbours): the same tie rule as every top-k here.
     valid = ~np.isnan(scores).any(axis=1)
-    hits = np.argmax(scores[valid], axis=1) == np.argmax(labels[valid], axis=1)
-    return {"knn_top1_accuracy": float(hits.mean()) if hits.size else float("nan")}
+    if not valid.any():
+      return {"knn_top1_accuracy": float("nan")}
+    return {"knn_top1_accuracy": float(metrics.topk_accuracy(
+        np.asarray(labels)[valid], scores[valid], 1))}
   use = (np.ones_like(labels) if mask is None else np.asarray(mask)) * ~np.isnan(scores)
   aucs = metrics.per_class_auc(labels, np.nan_to_num(scores), use)
   return {"knn_mean_auc": float(np.nanmean(aucs)) if np.isfinite(aucs).any()

@@ -81,13 +81,6 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
   return out
 
 
-def _nanmean_last(x: np.ndarray) -> np.ndarray:
-  """Mean over the last axis ignoring NaN; NaN (without a warning) when all are NaN."""
-  finite = np.isfinite(x)
-  total = np.where(finite, x, 0.0).sum(-1)
-  return _safe_divide(total, finite.sum(-1))
-
-
 # ---------------------------------------------------------------------------- ROC / AUC
 
 
@@ -230,9 +223,12 @@ def topk_accuracy(targets: ArrayLike, scores: ArrayLike, k: int,
     k: 1 <= k; k >= K gives 1.
     sample_weight: optional ``[N]`` or ``[R, N]``.
 
-  The true class counts as within the top k when fewer than k classes score strictly
-  higher (ties are resolved in the true class's favour, which is deterministic; with
-  continuous scores ties do not occur).
+  Ties follow scikit-learn's ``top_k_accuracy_score``: classes are ranked by score, and
+  among equal scores the higher class index ranks first, so the true class is within the
+  top k when (classes scoring strictly higher) + (tied classes with a higher index) < k.
+  Ties therefore never all count in the true class's favour (constant scores give the
+  frequency of the last class, not 1). Rank logits, not float32 softmax probabilities,
+  which underflow to tied zeros far from the top class.
 
   Returns:
     float (or ``[R]``); NaN when the total weight is 0.
@@ -245,8 +241,10 @@ def topk_accuracy(targets: ArrayLike, scores: ArrayLike, k: int,
   ids = _class_ids(np.asarray(targets), scores.shape[1])
   if ids.shape[0] != scores.shape[0]:
     raise DataError(f"{ids.shape[0]} targets but {scores.shape[0]} score rows")
-  true_score = scores[np.arange(ids.shape[0]), ids]
-  correct = ((scores > true_score[:, None]).sum(1) < k).astype(np.float64)
+  true_score = scores[np.arange(ids.shape[0]), ids][:, None]
+  tied_after = (scores == true_score) & (np.arange(scores.shape[1])[None, :] > ids[:, None])
+  ahead = (scores > true_score).sum(1) + tied_after.sum(1)
+  correct = (ahead < k).astype(np.float64)
   w, batched = _as_weights(sample_weight, ids.shape[0])
   return _unbatch(_safe_divide(w @ correct, w.sum(1)), batched)
 
@@ -478,8 +476,18 @@ def bootstrap_ci(metric_fn: Callable, *arrays: ArrayLike, groups: Optional[Array
 # ----------------------------------------------------------------- task-level evaluation
 
 
-def _binary_family_metrics(labels, scores, mask, thresholds, sample_weight=None):
-  """Vector [mean_auc, auc_1..K, sens_1..K, spec_1..K] (or [R, 1+3K])."""
+def _mean_over_classes(auc: np.ndarray, classes: np.ndarray) -> np.ndarray:
+  """Mean of ``auc [R, K]`` over the columns ``classes`` (bool ``[K]``); NaN in a row where
+  any of them is NaN, so a resample missing a class is undefined (and counted as such)
+  rather than silently averaged over fewer classes."""
+  if not classes.any():
+    return np.full(auc.shape[:1], np.nan)
+  return auc[:, classes].mean(1)
+
+
+def _binary_family_metrics(labels, scores, mask, thresholds, classes, sample_weight=None):
+  """Vector [mean_auc, auc_1..K, sens_1..K, spec_1..K] (or [R, 1+3K]); the mean runs over
+  the columns ``classes`` (bool ``[K]``)."""
   n, _ = labels.shape
   w, batched = _as_weights(sample_weight, n)
   auc = per_class_auc(labels, scores, mask, w)  # [R, K]
@@ -488,19 +496,47 @@ def _binary_family_metrics(labels, scores, mask, thresholds, sample_weight=None)
   neg = (1.0 - np.where(mask > 0, labels, 1.0)) * mask
   sens = _safe_divide(w @ (y * pred), w @ y)
   spec = _safe_divide(w @ (neg * (1.0 - pred)), w @ neg)
-  out = np.concatenate([_nanmean_last(auc)[:, None], auc, sens, spec], axis=1)
+  out = np.concatenate([_mean_over_classes(auc, classes)[:, None], auc, sens, spec], axis=1)
   return _unbatch(out, batched)
 
 
-def _multiclass_metrics(ids, scores, valid, ks, sample_weight=None):
-  """Vector [top-k for k in ks..., mean_auc, auc_1..K] (or [R, len(ks)+1+K])."""
+def softmax_log_odds(logits: ArrayLike) -> np.ndarray:
+  """``log(p_j / (1 − p_j))`` of ``p = softmax(logits)`` over the last axis, float64.
+
+  Equals ``z_j − logsumexp_{i≠j} z_i``: increasing in ``p_j`` (so the same ranks across
+  examples, i.e. the same one-vs-rest AUC) and in ``z_j`` within a row (the same top-k),
+  but it never saturates: float32 probabilities underflow to tied 0s and round to tied
+  1s, and even float64 log-probabilities tie at 0 once the top class leads by ~37 nats.
+  ``logits [N, K]`` with K >= 2 → ``[N, K]``.
+  """
+  z = np.asarray(logits, np.float64)
+  top = z.max(-1, keepdims=True)
+  log_p = z - (top + np.log(np.exp(z - top).sum(-1, keepdims=True)))
+  with np.errstate(divide="ignore"):
+    out = log_p - np.log1p(-np.exp(log_p))  # accurate wherever p_j <= 1/2
+  # The leading class may have p near 1: exclude it explicitly instead of using 1 − p.
+  rows = np.arange(z.shape[0])
+  lead = z.argmax(-1)
+  rest = z.copy()
+  rest[rows, lead] = -np.inf
+  rest_top = rest.max(-1)
+  rest_lse = rest_top + np.log(np.exp(rest - rest_top[:, None]).sum(-1))
+  out[rows, lead] = z[rows, lead] - rest_lse
+  return out
+
+
+def _multiclass_metrics(ids, scores, auc_scores, valid, ks, classes, sample_weight=None):
+  """Vector [top-k for k in ks..., mean_auc, auc_1..K] (or [R, len(ks)+1+K]); top-k
+  ranks ``scores``, the one-vs-rest AUCs rank ``auc_scores`` (both ``[N, K]``); the mean
+  runs over the columns ``classes`` (bool ``[K]``)."""
   n, k = scores.shape
   w, batched = _as_weights(sample_weight, n)
   w = w * valid[None, :]
   accs = [np.atleast_1d(topk_accuracy(ids, scores, kk, w)) for kk in ks]
   onehot = np.eye(k)[ids]
-  auc = per_class_auc(onehot, scores, None, w)
-  out = np.concatenate([np.stack(accs, 1), _nanmean_last(auc)[:, None], auc], axis=1)
+  auc = per_class_auc(onehot, auc_scores, None, w)
+  out = np.concatenate([np.stack(accs, 1), _mean_over_classes(auc, classes)[:, None], auc],
+                       axis=1)
   return _unbatch(out, batched)
 
 
@@ -524,7 +560,8 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
                          label_names: Optional[Sequence[str]] = None,
                          operating_point: Union[float, Sequence[float], Mapping[str, float]] = 0.5,
                          num_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
-                         topk: Sequence[int] = (1, 3)) -> Dict[str, Any]:
+                         topk: Sequence[int] = (1, 3), logits: Optional[ArrayLike] = None
+                         ) -> Dict[str, Any]:
   """Computes a task's metrics with bootstrap CIs (one shared set of resamples).
 
   Args:
@@ -541,6 +578,11 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
     num_bootstrap: resamples (0 → no CI; lower/upper/std are then None).
     confidence, seed: bootstrap settings.
     topk: accuracies reported for multiclass (k larger than K is clipped to K).
+    logits: optional ``[N, K]`` multiclass logits. When given, the multiclass ranks come
+      from them instead of ``scores``: top-k from the logits, one-vs-rest AUC from
+      :func:`softmax_log_odds` (the same ranks as the probabilities in exact arithmetic).
+      Float32 softmax probabilities underflow to tied zeros (and round to tied ones), and
+      ties make top-k depend on the class order. Ignored for multilabel/binary.
 
   Returns:
     A JSON-friendly dict (NaN → None)::
@@ -554,9 +596,18 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
        "per_class": {label_name: {"auc": CI, "num_positive": int, "num_negative": int,
                                   # multilabel/binary only:
                                   "sensitivity": CI, "specificity": CI,
-                                  "threshold": float}}}
+                                  "threshold": float}},
+       "mean_auc_classes": [label_name, ...],          # the classes mean_auc averages
+       "mean_auc_excluded_classes": [label_name, ...]}  # AUC undefined on the full set
 
     where ``CI = {"value", "lower", "upper", "std", "num_undefined"}``.
+
+    ``mean_auc`` averages the classes whose AUC is defined on the full set. A bootstrap
+    resample in which any of them is undefined (a rare class drawn without positives or
+    without negatives) gives no mean-AUC value: it is left out of the interval and counted
+    in ``mean_auc.num_undefined`` (never averaged over fewer classes, which would mix
+    different statistics). The interval is therefore conditional on every class being
+    present; a large ``num_undefined`` says the test set is too small for that class.
   """
   if task not in TASKS:
     raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
@@ -599,11 +650,19 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
 
   if task == "multiclass":
     ids = _class_ids(labels, k)
+    if logits is not None:
+      logits = np.asarray(logits, np.float64)
+      if logits.shape != (n, k):
+        raise DataError(f"logits shape {logits.shape} does not match scores shape {(n, k)}")
+    rank_scores = scores if logits is None else logits
+    auc_scores = scores if logits is None or k < 2 else softmax_log_odds(logits)
     valid = (m > 0).any(1).astype(np.float64)
     ks = sorted({min(int(kk), k) for kk in topk})
-    fn = lambda i, s, v, sample_weight=None: _multiclass_metrics(  # noqa: E731
-        i, s, v, ks, sample_weight)
-    res = summarize(fn, ids, scores, valid)
+    classes = np.isfinite(per_class_auc(np.eye(k)[ids], auc_scores, None, valid))
+    _note_classes(result, names, classes)
+    fn = lambda i, s, a, v, sample_weight=None: _multiclass_metrics(  # noqa: E731
+        i, s, a, v, ks, classes, sample_weight)
+    res = summarize(fn, ids, rank_scores, auc_scores, valid)
     for j, kk in enumerate(ks):
       result["metrics"][f"top{kk}_accuracy"] = res.component(j).to_dict()
     result["metrics"]["mean_auc"] = res.component(len(ks)).to_dict()
@@ -617,9 +676,12 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
   used = m > 0
   _check_binary_labels(labels, used)
   thresholds = _resolve_thresholds(operating_point, names)
+  clean = np.where(used, labels, 0.0)
+  classes = np.isfinite(per_class_auc(clean, scores, m))
+  _note_classes(result, names, classes)
   fn = lambda y, s, mm, sample_weight=None: _binary_family_metrics(  # noqa: E731
-      y, s, mm, thresholds, sample_weight)
-  res = summarize(fn, np.where(used, labels, 0.0), scores, m)
+      y, s, mm, thresholds, classes, sample_weight)
+  res = summarize(fn, clean, scores, m)
   result["metrics"]["mean_auc"] = res.component(0).to_dict()
   for j, name in enumerate(names):
     result["per_class"][name] = {
@@ -630,6 +692,13 @@ def evaluate_predictions(task: str, labels: ArrayLike, scores: ArrayLike,
         "num_positive": int((used[:, j] & (labels[:, j] == 1)).sum()),
         "num_negative": int((used[:, j] & (labels[:, j] == 0)).sum())}
   return result
+
+
+def _note_classes(result: Dict[str, Any], names: Sequence[str], classes: np.ndarray) -> None:
+  """Records which classes ``mean_auc`` averages (those whose AUC is defined on the full
+  set) and which are left out (no positive or no negative there)."""
+  result["mean_auc_classes"] = [n for n, c in zip(names, classes) if c]
+  result["mean_auc_excluded_classes"] = [n for n, c in zip(names, classes) if not c]
 
 
 CSV_COLUMNS = ("metric", "class", "value", "lower", "upper", "std", "num_undefined")

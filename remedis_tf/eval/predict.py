@@ -23,7 +23,8 @@ class Predictions:
     labels, mask: float32 ``[N, K]`` (K = 0 for unlabelled data).
     scores: float32 ``[N, K']`` probabilities (None when only embeddings were asked for).
     embeddings: float32 ``[N, C]`` pooled features (None unless requested).
-    logits: float32 ``[N, K']`` raw logits (None unless requested with keep "logits").
+    logits: float32 ``[N, K']`` raw logits (None unless requested and the model gives
+      them); rank multi-class outputs on these, not on the probabilities.
   """
   ids: np.ndarray
   patients: np.ndarray
@@ -38,12 +39,13 @@ def predict(forward: Callable[[tf.Tensor], Dict[str, tf.Tensor]], manifest: Mani
             image_size: int, batch_size: int = 64, crop_fraction: float = 0.875,
             keep: tuple = ("scores",), progress: Optional[Callable[[int, int], None]] = None
             ) -> Predictions:
-  """Runs ``forward(images) -> {"scores": [B,K], "embedding": [B,C]}`` over ``manifest``.
+  """Runs ``forward(images) -> {"scores": [B,K], "embedding": [B,C], "logits": [B,K]}``
+  over ``manifest``.
 
   Images go through the evaluation preprocessing (centre crop ``crop_fraction`` then resize
   to ``image_size``). ``keep`` selects which outputs are collected ("scores",
-  "embedding", "logits"). Runs outside any replica context (model variables are read
-  directly).
+  "embedding", "logits"); one the forward does not return is None in the result. Runs
+  outside any replica context (model variables are read directly).
   """
   if len(manifest) == 0:
     raise DataError(f"cannot evaluate on an empty dataset ({manifest.source or 'manifest'})")
@@ -58,11 +60,12 @@ def predict(forward: Callable[[tf.Tensor], Dict[str, tf.Tensor]], manifest: Mani
     for k in ("id", "patient", "label", "mask"):
       collected[k].append(batch[k].numpy())
     for k in keep:
-      collected[k].append(np.asarray(outputs[k], np.float32))
+      if k in outputs:
+        collected[k].append(np.asarray(outputs[k], np.float32))
     done += int(batch["image"].shape[0])
     if progress is not None:
       progress(done, len(manifest))
-  cat = {k: np.concatenate(v, axis=0) for k, v in collected.items()}
+  cat = {k: np.concatenate(v, axis=0) for k, v in collected.items() if v}
   return Predictions(
       ids=_to_str(cat["id"]), patients=_to_str(cat["patient"]),
       labels=cat["label"].astype(np.float32), mask=cat["mask"].astype(np.float32),

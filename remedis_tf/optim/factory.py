@@ -5,10 +5,21 @@ Weight-decay (and, for LARS, trust-ratio) exclusions are chosen by variable OBJE
 parameters and every bias, which callers pass as ``exclude``. Keras 3 variable names carry
 no layer path, so name patterns are not used anywhere.
 
-Weight decay semantics differ by optimizer: LARS adds ``wd·w`` to the gradient before the
-trust ratio (SimCLR); SGD, AdamW and LAMB use Keras' decoupled decay
-(``w -= lr·wd·w`` each step). LAMB's trust ratio is applied to every variable (Keras' LAMB
-has no adaptation exclusion).
+Weight decay (``OptimizerConfig.weight_decay_mode``):
+
+* ``"l2"`` — classic L2 regularisation: ``wd·w`` is added to the gradient (the gradient of
+  ``wd/2·||w||²`` in the loss) before momentum. Under momentum m the decay accumulates
+  like the gradient, ≈ 1/(1 − m) = 10× stronger at m = 0.9 than the decoupled form with
+  the same coefficient. BiT's upstream recipe (SGD, wd 1e-4 as an L2 loss term, like the
+  standard ResNet recipe) and SimCLR's LARS (``wd·w`` added before the trust ratio) use
+  it. Available for SGD and LARS.
+* ``"decoupled"`` — Keras' decoupled decay ``w -= lr·wd·w`` each step, outside the
+  momentum (Loshchilov & Hutter). AdamW's and LAMB's definition. Available for SGD, AdamW
+  and LAMB.
+
+The default ``"recipe"`` resolves to the named optimizer's recipe: ``l2`` for SGD and
+LARS, ``decoupled`` for AdamW and LAMB. LAMB's trust ratio is applied to every variable
+(Keras' LAMB has no adaptation exclusion).
 """
 
 from __future__ import annotations
@@ -17,12 +28,19 @@ import dataclasses
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import keras
+import tensorflow as tf
 
 from remedis_tf.errors import ConfigError
 from remedis_tf.optim import schedules
 from remedis_tf.optim.lars import LARS
 
 OPTIMIZERS = ("lars", "sgd", "adamw", "lamb")
+WEIGHT_DECAY_MODES = ("recipe", "l2", "decoupled")
+# What "recipe" means per optimizer, and which modes each supports.
+RECIPE_WEIGHT_DECAY_MODE = {"sgd": "l2", "lars": "l2", "adamw": "decoupled",
+                            "lamb": "decoupled"}
+_SUPPORTED_WEIGHT_DECAY_MODES = {"sgd": ("l2", "decoupled"), "lars": ("l2",),
+                                 "adamw": ("decoupled",), "lamb": ("decoupled",)}
 SCHEDULES = ("warmup_cosine", "bit_hyperrule", "constant")
 # Where the BiT-HyperRule's three decays fall as fractions of the schedule (6000/20000 etc.)
 # when only warmup_steps/total_steps are given.
@@ -41,7 +59,14 @@ class OptimizerConfig:
     schedule: "warmup_cosine" | "bit_hyperrule" | "constant".
     warmup_steps: linear warmup length in optimizer steps ("constant" requires 0).
     total_steps: schedule length in optimizer steps.
-    weight_decay: L2 / decoupled decay coefficient (>= 0; 0 disables it).
+    weight_decay: decay coefficient wd (>= 0; 0 disables it); how it is applied is
+      ``weight_decay_mode``.
+    weight_decay_mode: "l2" (wd·w added to the gradient before momentum, i.e. an L2 loss
+      term; BiT upstream SGD and SimCLR LARS) | "decoupled" (Keras/AdamW: w -= lr·wd·w
+      each step, outside momentum; about 10x weaker than l2 under momentum 0.9) |
+      "recipe" (the optimizer's recipe: l2 for sgd and lars, decoupled for adamw and
+      lamb; the resolved value is what the config stores). lars supports only l2, adamw
+      and lamb only decoupled.
     momentum: momentum for LARS and SGD, in [0, 1).
     trust_coefficient: LARS eta.
     nesterov: Nesterov momentum (SGD only; LARS is classic momentum).
@@ -58,6 +83,7 @@ class OptimizerConfig:
   warmup_steps: int = 0
   total_steps: int = 1000
   weight_decay: float = 1e-6
+  weight_decay_mode: str = "recipe"
   momentum: float = 0.9
   trust_coefficient: float = 0.001
   nesterov: bool = False
@@ -83,6 +109,13 @@ class OptimizerConfig:
       bad("warmup_steps", "must be 0 for the constant schedule (use warmup_cosine)")
     if self.weight_decay < 0:
       bad("weight_decay", "must be >= 0")
+    if self.weight_decay_mode not in WEIGHT_DECAY_MODES:
+      bad("weight_decay_mode", f"unknown mode; valid: {', '.join(WEIGHT_DECAY_MODES)}")
+    if self.weight_decay_mode == "recipe":
+      object.__setattr__(self, "weight_decay_mode", RECIPE_WEIGHT_DECAY_MODE[self.name])
+    if self.weight_decay_mode not in _SUPPORTED_WEIGHT_DECAY_MODES[self.name]:
+      bad("weight_decay_mode", f"{self.name} supports "
+          f"{' or '.join(_SUPPORTED_WEIGHT_DECAY_MODES[self.name])}")
     if not 0 <= self.momentum < 1:
       bad("momentum", "must be in [0, 1)")
     if not self.trust_coefficient > 0:
@@ -173,6 +206,9 @@ def build_optimizer(cfg: OptimizerConfig, global_batch_size: int,
     optimizer = LARS(lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                      trust_coefficient=cfg.trust_coefficient,
                      exclude_from_weight_decay=exclude)
+  elif cfg.name == "sgd" and cfg.weight_decay_mode == "l2" and cfg.weight_decay > 0:
+    optimizer = L2SGD(lr, momentum=float(cfg.momentum), nesterov=cfg.nesterov,
+                      l2=cfg.weight_decay, exclude_from_weight_decay=exclude)
   else:
     if cfg.name == "sgd":
       optimizer = keras.optimizers.SGD(lr, momentum=float(cfg.momentum), nesterov=cfg.nesterov,
@@ -185,6 +221,50 @@ def build_optimizer(cfg: OptimizerConfig, global_batch_size: int,
   if variables is not None:
     optimizer.build(list(variables))
   return optimizer
+
+
+class L2SGD(keras.optimizers.SGD):
+  """Keras SGD (momentum, Nesterov) with L2 weight decay coupled into the gradient.
+
+  Each step ``g <- g + l2·w`` (unless ``w`` is excluded), then Keras' SGD update
+  (``m <- momentum·m − lr·g; w <- w + m``): exactly SGD on ``loss + l2/2·||w||²``.
+  Exclusions are variable OBJECTS, resolved to optimizer indices in ``build()`` (as in
+  :class:`remedis_tf.optim.lars.LARS`: ``update_step`` gets raw variables). Keras'
+  own decoupled ``weight_decay`` stays off.
+  """
+
+  def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False,
+               l2: float = 0.0, exclude_from_weight_decay: Sequence = (),
+               name: str = "l2_sgd", **kwargs):
+    super().__init__(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
+                     name=name, **kwargs)
+    if float(l2) < 0.0:
+      raise ValueError(f"l2 must be >= 0, got {l2}")
+    self.l2 = float(l2)
+    # Keys only: holding the variables would make checkpoints track them twice.
+    self._no_l2_keys = frozenset(self._var_key(v) for v in exclude_from_weight_decay)
+    self._use_l2_by_index = ()
+
+  def build(self, variables: Iterable):
+    if self.built:
+      return
+    variables = list(variables)
+    super().build(variables)
+    self._use_l2_by_index = tuple(self._var_key(v) not in self._no_l2_keys
+                                  for v in variables)
+
+  def update_step(self, gradient, variable, learning_rate):
+    if self.l2 > 0.0 and self._use_l2_by_index[self._get_variable_index(variable)]:
+      if isinstance(gradient, tf.IndexedSlices):
+        gradient = tf.convert_to_tensor(gradient)
+      gradient = (keras.ops.cast(gradient, variable.dtype)
+                  + keras.ops.cast(self.l2, variable.dtype) * variable)
+    super().update_step(gradient, variable, learning_rate)
+
+  def get_config(self):
+    config = super().get_config()
+    config["l2"] = self.l2
+    return config
 
 
 _NORM_LAYERS = (keras.layers.GroupNormalization, keras.layers.BatchNormalization,

@@ -274,3 +274,48 @@ def test_warped_crop_equals_sequential_rotation_and_elastic():
     assert out.shape == (n, n, 3)
     corner = out.numpy()[0, 0]
     assert (np.all(corner == 0.0)) == (mode == "constant")
+
+
+def _view_displacement_rms(side, cfg, seeds):
+  """Per-axis RMS displacement (output-view pixels) that the elastic warp adds to a view.
+
+  The source encodes its own coordinates (y, x, 1 = inside), so a view reads back, per
+  output pixel, the source point it sampled. The same seed with α = 0 gives the undeformed
+  point (same crop box and rotation); the affine map view → source is fitted to it by least
+  squares and its inverse turns source-pixel displacements into view pixels.
+  """
+  yy, xx = np.mgrid[0:side, 0:side].astype(np.float64)
+  source = tf.constant(np.stack([yy / (side - 1), xx / (side - 1), np.ones_like(yy)], -1),
+                       tf.float32)
+  flat = dataclasses.replace(cfg, elastic_alpha=0.0)
+  oy, ox = np.mgrid[0:cfg.image_size, 0:cfg.image_size].astype(np.float64)
+  squares = []
+  for s in seeds:
+    seed = tf.constant([s, 11], tf.int64)
+    warped = A.augment_view(source, cfg, seed).numpy().astype(np.float64)
+    plain = A.augment_view(source, flat, seed).numpy().astype(np.float64)
+    coords = plain[..., :2] * (side - 1)
+    ok = ((warped[..., 2] > 0.999) & (plain[..., 2] > 0.999)
+          & np.all((coords > 1.0) & (coords < side - 2.0), axis=-1))  # off the fill border
+    q_warped, q_plain = warped[ok, :2] * (side - 1), coords[ok]
+    design = np.stack([oy[ok], ox[ok], np.ones(ok.sum())], 1)
+    coef = np.linalg.lstsq(design, q_plain, rcond=None)[0]
+    np.testing.assert_allclose(design @ coef, q_plain, atol=0.02)  # the plain view is affine
+    disp = np.linalg.solve(coef[:2].T, (q_warped - q_plain).T)
+    squares.append(np.mean(disp ** 2))
+  return float(np.sqrt(np.mean(squares)))
+
+
+def test_elastic_warp_in_the_view_does_not_depend_on_source_size():
+  """Regression: α was rescaled by k = source/S like σ, so the displacement stayed fixed in
+  SOURCE pixels and shrank k× in the view (cxr, 224-px view: RMS 3.5 px from a 224-px
+  source, 0.9 px from 896). α must scale by k² (RMS ∝ α/σ)."""
+  cfg = A.get_preset("cxr", hist_eq_prob=0.0, color_strength=0.0, grayscale_prob=0.0,
+                     flip_lr_prob=0.0, elastic_prob=1.0, crop_area_min=1.0,
+                     crop_aspect_min=1.0, crop_aspect_max=1.0, crop_min_object_covered=0.0)
+  rms = {side: _view_displacement_rms(side, cfg, range(6)) for side in (160, 224, 448, 896)}
+  print("cxr elastic RMS per axis in the 224-px view, full-image crop:", rms)
+  expected = cfg.elastic_alpha / (cfg.elastic_sigma * math.sqrt(12 * math.pi))  # 3.26 px
+  for side, value in rms.items():
+    assert 0.8 * expected < value < 1.3 * expected, (side, value, expected)
+    assert abs(value / rms[224] - 1.0) < 0.1, (side, rms)

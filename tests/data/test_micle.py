@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from remedis_tf import stages
 from remedis_tf.data import augment as A
 from remedis_tf.data import micle
 from remedis_tf.data import pipeline as P
@@ -95,6 +96,20 @@ def test_micle_stream_pairs_images_of_one_case(manifest):
     # The probe label is view 1's record.
     np.testing.assert_array_equal(batch["label"].numpy()[:, 0], r1)
   assert set(seen_pairs) == {p for p, n in CASE_SIZES.items() if n >= 2}
+
+
+def test_an_epoch_is_the_cases_with_micle_and_the_images_without(manifest):
+  """Regression: epochs → steps counted images even though the MICLe stream runs over
+  cases (14 images but 7 cases here: twice the steps per epoch)."""
+  assert stages.contrastive_epoch_size(manifest, micle=True) == (7, "cases")
+  assert stages.contrastive_epoch_size(manifest, micle=False) == (14, "images")
+  # One epoch's steps at batch 7 (= 1 step) show every case exactly once.
+  steps = stages.steps_for_epochs(1, 7, 7)
+  ds = P.contrastive_dataset(manifest, augment=IDENTITY, global_batch_size=7, seed=0,
+                             micle=True)
+  patients = np.array(manifest.patients())
+  (batch,) = list(ds.take(steps))
+  assert sorted(patients[_record_of(batch["view1"].numpy())]) == sorted(CASE_SIZES)
 
 
 def test_micle_needs_enough_cases(manifest):

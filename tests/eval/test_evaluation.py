@@ -73,12 +73,17 @@ def test_evaluate_two_sets_writes_metrics_with_cis(trained, tmp_path):
     aucs = [_auc(np.array([float(r[f"label:{c}"]) for r in rows]),
                  np.array([float(r[f"score:{c}"]) for r in rows])) for c in ("Bright", "Noise")]
     assert row["value"] == pytest.approx(np.mean(aucs), abs=1e-5)
+    # The summary carries the count of resamples where mean AUC was undefined.
+    assert row["num_undefined"] == result["metrics"]["mean_auc"]["num_undefined"]
+    assert row["num_undefined"] >= max(result["per_class"][c]["auc"]["num_undefined"]
+                                       for c in ("Bright", "Noise"))
   assert summary["operating_point"]["chosen_on"] is None
   assert summary["operating_point"]["thresholds"] == {"Bright": 0.5, "Noise": 0.5}
   with open(os.path.join(out, "summary.csv")) as f:
     rows = list(csv.DictReader(f))
   assert [r["set"] for r in rows] == ["id_test", "ood_site_b"]
   assert float(rows[0]["lower"]) <= float(rows[0]["value"]) <= float(rows[0]["upper"])
+  assert int(rows[0]["num_undefined"]) == summary["sets"]["id_test"]["num_undefined"]
   assert json.load(open(os.path.join(out, "summary.json")))["sets"] == summary["sets"]
 
 
@@ -128,6 +133,11 @@ def test_classifier_savedmodel_gives_the_same_scores(trained, tmp_path):
   from_run = evaluation.load_model(trained["run_dir"]).predict(manifest)
   from_saved = evaluation.load_model(export).predict(manifest)
   np.testing.assert_allclose(from_saved.scores, from_run.scores, atol=1e-5)
+  # Logits travel with the scores (multi-class ranks are computed from them).
+  from_run = evaluation.load_model(trained["run_dir"]).predict(manifest, keep=("scores", "logits"))
+  from_saved = evaluation.load_model(export).predict(manifest, keep=("scores", "logits"))
+  np.testing.assert_allclose(from_saved.logits, from_run.logits, atol=1e-4)
+  np.testing.assert_allclose(1.0 / (1.0 + np.exp(-from_run.logits)), from_run.scores, atol=1e-6)
   out_a, out_b = str(tmp_path / "a"), str(tmp_path / "b")
   a = evaluation.evaluate_model(trained["run_dir"], {"id_test": manifest}, out_a,
                                 num_bootstrap=50, log=lambda _: None)

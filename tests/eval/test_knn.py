@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from sklearn import metrics as skm
 
 from remedis_tf.errors import DataError
 from remedis_tf.eval import knn
@@ -54,6 +55,23 @@ def test_separable_embeddings_score_high_and_random_ones_near_chance():
   clustered = onehot * 5 + rng.normal(size=(200, 3)) * 0.2
   acc = knn.knn_monitor_metrics("multiclass", clustered, onehot, None, patients)
   assert acc["knn_top1_accuracy"] > 0.95
+
+
+def test_multiclass_knn_accuracy_breaks_vote_ties_like_sklearn():
+  """Regression: np.argmax gave tied votes to the lowest class index (favouring class 0);
+  the monitor now uses the one top-k rule (sklearn's: highest index first)."""
+  rng = np.random.default_rng(2)
+  n, c = 60, 3
+  ids = rng.integers(0, c, n)
+  onehot = np.eye(c)[ids]
+  x = np.ones((n, 4))  # identical embeddings: equal weights, votes tie a lot
+  patients = np.arange(n).astype(str)
+  scores = knn.knn_scores(x, onehot, None, patients, k=2)
+  top = scores.max(1, keepdims=True)
+  assert ((scores == top).sum(1) > 1).sum() > 10  # the data does exercise ties
+  got = knn.knn_monitor_metrics("multiclass", x, onehot, None, patients, k=2)
+  assert got["knn_top1_accuracy"] == pytest.approx(
+      skm.top_k_accuracy_score(ids, scores, k=1, labels=np.arange(c)))
 
 
 def test_too_few_examples():

@@ -103,6 +103,57 @@ def test_topk_accuracy_matches_sklearn(k):
       skm.top_k_accuracy_score(ids, s, k=k, labels=np.arange(c), sample_weight=w))
 
 
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_topk_ties_match_sklearn_and_never_all_favour_the_true_class(k):
+  """Regression: ties were resolved in the true class's favour (constant scores → 1.0)."""
+  rng = np.random.default_rng(60)
+  n, c = 400, 5
+  ids = rng.integers(0, c, size=n)
+  coarse = rng.integers(0, 3, size=(n, c)).astype(np.float64)  # many ties
+  w = rng.random(n)
+  for s in (coarse, np.zeros((n, c))):
+    want = skm.top_k_accuracy_score(ids, s, k=k, labels=np.arange(c))
+    assert M.topk_accuracy(ids, s, k) == pytest.approx(want)
+    assert M.topk_accuracy(ids, s, k, sample_weight=w) == pytest.approx(
+        skm.top_k_accuracy_score(ids, s, k=k, labels=np.arange(c), sample_weight=w))
+  # Constant scores: sklearn ranks the highest class indices first → chance-like, not 1.
+  assert M.topk_accuracy(ids, np.zeros((n, c)), k) == pytest.approx(np.mean(ids >= c - k))
+  # Batched weights give the same as one call per row.
+  ws = rng.random((3, n))
+  np.testing.assert_allclose(M.topk_accuracy(ids, coarse, k, sample_weight=ws),
+                             [M.topk_accuracy(ids, coarse, k, sample_weight=r) for r in ws])
+
+
+def test_multiclass_ranks_come_from_logits_not_underflowing_probabilities():
+  """Regression: float32 softmax probabilities underflow to tied zeros, so top-k and AUC
+  computed on them depend on the class order; ``logits=`` ranks on log-softmax."""
+  rng = np.random.default_rng(61)
+  n, c = 300, 6
+  ids = rng.integers(0, c, size=n)
+  logits = rng.normal(scale=60.0, size=(n, c))  # spreads of ~100+ nats: exp underflows
+  probs = (np.exp(logits - logits.max(1, keepdims=True))
+           / np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+  probs = probs.astype(np.float32)
+  assert (probs == 0).sum() > n  # the data does exercise the underflow
+  res = M.evaluate_predictions("multiclass", ids, probs, num_bootstrap=0, topk=(1, 2, 3),
+                               logits=logits)["metrics"]
+  for kk in (1, 2, 3):
+    assert res[f"top{kk}_accuracy"]["value"] == pytest.approx(
+        skm.top_k_accuracy_score(ids, logits, k=kk, labels=np.arange(c)))
+  # One-vs-rest AUC on the log-odds z_j − logsumexp_{i≠j} z_i (monotone in p_j), here
+  # computed by brute force.
+  odds = np.stack([logits[:, j] - np.logaddexp.reduce(np.delete(logits, j, 1), 1)
+                   for j in range(c)], 1)
+  np.testing.assert_allclose(M.softmax_log_odds(logits), odds, rtol=1e-12, atol=1e-9)
+  assert res["mean_auc"]["value"] == pytest.approx(
+      np.mean([skm.roc_auc_score(ids == j, odds[:, j]) for j in range(c)]))
+  p64 = np.exp(logits - np.logaddexp.reduce(logits, 1)[:, None])
+  np.testing.assert_allclose(1.0 / (1.0 + np.exp(-M.softmax_log_odds(logits))), p64,
+                             atol=1e-12)
+  with pytest.raises(DataError, match="logits shape"):
+    M.evaluate_predictions("multiclass", ids, probs, num_bootstrap=0, logits=logits[:, :2])
+
+
 def test_sensitivity_specificity_against_confusion_matrix():
   rng = np.random.default_rng(7)
   y, s = _binary_data(rng, 300)
@@ -251,6 +302,68 @@ def test_evaluate_multilabel_values_and_shape(tmp_path):
   assert {r["metric"] for r in rows} == {"mean_auc", "auc", "sensitivity", "specificity"}
   edema = [r for r in rows if r["class"] == "edema" and r["metric"] == "auc"][0]
   assert float(edema["value"]) == pytest.approx(aucs[2])
+
+
+def _rare_class_data(rng, num_patients=40, rare_patients=2):
+  """Multi-label, 2 images per patient; class 2 is positive in ``rare_patients`` only."""
+  n = 2 * num_patients
+  patients = np.repeat(np.arange(num_patients), 2)
+  y = (rng.random((n, 3)) < 0.4).astype(float)
+  y[:, 2] = np.isin(patients, np.arange(rare_patients)).astype(float)
+  s = rng.normal(size=(n, 3)) + y
+  return y, s, patients
+
+
+def test_bootstrap_mean_auc_never_averages_fewer_classes():
+  """Regression: a resample missing the rare class's positives averaged the other two
+  classes and counted as defined (num_undefined 0). Now such resamples are undefined,
+  counted, and left out of the interval; checked against a direct numpy/sklearn loop over
+  the same patient draws (bootstrap_ci: rng = default_rng(seed), patients in sorted order,
+  draws = rng.integers(0, G, (R, G)))."""
+  rng = np.random.default_rng(30)
+  y, s, patients = _rare_class_data(rng)
+  r, g = 1000, 40
+  res = M.evaluate_predictions("multilabel", y, s, patients=patients, num_bootstrap=r,
+                               seed=5)
+  draws = np.random.default_rng(5).integers(0, g, size=(r, g))
+  means = []
+  for row in draws:
+    idx = np.concatenate([np.flatnonzero(patients == p) for p in row])
+    yy, ss = y[idx], s[idx]
+    if any(len(np.unique(yy[:, j])) < 2 for j in range(3)):
+      continue
+    means.append(np.mean([skm.roc_auc_score(yy[:, j], ss[:, j]) for j in range(3)]))
+  got = res["metrics"]["mean_auc"]
+  assert got["num_undefined"] == r - len(means)
+  lo, hi = np.percentile(means, [2.5, 97.5])
+  assert got["lower"] == pytest.approx(lo, abs=1e-12)
+  assert got["upper"] == pytest.approx(hi, abs=1e-12)
+  assert got["std"] == pytest.approx(np.std(means, ddof=1), abs=1e-12)
+  # P(neither rare patient drawn) = (38/40)^40 ≈ 0.128: the count is near R times that.
+  expect = r * (38 / 40) ** 40
+  assert abs(got["num_undefined"] - expect) < 4 * np.sqrt(expect)
+  assert res["per_class"]["class_2"]["auc"]["num_undefined"] == got["num_undefined"]
+  assert res["mean_auc_classes"] == ["class_0", "class_1", "class_2"]
+
+
+def test_mean_auc_classes_and_multiclass_rare_class_counted():
+  rng = np.random.default_rng(31)
+  y, s, patients = _rare_class_data(rng)
+  y[:, 1] = 0.0  # no positive at all: left out of the mean, named in the result
+  res = M.evaluate_predictions("multilabel", y, s, patients=patients, num_bootstrap=300)
+  assert res["mean_auc_classes"] == ["class_0", "class_2"]
+  assert res["mean_auc_excluded_classes"] == ["class_1"]
+  assert res["metrics"]["mean_auc"]["value"] == pytest.approx(np.mean(
+      [skm.roc_auc_score(y[:, j], s[:, j]) for j in (0, 2)]))
+  assert 0 < res["metrics"]["mean_auc"]["num_undefined"] < 300
+  # Multi-class: a class present in 2 of 40 patients makes some resamples undefined too.
+  ids = np.where(y[:, 2] == 1, 2, rng.integers(0, 2, size=y.shape[0]))
+  logits = rng.normal(size=(y.shape[0], 3))
+  mc = M.evaluate_predictions("multiclass", ids, logits, patients=patients,
+                              num_bootstrap=300, seed=1)
+  undefined = mc["metrics"]["mean_auc"]["num_undefined"]
+  assert undefined == mc["per_class"]["class_2"]["auc"]["num_undefined"] > 0
+  assert mc["metrics"]["top1_accuracy"]["num_undefined"] == 0
 
 
 def test_evaluate_binary_vector_input_and_no_bootstrap():
