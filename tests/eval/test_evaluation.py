@@ -11,7 +11,7 @@ import pytest
 from remedis_tf import stages
 from remedis_tf.data.manifest import Manifest, Record
 from remedis_tf.errors import ConfigError, DataError
-from remedis_tf.eval import evaluation
+from remedis_tf.eval import calibration, evaluation
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
@@ -137,7 +137,10 @@ def test_classifier_savedmodel_gives_the_same_scores(trained, tmp_path):
   from_run = evaluation.load_model(trained["run_dir"]).predict(manifest, keep=("scores", "logits"))
   from_saved = evaluation.load_model(export).predict(manifest, keep=("scores", "logits"))
   np.testing.assert_allclose(from_saved.logits, from_run.logits, atol=1e-4)
-  np.testing.assert_allclose(1.0 / (1.0 + np.exp(-from_run.logits)), from_run.scores, atol=1e-6)
+  # Scores are the calibrated probabilities of those logits (T = 1 without a fitted record).
+  temps = calibration.temperature_vector(task.temperature, task.manifest.label_names)
+  np.testing.assert_allclose(1.0 / (1.0 + np.exp(-from_run.logits / temps)), from_run.scores,
+                             atol=1e-6)
   out_a, out_b = str(tmp_path / "a"), str(tmp_path / "b")
   a = evaluation.evaluate_model(trained["run_dir"], {"id_test": manifest}, out_a,
                                 num_bootstrap=50, log=lambda _: None)
