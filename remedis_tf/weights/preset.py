@@ -23,7 +23,7 @@ import datetime
 import importlib.metadata
 import os
 import tempfile
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import h5py
 import keras
@@ -213,16 +213,33 @@ def _local_file(path: str) -> Iterator[str]:
     yield copy
 
 
-def h5_shapes(path: str) -> Dict[str, Tuple[int, ...]]:
-  """``{dataset path: shape}`` of every array in a local HDF5 weights file."""
-  out: Dict[str, Tuple[int, ...]] = {}
+def h5_arrays(path: str) -> List[Tuple[str, Tuple[int, ...], str]]:
+  """``(dataset path, shape, dtype)`` of every array in a local HDF5 weights file."""
+  out: List[Tuple[str, Tuple[int, ...], str]] = []
+
+  def visit(name, obj):
+    if isinstance(obj, h5py.Dataset):
+      out.append((name, tuple(obj.shape), obj.dtype.name))
+
   try:
     with h5py.File(path, "r") as f:
-      f.visititems(lambda name, obj: out.__setitem__(name, tuple(obj.shape))
-                   if isinstance(obj, h5py.Dataset) else None)
+      f.visititems(visit)
   except OSError as e:
     raise CheckpointError(f"{path}: not a readable HDF5 weights file ({e})") from None
   return out
+
+
+def h5_shapes(path: str) -> Dict[str, Tuple[int, ...]]:
+  """``{dataset path: shape}`` of every array in a local HDF5 weights file."""
+  return {name: shape for name, shape, _ in h5_arrays(path)}
+
+
+def inspect_preset(preset_dir: str) -> List[Tuple[str, Tuple[int, ...], str]]:
+  """``(array path, shape, dtype)`` of a preset's ``model.weights.h5``, building nothing."""
+  preset_dir = str(preset_dir).rstrip("/")
+  read_preset(preset_dir)
+  with _local_file(os.path.join(preset_dir, WEIGHTS_FILE)) as local:
+    return h5_arrays(local)
 
 
 def check_weights_file(model: keras.Model, local_weights: str, source: str) -> None:
