@@ -84,8 +84,15 @@ def load_init(init: str, backbone: keras.Model, projection_head=None,
                                      source=init)
     return [f"backbone from timm state dict {init}: {report}"]
   if kind == "preset":
-    report = preset.load_preset_backbone(backbone, init)
-    return [f"backbone from preset {init}: {report}"]
+    loaded = preset.from_preset(init)
+    report = preset.copy_backbone(loaded, backbone, source=init)
+    notes = [f"backbone from preset {init}: {report}"]
+    if restore_projection:
+      if projection_head is None:
+        raise ConfigError("restoring the projection head needs a model that has one")
+      n = preset.copy_projection_head(loaded, projection_head, source=f"--init {init}")
+      notes.append(f"projection head ({n} variables) from preset {init}")
+    return notes
   from remedis_tf.weights import checkpoint_io
   items: Dict[str, object] = {"backbone": backbone}
   if restore_projection:

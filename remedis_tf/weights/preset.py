@@ -297,14 +297,52 @@ def preset_info(preset_dir: str) -> Dict[str, Any]:
   return {**config, "metadata": metadata}
 
 
-def load_preset_backbone(backbone: resnet_v2.ResNetV2, preset_dir: str,
-                         load_head: bit_npz.LoadHead = False) -> bit_npz.LoadReport:
-  """Copies a preset's backbone (of a backbone or a classifier preset) into ``backbone``.
+def copy_backbone(loaded: keras.Model, backbone: resnet_v2.ResNetV2,
+                  load_head: bit_npz.LoadHead = False, source: str = "preset"
+                  ) -> bit_npz.LoadReport:
+  """Copies the backbone of a model from :func:`from_preset` into ``backbone``.
 
   Goes through BiT keys, so it is all-or-nothing and a mismatch (e.g. another variant)
   names each BiT key with expected vs found shape.
   """
-  loaded = from_preset(preset_dir)
-  source = loaded.backbone if isinstance(loaded, Classifier) else loaded
-  arrays = bit_npz.backbone_bit_arrays(source, include_head=load_head is not False)
-  return bit_npz.assign_bit_arrays(backbone, arrays, load_head=load_head, source=preset_dir)
+  src = loaded.backbone if isinstance(loaded, Classifier) else loaded
+  arrays = bit_npz.backbone_bit_arrays(src, include_head=load_head is not False)
+  return bit_npz.assign_bit_arrays(backbone, arrays, load_head=load_head, source=source)
+
+
+def copy_projection_head(loaded: keras.Model, projection_head: ProjectionHead,
+                         source: str = "preset") -> int:
+  """Copies a classifier preset's projection head into ``projection_head``; returns the
+  number of variables copied.
+
+  Raises:
+    CheckpointError: the preset has no projection head, or its variables differ in number
+      or shape (each named with expected vs found shape); nothing is assigned then.
+  """
+  src = getattr(loaded, "projection_head", None)
+  if src is None:
+    raise CheckpointError(f"{source} holds no projection head (only classifier presets "
+                          "fine-tuned from a projection layer have one)")
+  if not projection_head.built:
+    raise ValueError("build the projection head before copying into it")
+  ours, theirs = projection_head.weights, src.weights
+  expected = {i: tuple(v.shape) for i, v in enumerate(ours)}
+  found = {i: tuple(v.shape) for i, v in enumerate(theirs)}
+  missing = [i for i in expected if i not in found]
+  unexpected = [i for i in found if i not in expected]
+  mismatched = [i for i in expected if i in found and expected[i] != found[i]]
+  if missing or unexpected or mismatched:
+    described = differences.describe_differences(
+        missing, unexpected, mismatched, expected, found, noun=" variable(s)",
+        name=lambda i: ours[i].path if i < len(ours) else f"variable #{i}")
+    raise CheckpointError(f"{source}: projection head does not match: {described}")
+  for target, value in zip(ours, theirs):
+    target.assign(value)
+  return len(expected)
+
+
+def load_preset_backbone(backbone: resnet_v2.ResNetV2, preset_dir: str,
+                         load_head: bit_npz.LoadHead = False) -> bit_npz.LoadReport:
+  """Copies a preset's backbone (of a backbone or a classifier preset) into ``backbone``
+  (see :func:`copy_backbone`)."""
+  return copy_backbone(from_preset(preset_dir), backbone, load_head, source=preset_dir)
