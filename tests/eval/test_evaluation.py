@@ -146,6 +146,26 @@ def test_classifier_savedmodel_gives_the_same_scores(trained, tmp_path):
   assert (foreign / "keep.txt").exists()
 
 
+def test_classifier_preset_gives_the_same_scores(trained, tmp_path):
+  task, _ = stages.load_classifier(trained["run_dir"])
+  export = evaluation.export_classifier_preset(task, str(tmp_path / "preset"),
+                                               source=trained["run_dir"])
+  loaded = evaluation.load_model(export)
+  assert loaded.kind == "preset" and loaded.label_names == ("Bright", "Noise")
+  assert loaded.task == "multilabel" and loaded.image_size == SIZE
+  assert loaded.info["metadata"]["source"] == trained["run_dir"]
+  manifest = trained["sets"]["id_test"]
+  from_run = evaluation.load_model(trained["run_dir"]).predict(manifest)
+  from_preset = loaded.predict(manifest)
+  # Same layers, same weights, same ops: identical scores.
+  np.testing.assert_array_equal(from_preset.scores, from_run.scores)
+  # A backbone preset is not a classifier.
+  from remedis_tf.weights import preset  # pylint: disable=g-import-not-at-top
+  backbone = preset.save_to_preset(task.backbone, str(tmp_path / "bb"))
+  with pytest.raises(ConfigError, match="a backbone, not a classifier"):
+    evaluation.load_model(backbone)
+
+
 def _brute_youden(labels, scores):
   best, best_t = -2.0, None
   for t in sorted(set(scores.tolist()), reverse=True):

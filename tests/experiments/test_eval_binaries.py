@@ -54,7 +54,8 @@ def test_evaluate_binary(tiny):
               "--eval_patient_column=Patient", f"--eval_set=id_test={tiny['test_csv']}",
               f"--eval_set=ood_site_b=chexpert:{tiny['ood_csv']}", "--val_set=id_test",
               "--num_bootstrap=30", f"--output_dir={out}",
-              f"--export_savedmodel={os.path.join(tiny['root'], 'clf')}")
+              f"--export_savedmodel={os.path.join(tiny['root'], 'clf')}",
+              f"--export_preset={os.path.join(tiny['root'], 'clf_preset')}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.load(open(os.path.join(out, "summary.json")))
   assert set(summary["sets"]) == {"id_test", "ood_site_b"}
@@ -62,6 +63,16 @@ def test_evaluate_binary(tiny):
   assert summary["operating_point"]["chosen_on"] == "id_test"
   assert "id_test: mean_auc" in proc.stdout
   assert os.path.exists(os.path.join(tiny["root"], "clf", "remedis_classifier.json"))
+  # The exported preset is itself a --model: same metric as the run directory.
+  out_p = os.path.join(tiny["root"], "eval_preset")
+  proc = _run("evaluate", f"--model={os.path.join(tiny['root'], 'clf_preset')}",
+              "--eval_source=csv", "--eval_patient_column=Patient",
+              f"--eval_set=id_test={tiny['test_csv']}", "--num_bootstrap=30",
+              f"--output_dir={out_p}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  from_preset = json.load(open(os.path.join(out_p, "summary.json")))
+  assert from_preset["model_kind"] == "preset"
+  assert from_preset["sets"]["id_test"]["value"] == summary["sets"]["id_test"]["value"]
   # User errors: one line on stderr, exit status 2.
   proc = _run("evaluate", f"--model={tiny['run_dir']}", "--eval_set=broken",
               f"--output_dir={out}")
