@@ -146,8 +146,10 @@ def check_timm_state(backbone: resnet_v2.ResNetV2, state: Mapping[str, np.ndarra
     described = differences.describe_differences(missing, unexpected, mismatched, expected,
                                                  found, noun=" key(s)")
     guess = guess_variant(state)
-    hint = (f"; {source} looks like {timm_model_name(guess)} (variant {guess})"
-            if guess and guess != backbone.variant else "")
+    hint = ""
+    if guess and guess != backbone.variant:
+      name = timm_model_name(guess)
+      hint = f"; {source} looks like " + (f"{name} (variant {guess})" if name != guess else guess)
     raise CheckpointError(f"{source} does not match backbone {backbone.variant} (timm layout): "
                           f"{described}{hint}")
 
