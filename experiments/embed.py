@@ -25,7 +25,7 @@ from remedis_tf.eval import embedding
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model", None, "Run directory (fine-tuning or contrastive), BiT .npz, "
-                    "timm .safetensors (with --variant), Keras preset folder (backbone or "
+                    "timm .safetensors, Keras preset folder (backbone or "
                     "classifier), SavedModel directory, or one of our checkpoint prefixes "
                     "(with --variant).",
                     required=True)

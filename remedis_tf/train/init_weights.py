@@ -51,11 +51,16 @@ def build_backbone(variant: str, init: str = "", image_size: int = 64
 
   Returns ``(backbone, notes)``. For a SavedModel whose variables follow BiT's names the
   result is a native ResNetV2 with those weights; otherwise a trainable SavedModel wrapper.
-  An empty ``variant`` with a preset init takes the preset's variant.
+  An empty ``variant`` with a preset init takes the preset's variant; with a timm init, the
+  variant its shapes match.
   """
   kind = init_kind(init)
   if kind == "preset" and not variant:
     variant = preset.preset_info(init)["backbone"]["variant"]
+  if kind == "timm" and not variant:  # reads the file once more, only when no variant is given
+    variant = timm_bit.guess_variant(timm_bit.read_state_dict(init))
+    if variant is None:
+      raise ConfigError(f"{init}: shapes match no known timm BiT model; give the variant")
   if kind == "savedmodel":
     from remedis_tf.weights import savedmodel
     backbone, how = savedmodel.load_backbone(init, variant=variant or None)

@@ -49,7 +49,8 @@ def test_preset_init_takes_the_preset_variant_when_none_is_given(tmp_path):
 def test_timm_init_matches_reference_and_ignores_the_head(tmp_path):
   params = ref.random_params(ref.TINY, num_classes=21, seed=5)
   path = write_safetensors(tmp_path / "model.safetensors", timm_state(params))
-  backbone, _ = init_weights.build_backbone("tiny", path, 32)
+  backbone, _ = init_weights.build_backbone("", path, 32)  # variant from the shapes
+  assert backbone.variant == "tiny"
   notes = init_weights.load_init(path, backbone)
   assert "timm state dict" in notes[0] and "skipped" in notes[0]
   x = np.random.default_rng(2).random((2, 32, 32, 3), dtype=np.float32)
