@@ -176,7 +176,10 @@ def define_variant_flag(default_variant: str) -> None:
 def define_model_flags(default_variant: str) -> None:
   """--variant, --init and --seed."""
   define_variant_flag(default_variant)
-  flags.DEFINE_string("init", "", "Initial weights for a fresh run: a BiT .npz file, a "
+  flags.DEFINE_string("init", "", "Initial weights for a fresh run: a BiT .npz file, a timm "
+                      "resnetv2_*_bit state dict (.safetensors; .pth needs torch), a Keras "
+                      "preset folder (backbone or classifier preset; a classifier preset also "
+                      "gives the projection head when fine-tuning from a projection layer), a "
                       "SavedModel directory / gs:// path / TF Hub handle, or one of our "
                       "checkpoints (prefix, checkpoints/ dir or run dir). Empty = random. "
                       "Ignored when --run_dir already has a checkpoint (resume wins).")

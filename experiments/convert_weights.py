@@ -1,4 +1,5 @@
-r"""Converts backbone weights between BiT .npz, SavedModel / TF Hub and our checkpoints.
+r"""Converts backbone weights between BiT .npz, timm, Keras presets, SavedModel / TF Hub and
+our checkpoints.
 
 Examples:
   # BiT-M-R50x1.npz -> a hub-style SavedModel ([0,1] images in, feature map out)
@@ -7,14 +8,20 @@ Examples:
   python -m experiments.convert_weights --input cxr-50x1-remedis-m --output remedis.npz
   # our training run (latest checkpoint) -> SavedModel
   python -m experiments.convert_weights --input runs/simclr --output exported_sm
+  # timm's BiT (Hugging Face resnetv2_50x1_bit.goog_in21k model.safetensors) -> Keras preset
+  python -m experiments.convert_weights --input model.safetensors --output bit_r50x1 \
+    --output_format preset
   # look inside without running anything
   python -m experiments.convert_weights --input cxr-50x1-remedis-m --inspect
 
-Formats (``auto``): input ``*.npz`` is BiT npz; a directory with ``saved_model.pb`` is a
-SavedModel; ``scheme://`` other than gs:// is a TF Hub handle; anything else is one of our
-checkpoints (prefix, checkpoint directory or run directory). Output ``*.npz`` is npz, a
-path whose last component contains ``ckpt`` is a checkpoint prefix, anything else a
-SavedModel directory.
+Formats (``auto``): input ``*.npz`` is BiT npz; ``scheme://`` other than gs:// is a TF Hub
+handle; a directory with ``saved_model.pb`` is a SavedModel; a directory with
+``config.json`` + ``model.weights.h5`` is a Keras preset; ``*.safetensors`` / ``*.pth`` /
+``*.pt`` / ``*.bin`` (or a file whose first bytes say safetensors or torch) is a timm state
+dict; anything else is one of our checkpoints (prefix, checkpoint directory or run
+directory). Output ``*.npz`` is npz, an existing preset folder is a preset, a path whose
+last component contains ``ckpt`` is a checkpoint prefix, anything else a SavedModel
+directory; pass ``--output_format=preset`` for a new preset.
 """
 
 from __future__ import annotations
@@ -28,28 +35,34 @@ from absl import flags
 from experiments import _cli
 from remedis_tf.errors import CheckpointError, ConfigError
 
-FORMATS_IN = ("auto", "npz", "savedmodel", "checkpoint", "hub")
-FORMATS_OUT = ("auto", "npz", "savedmodel", "checkpoint")
+FORMATS_IN = ("auto", "npz", "savedmodel", "checkpoint", "hub", "timm", "preset")
+FORMATS_OUT = ("auto", "npz", "savedmodel", "checkpoint", "preset")
 
 def define_flags() -> None:
   """Registers this binary's flags (only when run as a program, so importing it for tests
   cannot collide with other binaries' flags)."""
-  flags.DEFINE_string("input", None, "Weights to read: a BiT .npz, a SavedModel directory "
-                      "(local or gs://), a TF Hub handle/URL, or one of our checkpoints (prefix, "
-                      "checkpoint directory or run directory).")
+  flags.DEFINE_string("input", None, "Weights to read: a BiT .npz, a timm resnetv2_*_bit "
+                      "state dict (.safetensors; .pth only with torch installed), a Keras preset "
+                      "folder (config.json + model.weights.h5; a classifier preset gives its "
+                      "backbone), a SavedModel directory (local or gs://), a TF Hub handle/URL, "
+                      "or one of our checkpoints (prefix, checkpoint directory or run directory).")
   flags.DEFINE_string("output", None, "Where to write: *.npz (BiT layout), a SavedModel "
-                      "directory, or a checkpoint prefix (name containing 'ckpt'). Not needed "
-                      "with --inspect.")
+                      "directory, a checkpoint prefix (name containing 'ckpt'), or a Keras preset "
+                      "folder (with --output_format=preset). Not needed with --inspect.")
   flags.DEFINE_string("variant", None, "Backbone variant (e.g. r50x1, r152x2). Inferred from "
                       "the weights' shapes when omitted.")
   flags.DEFINE_enum("input_format", "auto", FORMATS_IN, "Format of --input; auto infers it "
-                    "from the path (see module docstring).")
+                    "from the path or the file's first bytes (timm: .safetensors/.pth/.pt/.bin; "
+                    "preset: a folder with config.json and model.weights.h5; see the module "
+                    "docstring).")
   flags.DEFINE_enum("output_format", "auto", FORMATS_OUT, "Format of --output; auto infers it "
-                    "from the path (see module docstring).")
+                    "from the path (see module docstring). 'preset' writes a Keras 3 preset "
+                    "folder: config.json, metadata.json (versions, source) and model.weights.h5.")
   flags.DEFINE_bool("with_head", False, "Also convert the classification head (e.g. BiT's "
                     "1000/21843-class head) when the input has one.")
-  flags.DEFINE_integer("image_size", None, "SavedModel output only: fix the input signature "
-                       "to [B, S, S, 3]. Default: any height/width.")
+  flags.DEFINE_integer("image_size", None, "SavedModel output: fix the input signature to "
+                       "[B, S, S, 3] (default: any height/width). Preset output: recorded in "
+                       "config.json as the intended input size.")
   flags.DEFINE_bool("inspect", False, "Print the input's variables (name, shape, dtype) "
                     "without loading or running it, then exit.")
 
@@ -58,20 +71,29 @@ FLAGS = flags.FLAGS
 
 
 def detect_input_format(path: str) -> str:
-  """npz / savedmodel / hub / checkpoint from the path alone (a stat at most)."""
+  """npz / hub / savedmodel / preset / timm / checkpoint from the path (a stat, or a file's
+  first 16 bytes, at most)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from remedis_tf.weights import preset, timm_bit  # pylint: disable=g-import-not-at-top
   if path.endswith(".npz"):
     return "npz"
   if "://" in path and not path.startswith("gs://"):
     return "hub"
   if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
     return "savedmodel"
+  if preset.is_preset(path):
+    return "preset"
+  if timm_bit.file_kind(path) is not None:
+    return "timm"
   return "checkpoint"
 
 
 def detect_output_format(path: str) -> str:
+  from remedis_tf.weights import preset  # pylint: disable=g-import-not-at-top
   if path.endswith(".npz"):
     return "npz"
+  if preset.is_preset(path):
+    return "preset"
   if "ckpt" in os.path.basename(path.rstrip("/")):
     return "checkpoint"
   return "savedmodel"
@@ -80,9 +102,14 @@ def detect_output_format(path: str) -> str:
 def inspect(path: str, fmt: str) -> List[Tuple[str, tuple, str]]:
   """``(name, shape, dtype)`` of every variable in ``path``, without running anything."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from remedis_tf.weights import bit_npz, checkpoint_io, savedmodel  # pylint: disable=g-import-not-at-top
+  from remedis_tf.weights import bit_npz, checkpoint_io, preset, savedmodel, timm_bit  # pylint: disable=g-import-not-at-top
   if fmt == "npz":
     return [(k, tuple(v.shape), v.dtype.name) for k, v in sorted(bit_npz.read_npz(path).items())]
+  if fmt == "timm":
+    return [(k, tuple(v.shape), v.dtype.name)
+            for k, v in sorted(timm_bit.read_state_dict(path).items())]
+  if fmt == "preset":
+    return preset.inspect_preset(path)
   if fmt in ("savedmodel", "hub"):
     return savedmodel.inspect_savedmodel(path)
   prefix = checkpoint_io.resolve_checkpoint(path)
@@ -118,7 +145,28 @@ def _checkpoint_variant(prefix: str) -> Tuple[Optional[str], int]:
 def load(path: str, fmt: str, variant: Optional[str], with_head: bool):
   """Returns ``(model, how)`` with the weights of ``path`` loaded."""
   from remedis_tf.models.resnet_v2 import ResNetV2  # pylint: disable=g-import-not-at-top
-  from remedis_tf.weights import bit_npz, checkpoint_io, savedmodel  # pylint: disable=g-import-not-at-top
+  from remedis_tf.weights import bit_npz, checkpoint_io, preset, savedmodel, timm_bit  # pylint: disable=g-import-not-at-top
+  if fmt == "timm":
+    state = timm_bit.read_state_dict(path)
+    variant = variant or timm_bit.guess_variant(state)
+    if variant is None:
+      raise ConfigError(f"--variant is needed: {path} matches no known timm BiT model")
+    bias = state.get("head.fc.bias")
+    classes = int(bias.shape[0]) if with_head and bias is not None else 0
+    model = ResNetV2(variant, num_classes=classes).build_for(32)
+    timm_bit.load_timm_into(model, state, load_head=bool(classes), source=path)
+    return model, "native"
+  if fmt == "preset":
+    loaded = preset.from_preset(path)
+    backbone = getattr(loaded, "backbone", loaded)  # a classifier preset gives its backbone
+    if variant and variant != backbone.variant:
+      raise ConfigError(f"--variant={variant} but {path} holds a {backbone.variant} backbone")
+    if backbone.num_classes and not with_head:
+      headless = ResNetV2(backbone.variant).build_for(32)
+      bit_npz.assign_bit_arrays(headless, bit_npz.backbone_bit_arrays(backbone, False),
+                                load_head=False, source=path)
+      backbone = headless
+    return backbone, "native"
   if fmt == "npz":
     arrays = bit_npz.read_npz(path)
     variant = variant or bit_npz.guess_variant({k: v.shape for k, v in arrays.items()})
@@ -150,11 +198,12 @@ def load(path: str, fmt: str, variant: Optional[str], with_head: bool):
   return model, "native"
 
 
-def save(model, path: str, fmt: str, with_head: bool, image_size: Optional[int]) -> str:
+def save(model, path: str, fmt: str, with_head: bool, image_size: Optional[int],
+         source: str = "") -> str:
   """Writes ``model`` to ``path`` in ``fmt``; returns what was written."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from remedis_tf.models.resnet_v2 import ResNetV2  # pylint: disable=g-import-not-at-top
-  from remedis_tf.weights import bit_npz, checkpoint_io, savedmodel  # pylint: disable=g-import-not-at-top
+  from remedis_tf.weights import bit_npz, checkpoint_io, preset, savedmodel  # pylint: disable=g-import-not-at-top
   if fmt == "checkpoint":
     if tf.io.gfile.isdir(path):
       path = os.path.join(path, "backbone")
@@ -164,6 +213,8 @@ def save(model, path: str, fmt: str, with_head: bool, image_size: Optional[int])
                       "wrapped as-is, so only --output_format=checkpoint is possible")
   if fmt == "npz":
     return bit_npz.save_bit_npz(model, path, include_head=with_head)
+  if fmt == "preset":
+    return preset.save_to_preset(model, path, image_size=image_size, source=source)
   return savedmodel.export_savedmodel(model, path, image_size=image_size)
 
 
@@ -174,7 +225,8 @@ def convert(input_path: str, output_path: str, variant: Optional[str] = None,
   fmt_in = detect_input_format(input_path) if input_format == "auto" else input_format
   fmt_out = detect_output_format(output_path) if output_format == "auto" else output_format
   model, how = load(input_path, fmt_in, variant, with_head)
-  written = save(model, output_path, fmt_out, with_head, image_size)
+  written = save(model, output_path, fmt_out, with_head, image_size,
+                 source=f"{input_path} ({fmt_in})")
   head = getattr(model, "num_classes", 0)
   return (f"{input_path} ({fmt_in}, {getattr(model, 'variant', '?')}, loaded {how}"
           f"{f', head {head} classes' if head else ''}) -> {written} ({fmt_out})")

@@ -25,7 +25,9 @@ from remedis_tf.eval import embedding
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("model", None, "Run directory (fine-tuning or contrastive), BiT .npz, "
-                    "SavedModel directory, or one of our checkpoint prefixes (with --variant).",
+                    "timm .safetensors, Keras preset folder (backbone or "
+                    "classifier), SavedModel directory, or one of our checkpoint prefixes "
+                    "(with --variant).",
                     required=True)
 flags.DEFINE_string("variant", None, "Backbone variant (r50x1, r152x2, tiny, ...) when the "
                     "model does not record it (.npz files are guessed from their shapes; "

@@ -38,6 +38,7 @@ from experiments import _cli, data_flags
 from remedis_tf import configs
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval import calibration, evaluation, subgroups
+from remedis_tf.weights import preset
 
 FLAGS = flags.FLAGS
 PREFIX = "eval_"
@@ -46,7 +47,8 @@ _PATH_FLAG = {"csv": "csv", "chexpert": "csv", "mimic": "data_root", "folder": "
               "tfrecords": "tfrecords"}
 
 flags.DEFINE_string("model", None, "Fine-tuning run directory (uses its best checkpoint, see "
-                    "--which) or a classifier SavedModel written by --export_savedmodel.",
+                    "--which), a classifier preset written by --export_preset, or a classifier "
+                    "SavedModel written by --export_savedmodel.",
                     required=True)
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of a run directory: best "
                   "(model selection on its validation set; latest if it had none) or latest.")
@@ -77,6 +79,11 @@ flags.DEFINE_string("export_savedmodel", None, "Also export the --model run dire
                     "self-describing classifier SavedModel at this path (probabilities from "
                     "images in [0,1], using the temperatures saved with the best checkpoint; "
                     "label names, image size and temperatures in remedis_classifier.json).")
+flags.DEFINE_string("export_preset", None, "Also export the --model run directory as a Keras 3 "
+                    "classifier preset folder at this path (config.json with label names, task, "
+                    "image size and the saved temperatures; metadata.json; model.weights.h5). "
+                    "It loads with remedis_tf.weights.preset.from_preset and is accepted as "
+                    "--model and as --init.")
 flags.DEFINE_multi_string("subgroup", None, "Report every metric per value of this column "
                           "(repeat for more): a CSV column of the sets (e.g. Sex, AP/PA; "
                           "MIMIC: a metadata column such as ViewPosition), or view / site; "
@@ -121,6 +128,8 @@ def model_label_names(model: str):
   neither is recognisable; evaluate_model then reports the problem)."""
   if evaluation.is_classifier_savedmodel(model):
     return list(evaluation.read_sidecar(model)["label_names"])
+  if preset.is_preset(model):
+    return preset.preset_info(model).get("label_names")
   if os.path.isdir(model) or model.startswith("gs://"):
     try:
       return list(configs.read_run_config(model)["data"]["label_names"])
@@ -177,6 +186,13 @@ def main(argv):
     temps = "none (T = 1)" if task.temperature is None else task.temperature["temperature"]
     print(f"[export] classifier SavedModel written to {FLAGS.export_savedmodel} "
           f"(temperatures {temps})")
+  if FLAGS.export_preset:
+    if summary["model_kind"] != "run_dir":
+      raise ConfigError("--export_preset needs --model to be a run directory")
+    from remedis_tf import stages  # pylint: disable=g-import-not-at-top
+    task, _ = stages.load_classifier(FLAGS.model, which=FLAGS.which)
+    evaluation.export_classifier_preset(task, FLAGS.export_preset, source=FLAGS.model)
+    print(f"[export] classifier preset written to {FLAGS.export_preset}")
   for name, row in summary["sets"].items():
     ci = "" if row["lower"] is None else f" [{row['lower']:.4f}, {row['upper']:.4f}]"
     value = "n/a" if row["value"] is None else f"{row['value']:.4f}"

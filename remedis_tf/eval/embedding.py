@@ -7,7 +7,10 @@ Model sources (what ``model_source`` may be):
   checkpoint by default;
 * a contrastive run directory (or one of our checkpoint prefixes / ``checkpoints/``
   folders with ``variant`` given) — the backbone's pooled output;
-* a BiT ``.npz`` weight file (``variant`` guessed from the shapes when not given);
+* a BiT ``.npz`` weight file (``variant`` guessed from the shapes when not given), a timm
+  ``.safetensors`` state dict, or a backbone Keras preset (its variant is recorded);
+* a classifier Keras preset (:func:`remedis_tf.eval.evaluation.export_classifier_preset`) —
+  the features its head reads, at its recorded image size;
 * a SavedModel: a classifier exported by
   :func:`remedis_tf.eval.evaluation.export_classifier_savedmodel` (its ``embed``), or a
   BiT/REMEDIS hub-style backbone (average-pooled feature map).
@@ -38,6 +41,7 @@ from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.eval import evaluation
 from remedis_tf.eval import predict as predict_lib
 from remedis_tf.train import init_weights
+from remedis_tf.weights import preset as preset_lib
 
 ARRAYS = ("ids", "patients", "embeddings", "labels", "mask", "label_names", "model")
 
@@ -62,6 +66,10 @@ def load_embedder(model_source: str, variant: Optional[str] = None,
   if evaluation.is_classifier_savedmodel(model_source):
     model = evaluation.load_model(model_source)
     return model.forward, image_size or model.image_size, f"classifier SavedModel {model_source}"
+  if (preset_lib.is_preset(model_source)
+      and preset_lib.preset_info(model_source)["class_name"] == "Classifier"):
+    model = evaluation.load_model(model_source)
+    return model.forward, image_size or model.image_size, f"classifier preset {model_source}"
   config_path = os.path.join(model_source, configs.RUN_CONFIG_FILE)
   run_config = (configs.read_run_config(model_source)
                 if tf.io.gfile.exists(config_path) else None)

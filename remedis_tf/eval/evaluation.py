@@ -4,7 +4,10 @@ A *model source* is either
 
 * a fine-tuning run directory written by :func:`remedis_tf.stages.run_supervised`
   (``config.json`` + checkpoints; the model-selection checkpoint in ``best/`` is used by
-  default), or
+  default),
+* a classifier Keras preset written by :func:`export_classifier_preset`
+  (``remedis_tf.weights.preset``: ``config.json`` with label names, task and image size,
+  ``metadata.json``, ``model.weights.h5``), or
 * a classifier SavedModel written by :func:`export_classifier_savedmodel`: a
   ``tf.Module`` whose ``__call__(images)`` maps float32 ``[B,H,W,3]`` images in [0,1] to
   probabilities ``[B,K]`` (sigmoid for multi-label/binary, softmax for multi-class, of
@@ -75,6 +78,8 @@ from remedis_tf.eval import metrics as metrics_lib
 from remedis_tf.eval import predict as predict_lib
 from remedis_tf.eval import reliability_plot
 from remedis_tf.eval import subgroups as subgroups_lib
+from remedis_tf.models.classifier import Classifier
+from remedis_tf.weights import preset as preset_lib
 
 SIDECAR_FILE = "remedis_classifier.json"
 SIDECAR_FORMAT = "remedis_tf.classifier_savedmodel"
@@ -95,7 +100,7 @@ class LoadedClassifier:
 
   Attributes:
     source: the model source string.
-    kind: ``"run_dir"`` or ``"savedmodel"``.
+    kind: ``"run_dir"``, ``"preset"`` or ``"savedmodel"``.
     label_names: K output names, in output order.
     task: ``multilabel`` | ``binary`` | ``multiclass``.
     image_size: side of the square input images the model was trained at.
@@ -145,8 +150,9 @@ def load_model(model_source: str, which: str = "best") -> LoadedClassifier:
   """Loads a classifier from a fine-tuning run directory or a classifier SavedModel.
 
   Args:
-    model_source: run directory (``config.json`` of a supervised run) or a directory
-      written by :func:`export_classifier_savedmodel`.
+    model_source: run directory (``config.json`` of a supervised run), a classifier preset
+      (:func:`export_classifier_preset`) or a directory written by
+      :func:`export_classifier_savedmodel`.
     which: for run directories, ``best`` (model-selection checkpoint, falling back to the
       latest when the run had no validation set) or ``latest``.
   """
@@ -170,6 +176,8 @@ def load_model(model_source: str, which: str = "best") -> LoadedClassifier:
                             info["task"], int(info["image_size"]),
                             float(info.get("crop_fraction", 0.875)), forward, info,
                             info.get("temperature"))
+  if preset_lib.is_preset(model_source):
+    return _load_preset_classifier(model_source)
   if tf.io.gfile.exists(os.path.join(model_source, "saved_model.pb")):
     raise ConfigError(f"{model_source} is a SavedModel without a {SIDECAR_FILE} sidecar "
                       "(a backbone, not a classifier); evaluate a fine-tuning run or a model "
@@ -182,6 +190,52 @@ def load_model(model_source: str, which: str = "best") -> LoadedClassifier:
   return LoadedClassifier(model_source, "run_dir", tuple(task.manifest.label_names),
                           task.manifest.task, int(task.image_size), 0.875,
                           _task_forward(task), run_config, task.temperature)
+
+
+def _load_preset_classifier(path: str) -> LoadedClassifier:
+  info = preset_lib.preset_info(path)
+  if info["class_name"] != "Classifier" or not info.get("label_names") or not info.get("task"):
+    raise ConfigError(f"{path} is a {info['class_name']} preset without label names/task (a "
+                      "backbone, not a classifier); evaluate a classifier preset written by "
+                      "export_classifier_preset")
+  model = preset_lib.from_preset(path)
+  multiclass = info["task"] == "multiclass"
+  record = info.get("temperature")
+  temperature = tf.constant(calibration_lib.temperature_vector(record, info["label_names"]))
+
+  def forward(images):
+    out = model(tf.cast(images, tf.float32), training=False)
+    logits = tf.cast(out["logits"], tf.float32)
+    scaled = logits / temperature
+    return {"scores": tf.nn.softmax(scaled, axis=-1) if multiclass else tf.sigmoid(scaled),
+            "logits": logits, "embedding": tf.cast(out["embedding"], tf.float32)}
+
+  if not info.get("image_size"):
+    raise ConfigError(f"{path}/{preset_lib.CONFIG_FILE}: a classifier preset needs image_size")
+  return LoadedClassifier(path, "preset", tuple(info["label_names"]), info["task"],
+                          int(info["image_size"]), float(info.get("crop_fraction") or 0.875),
+                          forward, info, record)
+
+
+def export_classifier_preset(task, out_dir: str, source: str = "",
+                             crop_fraction: float = 0.875) -> str:
+  """Writes a trained ``SupervisedTask`` as a Keras classifier preset folder.
+
+  ``config.json`` records the backbone variant, the projection layer the head reads, the
+  head size, ``label_names``, ``task``, ``image_size`` and ``crop_fraction``;
+  the calibration record saved with the best checkpoint (``temperature``, None without one);
+  ``model.weights.h5`` holds backbone + (projection head) + classification head. Load it
+  with :func:`remedis_tf.weights.preset.from_preset` (a :class:`Classifier` returning
+  ``{"logits", "embedding"}``) or evaluate it with :func:`load_model`. Returns ``out_dir``.
+  """
+  if task.classification_head is None:
+    raise ConfigError("export_classifier_preset needs a built SupervisedTask")
+  model = Classifier(task.backbone, task.classification_head, task.projection_head,
+                     int(task.config.from_projection_layer))
+  return preset_lib.save_to_preset(model, out_dir, image_size=int(task.image_size),
+                                   label_names=list(task.manifest.label_names),
+                                   task=task.manifest.task, crop_fraction=float(crop_fraction),
+                                   source=source, temperature=task.temperature)
 
 
 def _task_forward(task, temperature: Optional[tf.Variable] = None

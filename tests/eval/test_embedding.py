@@ -103,6 +103,12 @@ def test_supervised_run_and_its_savedmodel_agree(data, tmp_path):
       embedding.export_embeddings(saved, manifest, str(tmp_path / "b.npz"),
                                   log=lambda _: None)["out_path"])
   np.testing.assert_allclose(b["embeddings"], a["embeddings"], atol=1e-5)
+  # The classifier preset gives the same features at its recorded image size.
+  exported = evaluation.export_classifier_preset(task, str(tmp_path / "clf_preset"))
+  c = embedding.read_embeddings(
+      embedding.export_embeddings(exported, manifest, str(tmp_path / "c.npz"),
+                                  log=lambda _: None)["out_path"])
+  np.testing.assert_array_equal(c["embeddings"], a["embeddings"])
 
 
 def test_bare_checkpoint_needs_variant_and_object_arrays_refused(data, tmp_path):

@@ -141,6 +141,12 @@ def test_classifier_savedmodel_gives_the_same_scores(trained, tmp_path):
   temps = calibration.temperature_vector(task.temperature, task.manifest.label_names)
   np.testing.assert_allclose(1.0 / (1.0 + np.exp(-from_run.logits / temps)), from_run.scores,
                              atol=1e-6)
+  # A classifier preset carries the same temperatures, so its calibrated scores agree too.
+  preset_dir = evaluation.export_classifier_preset(task, str(tmp_path / "clf_preset"))
+  from_preset = evaluation.load_model(preset_dir).predict(manifest, keep=("scores", "logits"))
+  assert evaluation.load_model(preset_dir).temperature == task.temperature
+  np.testing.assert_allclose(from_preset.scores, from_run.scores, atol=1e-5)
+  np.testing.assert_allclose(from_preset.logits, from_run.logits, atol=1e-4)
   out_a, out_b = str(tmp_path / "a"), str(tmp_path / "b")
   a = evaluation.evaluate_model(trained["run_dir"], {"id_test": manifest}, out_a,
                                 num_bootstrap=50, log=lambda _: None)
@@ -157,6 +163,26 @@ def test_classifier_savedmodel_gives_the_same_scores(trained, tmp_path):
   with pytest.raises(Exception, match="refusing"):
     evaluation.export_classifier_savedmodel(task, str(foreign))
   assert (foreign / "keep.txt").exists()
+
+
+def test_classifier_preset_gives_the_same_scores(trained, tmp_path):
+  task, _ = stages.load_classifier(trained["run_dir"])
+  export = evaluation.export_classifier_preset(task, str(tmp_path / "preset"),
+                                               source=trained["run_dir"])
+  loaded = evaluation.load_model(export)
+  assert loaded.kind == "preset" and loaded.label_names == ("Bright", "Noise")
+  assert loaded.task == "multilabel" and loaded.image_size == SIZE
+  assert loaded.info["metadata"]["source"] == trained["run_dir"]
+  manifest = trained["sets"]["id_test"]
+  from_run = evaluation.load_model(trained["run_dir"]).predict(manifest)
+  from_preset = loaded.predict(manifest)
+  # Same layers, same weights, same ops: identical scores.
+  np.testing.assert_array_equal(from_preset.scores, from_run.scores)
+  # A backbone preset is not a classifier.
+  from remedis_tf.weights import preset  # pylint: disable=g-import-not-at-top
+  backbone = preset.save_to_preset(task.backbone, str(tmp_path / "bb"))
+  with pytest.raises(ConfigError, match="a backbone, not a classifier"):
+    evaluation.load_model(backbone)
 
 
 def _brute_youden(labels, scores):

@@ -55,7 +55,8 @@ def test_evaluate_binary(tiny):
               f"--eval_set=ood_site_b=chexpert:{tiny['ood_csv']}", "--val_set=id_test",
               "--num_bootstrap=30", f"--output_dir={out}", "--subgroup=Patient",
               "--subgroup=view", "--subgroup_min_patients=2", "--calibration_bins=5",
-              f"--export_savedmodel={os.path.join(tiny['root'], 'clf')}")
+              f"--export_savedmodel={os.path.join(tiny['root'], 'clf')}",
+              f"--export_preset={os.path.join(tiny['root'], 'clf_preset')}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.load(open(os.path.join(out, "summary.json")))
   assert set(summary["sets"]) == {"id_test", "ood_site_b"}
@@ -72,6 +73,16 @@ def test_evaluate_binary(tiny):
   cal = json.load(open(os.path.join(out, "id_test_calibration.json")))
   assert cal["num_bins"] == 5 and cal["source"].startswith("fitted on id_test")
   assert os.path.exists(os.path.join(out, "id_test_reliability.png"))
+  # The exported preset is itself a --model: same metric as the run directory.
+  out_p = os.path.join(tiny["root"], "eval_preset")
+  proc = _run("evaluate", f"--model={os.path.join(tiny['root'], 'clf_preset')}",
+              "--eval_source=csv", "--eval_patient_column=Patient",
+              f"--eval_set=id_test={tiny['test_csv']}", "--num_bootstrap=30",
+              f"--output_dir={out_p}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  from_preset = json.load(open(os.path.join(out_p, "summary.json")))
+  assert from_preset["model_kind"] == "preset"
+  assert from_preset["sets"]["id_test"]["value"] == summary["sets"]["id_test"]["value"]
   # User errors: one line on stderr, exit status 2.
   proc = _run("evaluate", f"--model={tiny['run_dir']}", "--eval_set=broken",
               f"--output_dir={out}")

@@ -3,7 +3,8 @@
 Flags: importing pickle-family modules, ``allow_pickle=True``, ``np.load`` without an
 explicit ``allow_pickle=False``, Keras ``load_model`` without an explicit
 ``safe_mode=True`` (or with ``safe_mode=False``), ``yaml.load``/``yaml.unsafe_load``,
-``torch.load``, ``pandas.read_pickle``, ``marshal.loads``.
+``torch.load`` without an explicit ``weights_only=True`` (torch's restricted unpickler that
+accepts only tensors and plain containers), ``pandas.read_pickle``, ``marshal.loads``.
 """
 
 import ast
@@ -53,7 +54,9 @@ def unsafe_uses(source: str, filename: str = "<src>") -> List[str]:
         problems.append(f"{where}: {name} without allow_pickle=False")
       elif last == "load_model" and "keras" in name and _keyword(node, "safe_mode") is not True:
         problems.append(f"{where}: {name} without safe_mode=True")
-      elif name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load", "torch.load",
+      elif name == "torch.load" and _keyword(node, "weights_only") is not True:
+        problems.append(f"{where}: {name} without weights_only=True")
+      elif name in ("yaml.load", "yaml.unsafe_load", "yaml.full_load",
                     "pd.read_pickle", "pandas.read_pickle", "marshal.loads", "marshal.load"):
         problems.append(f"{where}: {name}")
       if _keyword(node, "safe_mode") is False:
@@ -78,10 +81,11 @@ def test_scanner_catches_unsafe_patterns():
       "import keras", "np.load('x.npy')", "np.load('x.npy', allow_pickle=True)",
       "keras.models.load_model('m.keras')", "keras.saving.load_model('m', safe_mode=False)",
       "yaml.load(open('c.yaml'))", "np.savez('a', b=1)", "np.load('y', allow_pickle=False)",
-      "keras.models.load_model('m.keras', safe_mode=True)"])
+      "keras.models.load_model('m.keras', safe_mode=True)", "torch.load('m.pth')",
+      "torch.load('m.pth', weights_only=False)", "torch.load('m.pth', weights_only=True)"])
   found = unsafe_uses(bad)
   lines = {int(f.split(":")[1]) for f in found}
-  assert lines == {1, 2, 6, 7, 8, 9, 10}, found  # 11-13 are safe
+  assert lines == {1, 2, 6, 7, 8, 9, 10, 14, 15}, found  # 11-13 and 16 are safe
 
 
 def test_source_tree_has_no_unsafe_deserialisation():

@@ -118,3 +118,33 @@ def test_restore_refuses_missing_projection_head(tmp_path):
   assert "backbone" in " ".join(task.initialize())
   for a, b in zip(backbone.variables, task.backbone.variables):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _preset_classifier(tmp_path, projection):
+  from remedis_tf.models.classifier import Classifier  # pylint: disable=g-import-not-at-top
+  from remedis_tf.models.heads import ClassificationHead  # pylint: disable=g-import-not-at-top
+  from remedis_tf.weights import preset  # pylint: disable=g-import-not-at-top
+  # Shaped like _task's head: tiny width 256, projection_dim 16.
+  proj = ProjectionHead(2, 256, 16, name="projection_head") if projection else None
+  model = Classifier(ResNetV2("tiny"), ClassificationHead(1, name="classification_head"), proj,
+                     1 if projection else 0).build_for(SIZE)
+  rng = np.random.default_rng(0)
+  for v in model.weights:
+    v.assign((0.5 + rng.random(v.shape)).astype(np.float32))
+  return model, preset.save_to_preset(model, str(tmp_path / f"preset{int(projection)}"))
+
+
+def test_init_from_classifier_preset_restores_backbone_and_projection_head(tmp_path):
+  model, path = _preset_classifier(tmp_path, projection=True)
+  manifest = Manifest((), ("Bright",), "binary", "schema")
+  task = _task(path, 1, manifest)
+  notes = " ".join(task.initialize())
+  assert "backbone from preset" in notes and "projection head" in notes
+  for a, b in zip(model.backbone.weights, task.backbone.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  for a, b in zip(model.projection_head.weights, task.projection_head.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  # A preset without a projection head cannot start a fine-tune from projection layer 1.
+  _, headless = _preset_classifier(tmp_path, projection=False)
+  with pytest.raises(CheckpointError, match="holds no projection head"):
+    _task(headless, 1, manifest).initialize()

@@ -8,6 +8,7 @@ BiT-like variable names) because nothing can be downloaded in tests.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Callable, Dict, Optional, Tuple
 
@@ -65,9 +66,9 @@ def random_params(arch, num_classes: int = 0, seed: int = 0) -> Dict[str, np.nda
   return out
 
 
-def _std_conv(x, kernel, stride=1):
+def _std_conv_eps(x, kernel, stride=1, epsilon=1e-10):
   mean, var = tf.nn.moments(kernel, axes=[0, 1, 2], keepdims=True)
-  w = (kernel - mean) / tf.sqrt(var + 1e-10)
+  w = (kernel - mean) / tf.sqrt(var + epsilon)
   return tf.nn.conv2d(x, w, strides=stride, padding="VALID")
 
 
@@ -84,13 +85,15 @@ def _pad(x, n):
   return tf.pad(x, [[0, 0], [n, n], [n, n], [0, 0]])
 
 
-def forward(params, images_m11, arch):
+def forward(params, images_m11, arch, ws_epsilon=1e-10):
   """Raw BiT forward on images already in [-1, 1].
 
-  Returns ``(feature_map, pooled, logits_or_None)``.
+  ``ws_epsilon`` is added to the kernel variance in weight standardisation (BiT: 1e-10,
+  timm's BiT port: 1e-8). Returns ``(feature_map, pooled, logits_or_None)``.
   """
   units, _, groups = arch
   p = params
+  _std_conv = functools.partial(_std_conv_eps, epsilon=ws_epsilon)
   x = _std_conv(_pad(images_m11, 3), p["resnet/root_block/standardized_conv2d/kernel"], 2)
   x = tf.nn.max_pool2d(_pad(x, 1), 3, 2, "VALID")
   for b, n in enumerate(units, start=1):
