@@ -73,11 +73,17 @@ def _detail(error: BaseException) -> str:
   """The informative part of a gfile error's first lines (no op names, no boilerplate)."""
   text = getattr(error, "message", None) or str(error)
   text = re.sub(r"\{\{[^}]*\}\}|\s*\[Op:[^\]]*\]", "", text)
-  text = re.sub(r"Error executing an HTTP request:\s*", "", text)
+  text = re.sub(r"Error executing an HTTP request:\s*|All \d+ retry attempts failed\. The "
+                r"last failure:\s*", "", text)
   text = " ".join(text.split())
-  found = re.search(r"Could not resolve host: \S+", text)
-  if found:
-    return found.group(0)
+  details = re.search(r"error details: (.*?)(?= when |$)", text)
+  if details:
+    return details.group(1)
+  code = _HTTP_CODE.search(text)
+  message = re.search(r'"message":\s*"([^"]+)"', text)
+  if code and message:
+    return f"HTTP {code.group(1)}: {message.group(1)}"
+  text = re.sub(r" when (reading|writing|uploading|deleting|listing|creating)\b.*$", "", text)
   return text[:200] + ("..." if len(text) > 200 else "")
 
 
@@ -95,12 +101,12 @@ def classify(error: BaseException) -> Optional[str]:
     return "permission"
   if status in (404, 410) or isinstance(error, tf.errors.NotFoundError):
     return "not_found"
+  if _UNREACHABLE.search(text):
+    return "unreachable"
   if status in (408, 429) or status >= 500 or _TIMEOUT.search(text) or isinstance(
       error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
               tf.errors.AbortedError)):
     return "transient"
-  if _UNREACHABLE.search(text):
-    return "unreachable"
   return None
 
 

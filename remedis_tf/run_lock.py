@@ -15,12 +15,12 @@ Two protocols, chosen by the path:
   stale when its heartbeat is older than ``timeout_s`` (default 600 s, ``--lock_timeout_s``)
   or when its holder ran on this host under a pid that no longer exists; a stale lock is
   taken over. ``steal=True`` (``--steal_lock``) takes over a live-looking lock (e.g. a
-  dead host's, before the timeout). Acquiring writes the lock, waits ``settle_s`` and reads
+  dead host's, before the timeout). Acquiring writes the lock, waits ``settle_s`` (2 s) and reads
   it back: another writer that wrote in between wins, and this one stops. Residual race
   (documented in docs/troubleshooting.md): two processes whose read and write are more
   than ``settle_s`` apart can both believe they won; the loser notices at its next
-  heartbeat (its token was overwritten) and its loop stops before the next checkpoint, so
-  two writers overlap for at most one heartbeat interval.
+  heartbeat (its token was overwritten) and its loop stops at the next host-loop boundary
+  without saving, so two writers overlap for about one heartbeat interval at most.
 """
 
 from __future__ import annotations
@@ -80,10 +80,12 @@ class RunLock:
   Use as a context manager or call :meth:`acquire` / :meth:`release`. ``clock``,
   ``sleep`` and ``host`` (this machine's name) are injectable for tests; ``mode`` is
   ``auto`` (flock on local paths, heartbeat on remote ones), ``flock`` or ``heartbeat``.
+  ``settle_s`` (heartbeat protocol): wait between writing the lock and reading it back;
+  default ``min(2 s, timeout_s / 20)``.
   """
 
   def __init__(self, run_dir: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-               steal: bool = False, mode: str = "auto", settle_s: float = 2.0,
+               steal: bool = False, mode: str = "auto", settle_s: Optional[float] = None,
                clock: Callable[[], float] = time.time,
                sleep: Callable[[float], None] = time.sleep,
                log: Callable[[str], None] = print, host: str = HOST):
@@ -94,7 +96,8 @@ class RunLock:
     if mode == "auto":
       mode = "heartbeat" if "://" in run_dir else "flock"
     self.run_dir, self.path = run_dir, os.path.join(run_dir, LOCK_FILE)
-    self.timeout_s, self.steal, self.mode, self.settle_s = timeout_s, steal, mode, settle_s
+    self.timeout_s, self.steal, self.mode = timeout_s, steal, mode
+    self.settle_s = min(2.0, timeout_s / 20) if settle_s is None else settle_s
     self.heartbeat_every_s = timeout_s / 10
     self._clock, self._sleep, self._log, self.host = clock, sleep, log, host
     self.token = uuid.uuid4().hex
