@@ -195,12 +195,9 @@ class RunLock:
                             f"being replaced by other processes; use another --run_dir")
 
   def _write(self) -> None:
-    text = json.dumps(self._content(), sort_keys=True) + "\n"
-    if remote_io.is_remote(self.path):
-      with tf.io.gfile.GFile(self.path, "w") as f:  # a Cloud Storage upload is atomic
-        f.write(text)
-    else:
-      io_utils.atomic_write_text(self.path, text)
+    # Write + rename: readers never see a half-written lock (on gs:// the rename is a
+    # server-side copy, which also appears at once).
+    io_utils.atomic_write_text(self.path, json.dumps(self._content(), sort_keys=True) + "\n")
 
   def _acquire_heartbeat(self) -> None:
     holder = self.read()
@@ -226,7 +223,9 @@ class RunLock:
     if self.mode != "heartbeat" or not self._held or self.lost_to is not None:
       return self.lost_to is None
     back = self.read()
-    if not back or back.get("token") != self.token:
+    if back == {}:  # caught mid-write (non-atomic file systems): look again next time
+      return True
+    if back is None or back.get("token") != self.token:
       self.lost_to = back or {}
       return False
     self._write()

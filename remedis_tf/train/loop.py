@@ -413,18 +413,25 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
         f"workers share (e.g. gs://bucket/run), not a local path on each host")
   resumed_from = start_step
 
-  summary_dir = os.path.join(run_dir, "train")
-  writer = (writes.call(lambda: tf.summary.create_file_writer(summary_dir), summary_dir,
-                        "TensorBoard summaries") if chief
+  writer = (writes.call(lambda: tf.summary.create_file_writer(writes.summary_dir),
+                        writes.summary_dir, "TensorBoard summaries") if chief
             else tf.summary.create_noop_writer())
+
+  def summarize(step: int, write: Callable[[], None]) -> None:
+    """``write()``'s summaries at ``step``; when they cannot be written even after the
+    retries, saves a checkpoint of this step and stops."""
+    try:
+      writes.summaries(writer, step, write)
+    except StorageError as e:
+      path = saved_path if step == saved_step else writes.save(manager, step, chief,
+                                                               saved_path)
+      where = (f"checkpoint {path} holds step {step}: run the same command to resume"
+               if path else "nothing trained yet: run the same command again")
+      raise StorageError(f"{e} (stopped; {where})") from None
 
   dist_dataset = strategy.distribute_datasets_from_function(
       lambda ctx: task.dataset_fn(ctx, start_step))
   iterator = iter(dist_dataset)
-  if chief and start_step == 0:
-    with writer.as_default(step=0):
-      task.summarize_inputs()
-    writes.flush(writer, summary_dir)
   names = list(task.metric_names)
 
   @tf.function
@@ -443,6 +450,8 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
   last_metrics: Dict[str, float] = {}
   step = start_step
   saved_path, saved_step = latest, start_step
+  if chief and start_step == 0:
+    summarize(0, task.summarize_inputs)
   preempted = False
   t_start = time.time()
   t_window, step_window = t_start, step
@@ -489,17 +498,9 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
           f"ETA {_format_eta(eta)}")
       t_window, step_window = now, step
     if step % config.summary_every == 0 or step == config.total_steps:
-      with writer.as_default(step=step):
-        for k in names:
-          tf.summary.scalar(k, metrics[k])
-        for k, v in task.extra_summaries().items():
-          tf.summary.scalar(k, v)
-      try:
-        writes.flush(writer, summary_dir)
-      except StorageError as e:  # stop with a checkpoint of this step, then report
-        saved_path = writes.save(manager, step, chief, saved_path)
-        raise StorageError(f"{e} (stopped; checkpoint {saved_path} holds step {step}: run "
-                           f"the same command to resume)") from None
+      scalars = {k: metrics[k] for k in names}
+      scalars.update(task.extra_summaries())
+      summarize(step, lambda: [tf.summary.scalar(k, v) for k, v in scalars.items()])
     if eval_hook is not None and ((config.eval_every and step % config.eval_every == 0)
                                   or step == config.total_steps):
       eval_metrics = eval_hook(step)
@@ -507,14 +508,13 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
         metrics.update(eval_metrics)  # kept in LoopResult.history for reports
         log("[eval] step {} {}".format(
             step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())))
-        with writer.as_default(step=step):
-          for k, v in eval_metrics.items():
-            tf.summary.scalar(f"eval/{k}", v)
+        summarize(step, lambda: [tf.summary.scalar(f"eval/{k}", v)
+                                 for k, v in eval_metrics.items()])
     if step % config.checkpoint_every == 0 or step == config.total_steps:
       saved_path, saved_step = writes.save(manager, step, chief, saved_path), step
     if after_steps is not None:
       after_steps(step, metrics)
-  writes.flush(writer, summary_dir)
+  summarize(step, lambda: None)  # flushes
   return LoopResult(final_step=step, resumed_from=resumed_from, preempted=preempted,
                     last_metrics=last_metrics, history=history, checkpoint_path=saved_path)
 
@@ -524,12 +524,19 @@ class _Writes:
 
   def __init__(self, run_dir: str, retry: remote_io.RetryPolicy, log: Callable[[str], None]):
     self.run_dir, self.retry, self.log = run_dir, retry, log
+    self.summary_dir = os.path.join(run_dir, "train")
 
   def call(self, fn: Callable[[], Any], path: str, what: str) -> Any:
     return remote_io.with_retries(fn, path, what, self.retry, self.log)
 
-  def flush(self, writer, summary_dir: str) -> None:
-    self.call(writer.flush, summary_dir, "TensorBoard summaries")
+  def summaries(self, writer, step: int, write: Callable[[], Any]) -> None:
+    """Runs ``write`` (tf.summary calls) with ``writer`` as the default writer at
+    ``step``. The writer flushes when that block ends, which is where a remote write
+    fails; a retry writes the block again."""
+    def block():
+      with writer.as_default(step=step):
+        write()
+    self.call(block, self.summary_dir, "TensorBoard summaries")
 
   def save(self, manager: tf.train.CheckpointManager, step: int, chief: bool,
            previous: Optional[str]) -> str:
