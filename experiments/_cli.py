@@ -88,11 +88,11 @@ def _is_input_flag(name: str) -> bool:
   return name.lstrip("-") in _INPUT_FLAGS or name.lstrip("-").endswith(_INPUT_SUFFIXES)
 
 
-def remote_flag_paths() -> dict:
+def remote_flag_paths(flag_values: flags.FlagValues = flags.FLAGS) -> dict:
   """``{"--flag": gs:// path}`` for every gs:// path in the parsed flag values (several
   per flag for lists and NAME=PATH values, keyed ``--flag``, ``--flag[1]``, ...)."""
   found = {}
-  for name, value in sorted(flags.FLAGS.flag_values_dict().items()):
+  for name, value in sorted(flag_values.flag_values_dict().items()):
     values = value if isinstance(value, (list, tuple)) else [value]
     paths = [p for v in values if isinstance(v, str) for p in _GS_PATH.findall(v)]
     for i, path in enumerate(paths):
@@ -100,9 +100,9 @@ def remote_flag_paths() -> dict:
   return found
 
 
-def check_remote_flags() -> None:
+def check_remote_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Stats the gs:// paths given as flags (see module docstring); StorageError on failure."""
-  remote_io.check_remote_paths(remote_flag_paths(),
+  remote_io.check_remote_paths(remote_flag_paths(flag_values),
                                must_exist=lambda key: _is_input_flag(key.split("[")[0]))
 
 
