@@ -477,7 +477,15 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
     if config.eval_every:
       boundaries.append(_next_boundary(step, config.eval_every))
     n = min(boundaries) - step
-    metrics = {k: float(v) for k, v in run_steps(iterator, tf.constant(n)).items()}
+    try:
+      metrics = {k: float(v) for k, v in run_steps(iterator, tf.constant(n)).items()}
+    except tf.errors.OpError as e:  # e.g. gs:// training images unreachable mid-run
+      error = remote_io.storage_error(e)
+      if error is None:
+        raise
+      raise StorageError(f"{error} (while training steps {step + 1}-{step + n}; the last "
+                         f"complete checkpoint {saved_path or '(none)'} is kept: run the "
+                         f"same command to resume)") from None
     step += n
     loss = metrics[names[0]]
     if not math.isfinite(loss):

@@ -176,3 +176,28 @@ def test_lock_settings_may_change_on_resume(tmp_path):
   configs.write_run_config(config.run_dir, loop=config)
   changed = dataclasses.replace(config, lock_timeout_s=30.0, steal_lock=True)
   loop_lib.check_run_config(config.run_dir, {"loop": changed})  # no ConfigError
+
+class RemoteDataTask(BallastTask):
+  """BallastTask whose input pipeline hits a Cloud Storage outage at example 24 (step 4)."""
+
+  def dataset_fn(self, input_context, start_step):
+    def read(position):
+      if position >= 24:
+        raise tf.errors.UnavailableError(None, None, "HTTP response code 503 with body "
+                                         "'Backend Error' when reading gs://b/img/24.png")
+      return position
+
+    positions = super().dataset_fn(input_context, start_step).unbatch()
+    index = tf.data.Dataset.range(start_step * 8, 10**9)
+    return tf.data.Dataset.zip(positions, index).map(
+        lambda example, i: (example, tf.py_function(read, [i], tf.int64))).map(
+            lambda example, _: example).batch(8, drop_remainder=True)
+
+
+def test_storage_failure_while_reading_data_names_the_checkpoint(tmp_path):
+  with pytest.raises(StorageError) as e:
+    loop_lib.run_loop(RemoteDataTask(ballast_floats=1), tf.distribute.get_strategy(),
+                      _config(tmp_path / "run"), log=lambda line: None, retry=FAST_RETRY)
+  message = str(e.value)
+  assert message.startswith("Cloud Storage is unavailable for gs://b/img/24.png"), message
+  assert "while training steps 3-4" in message and "ckpt-2 is kept" in message, message
