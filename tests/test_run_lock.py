@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from remedis_tf import run_lock
+from remedis_tf import run_guard, run_lock
 from remedis_tf.errors import ConfigError, RunDirLockedError
 
 
@@ -196,3 +196,23 @@ def test_heartbeat_thread_refreshes_the_lock(tmp_path):
 def test_bad_timeout_is_a_config_error(tmp_path):
   with pytest.raises(ConfigError, match="--lock_timeout_s must be > 0, got 0"):
     run_lock.RunLock(str(tmp_path), timeout_s=0)
+
+
+def test_guarded_run_keeps_a_fresh_dir_when_the_lock_is_refused(tmp_path):
+  """A refused second process must not delete the directory the holder just created
+  (guarded_run removes fresh run dirs after other early user errors)."""
+  run_dir = str(tmp_path / "run")
+  with pytest.raises(RunDirLockedError):
+    with run_guard.guarded_run(run_dir):
+      holder = run_lock.RunLock(run_dir).acquire()  # "the other process", a moment later
+      try:
+        run_lock.RunLock(run_dir).acquire()
+      finally:
+        holder_path = holder.path
+  assert os.path.exists(holder_path)  # the holder's lock and directory are still there
+  holder.release()
+  with pytest.raises(ConfigError):
+    with run_guard.guarded_run(run_dir + "2"):
+      os.makedirs(run_dir + "2")
+      raise ConfigError("bad flag")
+  assert not os.path.exists(run_dir + "2")  # other user errors still clean up
