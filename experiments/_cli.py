@@ -1,9 +1,16 @@
 """Tiny shared helper for the binaries: user errors become one line and exit code 2.
 
 What counts as a user error: any :class:`RemedisError`, a bad command line (absl flag
-parsing errors), and a failed *write* — permission denied, read-only file system, disk
-full or over quota — reported with the path that could not be written. Everything else
-(real bugs) keeps its traceback.
+parsing errors), a failed *write* — permission denied, read-only file system, disk
+full or over quota — reported with the path that could not be written, and a failing
+remote-storage (``gs://``) request: unreachable host, missing credentials, permission
+denied, missing object (remedis_tf.remote_io). Everything else (real bugs) keeps its
+traceback.
+
+Before ``main`` runs, every ``gs://`` path among the flag values is stat-ed, so an
+unreachable bucket or missing credentials stop the binary before it does any work, and a
+missing remote *input* (``--input``, ``--model``, ``--init``, ``--*csv``,
+``--*data_root``, ``--*folder``) is named with its flag.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Callable, List, Optional
 import tensorflow as tf
 from absl import app, flags, logging
 
+from remedis_tf import remote_io
 from remedis_tf.errors import RemedisError
 
 EXIT_USER_ERROR = 2
@@ -69,6 +77,35 @@ def write_error_message(e: BaseException) -> Optional[str]:
   return None
 
 
+_GS_PATH = re.compile(r"gs://[^\s,;]+")
+# Flags naming an existing file or directory (outputs, prefixes and NAME=PATH lists may
+# name something that does not exist yet; the library checks those itself).
+_INPUT_FLAGS = ("input", "model", "init")
+_INPUT_SUFFIXES = ("csv", "data_root", "folder")
+
+
+def _is_input_flag(name: str) -> bool:
+  return name.lstrip("-") in _INPUT_FLAGS or name.lstrip("-").endswith(_INPUT_SUFFIXES)
+
+
+def remote_flag_paths(flag_values: flags.FlagValues = flags.FLAGS) -> dict:
+  """``{"--flag": gs:// path}`` for every gs:// path in the parsed flag values (several
+  per flag for lists and NAME=PATH values, keyed ``--flag``, ``--flag[1]``, ...)."""
+  found = {}
+  for name, value in sorted(flag_values.flag_values_dict().items()):
+    values = value if isinstance(value, (list, tuple)) else [value]
+    paths = [p for v in values if isinstance(v, str) for p in _GS_PATH.findall(v)]
+    for i, path in enumerate(paths):
+      found[f"--{name}" + (f"[{i}]" if i else "")] = path
+  return found
+
+
+def check_remote_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Stats the gs:// paths given as flags (see module docstring); StorageError on failure."""
+  remote_io.check_remote_paths(remote_flag_paths(flag_values),
+                               must_exist=lambda key: _is_input_flag(key.split("[")[0]))
+
+
 _HELP_FLAGS = frozenset({"-?", "--help", "--helpshort", "--helpfull", "--helpxml"})
 
 
@@ -109,11 +146,13 @@ def run_main(main_fn: Callable) -> None:
     tf.get_logger().setLevel("ERROR")
     try:
       _prepare_devices()
+      check_remote_flags()
       return main_fn(argv)
     except RemedisError as e:
       fail(str(e))
     except Exception as e:  # pylint: disable=broad-except
-      message = write_error_message(e)
+      storage = remote_io.storage_error(e)
+      message = str(storage) if storage is not None else write_error_message(e)
       if message is None:
         raise
       fail(message)

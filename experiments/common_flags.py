@@ -64,6 +64,12 @@ def define_loop_flags(default_epochs: float) -> None:
                        "N steps.")
   flags.DEFINE_bool("xla", False, "Compile the per-replica train step with XLA "
                     "(jit_compile). Off by default: slower on CPU; TPUs compile anyway.")
+  flags.DEFINE_float("lock_timeout_s", 600.0, "gs:// run directories: a run-directory lock "
+                     "whose holder's heartbeat is older than this many seconds is stale and "
+                     "taken over (local disks use an OS lock that dies with its process).")
+  flags.DEFINE_bool("steal_lock", False, "Take over the run directory's lock even though its "
+                    "holder looks alive (gs:// only; use when that process is known to be "
+                    "gone, e.g. its VM was deleted).")
 
 
 def total_steps_from_flags(num_examples: int, global_batch_size: int) -> int:
@@ -85,7 +91,8 @@ def loop_from_flags(total_steps: int, eval_every: int = 0) -> LoopConfig:
                     checkpoint_every=FLAGS.checkpoint_every,
                     keep_checkpoints=FLAGS.keep_checkpoints,
                     summary_every=FLAGS.summary_every, log_every=FLAGS.log_every,
-                    eval_every=eval_every, xla=FLAGS.xla)
+                    eval_every=eval_every, xla=FLAGS.xla,
+                    lock_timeout_s=FLAGS.lock_timeout_s, steal_lock=FLAGS.steal_lock)
 
 
 def define_optimizer_flags(name: str, base_lr: float, lr_scaling: str, schedule: str,

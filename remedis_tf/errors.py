@@ -24,3 +24,13 @@ class CheckpointError(RemedisError, ValueError):
 
 class TrainingError(RemedisError, RuntimeError):
   """A training run that cannot continue (e.g. non-finite loss)."""
+
+
+class StorageError(RemedisError, RuntimeError):
+  """Storage that cannot be used: an unreachable host, missing credentials, permission
+  denied or a missing object on remote storage (``gs://``), or remote writes that kept
+  failing after bounded retries."""
+
+
+class RunDirLockedError(RemedisError, RuntimeError):
+  """The run directory is in use by another process (one writer per run directory)."""

@@ -18,7 +18,8 @@ from typing import Iterator, Optional
 
 import tensorflow as tf
 
-from remedis_tf.errors import ConfigError, DataError, RemedisError, TrainingError
+from remedis_tf.errors import (ConfigError, DataError, RemedisError, RunDirLockedError,
+                               TrainingError)
 
 CHECKPOINT_SUBDIR = "checkpoints"  # as in remedis_tf.train.loop
 
@@ -81,7 +82,8 @@ def guarded_run(run_dir: str, source: str = "", data_hint: str = "") -> Iterator
   Args:
     run_dir: the run directory; removed on a user error only if it did not exist before
       and holds no checkpoint (TrainingError, e.g. a non-finite loss, keeps it: its
-      summaries explain what happened).
+      summaries explain what happened; RunDirLockedError keeps it: it belongs to the
+      process that holds the lock, which may have created it a moment ago).
     source: the training data's name, for decode errors.
     data_hint: how to find/skip the bad file (e.g. the binary's flag names).
   """
@@ -97,7 +99,7 @@ def guarded_run(run_dir: str, source: str = "", data_hint: str = "") -> Iterator
     raise DataError(f"an image of {source or 'the training data'} failed to decode during "
                     f"training ({_decode_detail(e)}); {hint}") from None
   except RemedisError as e:
-    if not isinstance(e, TrainingError):
+    if not isinstance(e, (TrainingError, RunDirLockedError)):
       _remove_if_fresh(run_dir, existed)
     raise
 

@@ -14,6 +14,7 @@ from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
+from remedis_tf import remote_io
 from remedis_tf.data import decode
 from remedis_tf.data import dicom as dicom_lib
 from remedis_tf.data.manifest import Manifest
@@ -103,6 +104,9 @@ def check_file(path: str, check: str = "decode",
   (DICOM) and with the training pipeline's own decoder (downscaled to 256 px, so huge
   images are checked in bounded memory), so a file that passes cannot stop a
   ``tf.data`` pipeline.
+
+  Raises StorageError when remote storage as a whole cannot be used (unreachable host,
+  credentials, permission): skipping files would not help then.
   """
   try:
     if not tf.io.gfile.exists(path):
@@ -136,6 +140,9 @@ def check_file(path: str, check: str = "decode",
     msg = str(e)
     return msg[len(path) + 2:] if msg.startswith(path + ": ") else msg
   except tf.errors.OpError as e:
+    storage = remote_io.storage_error(e, path, "image")
+    if storage is not None and remote_io.classify(e) != "not_found":
+      raise storage from None  # the storage is unusable, not this one file
     return f"cannot read file ({decode.tf_error_text(e)})"
 
 

@@ -44,8 +44,9 @@ from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 import numpy as np
 import tensorflow as tf
 
-from remedis_tf import configs, io_utils
-from remedis_tf.errors import CheckpointError, ConfigError, TrainingError
+from remedis_tf import configs, io_utils, remote_io, run_lock
+from remedis_tf.errors import (CheckpointError, ConfigError, RunDirLockedError, StorageError,
+                               TrainingError)
 from remedis_tf.train import strategy as strategy_lib
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -53,7 +54,8 @@ CHECKPOINT_SUBDIR = "checkpoints"
 # Config fields a resumed run may change without being a "different run".
 _RESUME_MUTABLE = ("total_steps", "log_every", "summary_every", "checkpoint_every",
                    "keep_checkpoints", "steps_per_loop", "strategy", "num_cpu_devices", "tpu",
-                   "image_summary_steps", "eval_every", "run_dir", "init", "xla")
+                   "image_summary_steps", "eval_every", "run_dir", "init", "xla",
+                   "lock_timeout_s", "steal_lock")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +79,10 @@ class LoopConfig:
       collectives cannot run inside a compiled step. On TPU it is a no-op because TPUs
       compile every step anyway.
     handle_sigterm: save a checkpoint and stop cleanly on SIGTERM.
+    lock_timeout_s: a ``gs://`` run directory's lock whose heartbeat is older than this is
+      stale and taken over (remedis_tf.run_lock; local disks need no timeout).
+    steal_lock: take over the run directory's lock even if its holder looks alive
+      (heartbeat protocol only; for a holder known to be gone).
   """
   run_dir: str
   total_steps: int
@@ -88,6 +94,8 @@ class LoopConfig:
   eval_every: int = 0
   xla: bool = False
   handle_sigterm: bool = True
+  lock_timeout_s: float = run_lock.DEFAULT_TIMEOUT_S
+  steal_lock: bool = False
 
   def __post_init__(self):
     for name in ("total_steps", "steps_per_loop", "checkpoint_every", "keep_checkpoints",
@@ -96,6 +104,8 @@ class LoopConfig:
         raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.eval_every < 0:
       raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
+    if not self.lock_timeout_s > 0:
+      raise ConfigError(f"lock_timeout_s must be > 0, got {self.lock_timeout_s}")
 
 
 class Task(Protocol):
@@ -300,7 +310,8 @@ def run_loop(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
              run_config: Optional[Dict[str, Any]] = None,
              log: Callable[[str], None] = print,
              after_steps: Optional[Callable[[int, Dict[str, float]], None]] = None,
-             eval_hook: Optional[Callable[[int], Dict[str, float]]] = None) -> LoopResult:
+             eval_hook: Optional[Callable[[int], Dict[str, float]]] = None,
+             retry: remote_io.RetryPolicy = remote_io.RetryPolicy()) -> LoopResult:
   """Trains ``task`` to ``config.total_steps``, resuming from ``config.run_dir`` if possible.
 
   Args:
@@ -314,16 +325,48 @@ def run_loop(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
       interrupt runs).
     eval_hook: called with the step every ``eval_every`` steps and at the end; returns
       metrics that are logged and written to TensorBoard.
+    retry: backoff for ``gs://`` checkpoint and summary writes that fail transiently.
   Returns:
     A LoopResult. Raises TrainingError on a non-finite loss (the last good checkpoint is
-    kept untouched).
+    kept untouched), RunDirLockedError when another process holds ``run_dir`` (nothing is
+    written then), StorageError when remote writes keep failing (the last complete
+    checkpoint is kept; the same call resumes from it).
   """
   chief = strategy_lib.is_chief(strategy)
   if not chief:
     base_log = log
     log = lambda line: base_log(f"[worker {strategy_lib.worker_id(strategy)}] {line}")
   run_dir = config.run_dir
-  io_utils.ensure_dir(run_dir)
+  sync = _WorkerSync(strategy)
+  # One writer per run directory: the chief locks it for the whole job, before anything
+  # is written, and every worker stops when it cannot.
+  lock, refused = None, None
+  if chief:
+    lock = run_lock.RunLock(run_dir, timeout_s=config.lock_timeout_s,
+                            steal=config.steal_lock, log=log)
+    try:
+      remote_io.with_retries(lock.acquire, run_dir, "run directory", retry, log)
+    except RunDirLockedError as e:
+      refused = e
+  if sync.any(refused is not None):
+    raise refused or RunDirLockedError(
+        f"the chief could not lock run directory {run_dir} (another job uses it)")
+  try:
+    return _run_locked(task, strategy, config, run_config, log, after_steps, eval_hook,
+                       retry, chief, sync, lock)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _run_locked(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
+                run_config: Optional[Dict[str, Any]], log: Callable[[str], None],
+                after_steps, eval_hook, retry: remote_io.RetryPolicy, chief: bool,
+                sync: "_WorkerSync", lock: Optional[run_lock.RunLock]) -> LoopResult:
+  """run_loop once the run directory is locked."""
+  run_dir = config.run_dir
+  if not chief:
+    io_utils.ensure_dir(run_dir)
   if run_config is not None:
     check_run_config(run_dir, run_config)
     if chief:
@@ -339,7 +382,8 @@ def run_loop(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
     manager = make_checkpoint_manager(checkpoint, run_dir, config.keep_checkpoints, strategy)
     try:
       return _train(task, strategy, config, checkpoint, step_var, manager, step_fn,
-                    preemption, chief, log, after_steps, eval_hook)
+                    preemption, chief, log, after_steps, eval_hook,
+                    _Writes(run_dir, retry, log), sync, lock)
     finally:
       if not chief and tf.io.gfile.exists(manager.directory):
         tf.io.gfile.rmtree(manager.directory)
@@ -350,10 +394,10 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
            manager: tf.train.CheckpointManager, step_fn: Callable, preemption: _Preemption,
            chief: bool, log: Callable[[str], None],
            after_steps: Optional[Callable[[int, Dict[str, float]], None]],
-           eval_hook: Optional[Callable[[int], Dict[str, float]]]) -> LoopResult:
+           eval_hook: Optional[Callable[[int], Dict[str, float]]], writes: "_Writes",
+           sync: _WorkerSync, lock: Optional[run_lock.RunLock]) -> LoopResult:
   """run_loop's body once models, checkpoint and manager exist."""
   run_dir = config.run_dir
-  sync = _WorkerSync(strategy)
   latest = _restore_latest(checkpoint, os.path.join(run_dir, CHECKPOINT_SUBDIR), log)
   if latest:
     log(f"[resume] restored {latest} at step {int(step_var.numpy())}")
@@ -369,15 +413,25 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
         f"workers share (e.g. gs://bucket/run), not a local path on each host")
   resumed_from = start_step
 
-  writer = (tf.summary.create_file_writer(os.path.join(run_dir, "train")) if chief
+  writer = (writes.call(lambda: tf.summary.create_file_writer(writes.summary_dir),
+                        writes.summary_dir, "TensorBoard summaries") if chief
             else tf.summary.create_noop_writer())
+
+  def summarize(step: int, write: Callable[[], None]) -> None:
+    """``write()``'s summaries at ``step``; when they cannot be written even after the
+    retries, saves a checkpoint of this step and stops."""
+    try:
+      writes.summaries(writer, step, write)
+    except StorageError as e:
+      path = saved_path if step == saved_step else writes.save(manager, step, chief,
+                                                               saved_path)
+      where = (f"checkpoint {path} holds step {step}: run the same command to resume"
+               if path else "nothing trained yet: run the same command again")
+      raise StorageError(f"{e} (stopped; {where})") from None
 
   dist_dataset = strategy.distribute_datasets_from_function(
       lambda ctx: task.dataset_fn(ctx, start_step))
   iterator = iter(dist_dataset)
-  if chief and start_step == 0:
-    with writer.as_default(step=0):
-      task.summarize_inputs()
   names = list(task.metric_names)
 
   @tf.function
@@ -396,6 +450,8 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
   last_metrics: Dict[str, float] = {}
   step = start_step
   saved_path, saved_step = latest, start_step
+  if chief and start_step == 0:
+    summarize(0, task.summarize_inputs)
   preempted = False
   t_start = time.time()
   t_window, step_window = t_start, step
@@ -403,9 +459,13 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
     log(f"[done] run already at step {step} >= total_steps {config.total_steps}")
   while step < config.total_steps:
     # All workers decide together (a collective), so they save the same step.
-    if sync.any(preemption.requested):
+    shared = sync.gather(int(preemption.requested) | 2 * int(lock is not None and lock.lost))
+    if np.any(shared & 2):
+      raise RunDirLockedError(lock.lost_message() if lock is not None and lock.lost else
+                              f"the chief lost the lock on run directory {run_dir}")
+    if np.any(shared & 1):
       if step != saved_step:
-        saved_path, saved_step = _save(manager, step, chief, run_dir), step
+        saved_path, saved_step = writes.save(manager, step, chief, saved_path), step
       log(f"[preempted] SIGTERM received: checkpoint {saved_path or '(none yet)'} holds "
           f"step {saved_step}; run the same command to resume")
       preempted = True
@@ -417,7 +477,15 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
     if config.eval_every:
       boundaries.append(_next_boundary(step, config.eval_every))
     n = min(boundaries) - step
-    metrics = {k: float(v) for k, v in run_steps(iterator, tf.constant(n)).items()}
+    try:
+      metrics = {k: float(v) for k, v in run_steps(iterator, tf.constant(n)).items()}
+    except tf.errors.OpError as e:  # e.g. gs:// training images unreachable mid-run
+      error = remote_io.storage_error(e)
+      if error is None:
+        raise
+      raise StorageError(f"{error} (while training steps {step + 1}-{step + n}; the last "
+                         f"complete checkpoint {saved_path or '(none)'} is kept: run the "
+                         f"same command to resume)") from None
     step += n
     loss = metrics[names[0]]
     if not math.isfinite(loss):
@@ -438,11 +506,9 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
           f"ETA {_format_eta(eta)}")
       t_window, step_window = now, step
     if step % config.summary_every == 0 or step == config.total_steps:
-      with writer.as_default(step=step):
-        for k in names:
-          tf.summary.scalar(k, metrics[k])
-        for k, v in task.extra_summaries().items():
-          tf.summary.scalar(k, v)
+      scalars = {k: metrics[k] for k in names}
+      scalars.update(task.extra_summaries())
+      summarize(step, lambda: [tf.summary.scalar(k, v) for k, v in scalars.items()])
     if eval_hook is not None and ((config.eval_every and step % config.eval_every == 0)
                                   or step == config.total_steps):
       eval_metrics = eval_hook(step)
@@ -450,21 +516,51 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
         metrics.update(eval_metrics)  # kept in LoopResult.history for reports
         log("[eval] step {} {}".format(
             step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())))
-        with writer.as_default(step=step):
-          for k, v in eval_metrics.items():
-            tf.summary.scalar(f"eval/{k}", v)
+        summarize(step, lambda: [tf.summary.scalar(f"eval/{k}", v)
+                                 for k, v in eval_metrics.items()])
     if step % config.checkpoint_every == 0 or step == config.total_steps:
-      saved_path, saved_step = _save(manager, step, chief, run_dir), step
+      saved_path, saved_step = writes.save(manager, step, chief, saved_path), step
     if after_steps is not None:
       after_steps(step, metrics)
-  writer.flush()
+  summarize(step, lambda: None)  # flushes
   return LoopResult(final_step=step, resumed_from=resumed_from, preempted=preempted,
                     last_metrics=last_metrics, history=history, checkpoint_path=saved_path)
 
 
-def _save(manager: tf.train.CheckpointManager, step: int, chief: bool, run_dir: str) -> str:
-  """Saves ``ckpt-<step>``; returns the chief's path (what a resume will read)."""
-  path = manager.save(checkpoint_number=step)
-  if chief:
-    return path
-  return os.path.join(run_dir, CHECKPOINT_SUBDIR, os.path.basename(path))
+class _Writes:
+  """Checkpoint saves and summary flushes with bounded retries on ``gs://`` hiccups."""
+
+  def __init__(self, run_dir: str, retry: remote_io.RetryPolicy, log: Callable[[str], None]):
+    self.run_dir, self.retry, self.log = run_dir, retry, log
+    self.summary_dir = os.path.join(run_dir, "train")
+
+  def call(self, fn: Callable[[], Any], path: str, what: str) -> Any:
+    return remote_io.with_retries(fn, path, what, self.retry, self.log)
+
+  def summaries(self, writer, step: int, write: Callable[[], Any]) -> None:
+    """Runs ``write`` (tf.summary calls) with ``writer`` as the default writer at
+    ``step``. The writer flushes when that block ends, which is where a remote write
+    fails; a retry writes the block again."""
+    def block():
+      with writer.as_default(step=step):
+        write()
+    self.call(block, self.summary_dir, "TensorBoard summaries")
+
+  def save(self, manager: tf.train.CheckpointManager, step: int, chief: bool,
+           previous: Optional[str]) -> str:
+    """Saves ``ckpt-<step>``; returns the chief's path (what a resume will read).
+
+    StorageError after the retries names the previous complete checkpoint (``previous``),
+    which a rerun of the same command resumes from.
+    """
+    directory = os.path.join(self.run_dir, CHECKPOINT_SUBDIR)
+    try:
+      path = self.call(lambda: manager.save(checkpoint_number=step), directory,
+                       "checkpoint save to")
+    except StorageError as e:
+      raise StorageError(f"{e} (stopped at step {step}; the last complete checkpoint "
+                         f"{previous or '(none)'} is kept: run the same command to "
+                         f"resume)") from None
+    if chief:
+      return path
+    return os.path.join(directory, os.path.basename(path))

@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import image_files as F
 from remedis_tf.data.manifest import Manifest, Record
 from remedis_tf.data.validate import check_file, validate_manifest
-from remedis_tf.errors import DataError
+from remedis_tf.errors import DataError, StorageError
 
 RNG = np.random.RandomState(1)
 
@@ -92,3 +93,27 @@ def test_all_bad_raises_even_when_skipping(tmp_path):
   manifest = _manifest({n: paths[n] for n in ("empty.png", "text.png")})
   with pytest.raises(DataError, match="all 2 images are unreadable"):
     validate_manifest(manifest, check="header", skip_bad=True)
+
+
+def test_unusable_remote_storage_is_one_storage_error_not_a_bad_file(monkeypatch):
+  """Unreachable gs:// is not a per-file problem (skipping would drop every file)."""
+  path = "gs://b/img/0.png"
+  errors = {
+      "dns": tf.errors.FailedPreconditionError(
+          None, None, "Error executing an HTTP request: libcurl code 6 meaning 'Could not "
+          "resolve hostname', error details: Could not resolve host: www.googleapis.com"),
+      "gone": tf.errors.NotFoundError(None, None, "HTTP response code 404 with body 'No such "
+                                      f"object' when reading {path}"),
+  }
+
+  def exists(which):
+    def raise_it(p):
+      raise errors[which]
+    return raise_it
+
+  monkeypatch.setattr(tf.io.gfile, "exists", exists("dns"))
+  with pytest.raises(StorageError, match=f"cannot reach Cloud Storage for image {path} "
+                                         r"\(Could not resolve host: www.googleapis.com\)"):
+    check_file(path, "header")
+  monkeypatch.setattr(tf.io.gfile, "exists", exists("gone"))
+  assert check_file(path, "header").startswith("cannot read file (")

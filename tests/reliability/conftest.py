@@ -42,13 +42,14 @@ class Result:
     return errors[0]
 
 
-def run_binary(name: str, *args: str, timeout: float = 240) -> Result:
+def run_binary(name: str, *args: str, timeout: float = 240, env=None) -> Result:
   """Runs ``python -m experiments.<name> args`` from the repository root.
 
-  Peak RSS comes from ``os.wait4`` on this very child (not the max over all children).
+  ``env``: extra environment variables. Peak RSS comes from ``os.wait4`` on this very
+  child (not the max over all children).
   """
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3",
-             CUDA_VISIBLE_DEVICES="")
+             CUDA_VISIBLE_DEVICES="", **(env or {}))
   with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
     proc = subprocess.Popen([sys.executable, "-m", f"experiments.{name}", *args], cwd=ROOT,
                             env=env, stdout=out, stderr=err)
@@ -191,3 +192,7 @@ def tmpfs(tmp_path):
 
 
 NO_SPACE = errno.ENOSPC
+# Cloud Storage made unreachable whatever the network: every request goes to a proxy on a
+# closed local port (connection refused), and TF's own 10 GCS retries (~3 min) are off.
+UNREACHABLE_GCS = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+                   "no_proxy": "", "NO_PROXY": "", "GCS_RETRY_CONFIG_MAX_RETRIES": "0"}

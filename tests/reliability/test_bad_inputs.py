@@ -13,8 +13,10 @@ import os
 import numpy as np
 import pytest
 
-from conftest import FINETUNE, NUM_GOOD, run_binary  # pylint: disable=import-error
+from conftest import (FINETUNE, NUM_GOOD, UNREACHABLE_GCS,  # pylint: disable=import-error
+                      run_binary)
 
+from remedis_tf import run_lock
 from remedis_tf.errors import CheckpointError, ConfigError, DataError
 
 
@@ -296,6 +298,49 @@ def test_run_dir_of_a_different_config_is_refused(odd_but_valid_run):
                          "config", "optimizer.base_lr")
   assert "0.5" in line
   assert _digest(run_dir) == before  # nothing touched, no resume
+
+
+def test_run_dir_in_use_is_refused_and_untouched(catalogue, tmp_path):
+  """Another process holds the run directory (here: this test process, via its lock)."""
+  run_dir = _run_dir(tmp_path)
+  os.makedirs(run_dir)
+  with open(os.path.join(run_dir, "config.json"), "w") as f:
+    f.write("{}\n")  # would be refused as a different config if it were read first
+  with run_lock.RunLock(run_dir):
+    before = _digest(run_dir)
+    _expect_refusal(_finetune(catalogue.good_csv, run_dir), None,
+                    f"run directory {run_dir} is in use by pid {os.getpid()} on host "
+                    f"{run_lock.HOST} since ", "one process writes a run directory at a time")
+    assert _digest(run_dir) == before
+
+
+# -- remote storage (gs://) --------------------------------------------------------------
+
+@pytest.mark.parametrize("binary,flag", [
+    ("convert_weights", "--input"),
+    ("finetune", "--train_csv"),
+    ("finetune", "--init"),
+    ("finetune", "--run_dir"),
+    ("make_tfrecords", "--output_prefix"),
+])
+def test_unreachable_cloud_storage_is_one_line_before_any_work(catalogue, tmp_path, binary,
+                                                               flag):
+  """Each binary stats its gs:// flags first: no traceback, exit 2, nothing written."""
+  remote = "gs://remedis-tests-unreachable/x/" + {"--input": "BiT-M-R50x1.npz",
+                                                  "--train_csv": "train.csv",
+                                                  "--init": "w.npz"}.get(flag, "out")
+  run_dir = _run_dir(tmp_path)
+  args = {"convert_weights": [f"--input={remote}", f"--output={tmp_path / 'out.npz'}"],
+          "make_tfrecords": ["--source=csv", f"--csv={catalogue.good_csv}",
+                             "--label_columns=A,B", f"--output_prefix={remote}"],
+          "finetune": [*FINETUNE, f"--train_csv={catalogue.good_csv}",
+                       f"--run_dir={run_dir}"]}[binary]
+  args = [a for a in args if not a.startswith(f"{flag}=")] + [f"{flag}={remote}"]
+  result = run_binary(binary, *args, env=UNREACHABLE_GCS)
+  _expect_refusal(result, run_dir, f"cannot reach Cloud Storage for {flag} {remote}",
+                  "Failed to connect to 127.0.0.1 port 9", "proxy settings")
+  assert "[train]" not in result.stdout and "[data]" not in result.stdout
+  assert not os.path.exists(tmp_path / "out.npz")
 
 
 def test_read_only_output_directory(catalogue, tmp_path, tmpfs):

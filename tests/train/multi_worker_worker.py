@@ -5,9 +5,9 @@ on the quick synthetic benchmark, with the tiny backbone at 32 px and a global b
 Started twice with ``--strategy=multi_worker`` (each with its own ``TF_CONFIG``), or once
 with ``--strategy=default`` for the single-process reference.
 
-Output the test reads: ``[audit] summary writer <dir>`` / ``[audit] config.json <dir>``
-whenever this process creates a summary file writer or writes config.json (only the
-chief may), the loop's own ``[train]`` / ``[preempted]`` / ``[resume]`` lines, and
+Output the test reads: ``[audit] summary writer <dir>`` / ``[audit] config.json <dir>`` /
+``[audit] run lock <dir>`` whenever this process creates a summary file writer, writes
+config.json or locks a run directory (only the chief may), the loop's own ``[train]`` / ``[preempted]`` / ``[resume]`` lines, and
 ``WORKER DONE`` (or ``WORKER PREEMPTED``) at a clean end. ``--sigterm_self_at=K`` makes the
 process send itself SIGTERM right after contrastive step K (a preemption of this worker
 alone, at a known step).
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import tensorflow as tf  # noqa: E402
 
-from remedis_tf import configs, stages  # noqa: E402
+from remedis_tf import configs, run_lock, stages  # noqa: E402
 from remedis_tf.data import augment as augment_lib  # noqa: E402
 from remedis_tf.data import recipes, synthetic  # noqa: E402
 from remedis_tf.optim.factory import OptimizerConfig  # noqa: E402
@@ -40,7 +40,8 @@ GLOBAL_BATCH = 8
 
 
 def _audit_writes():
-  """Prints a line whenever summaries or config.json are written by this process."""
+  """Prints a line whenever summaries or config.json are written, or the run directory
+  is locked, by this process."""
   create_writer = tf.summary.create_file_writer
   write_config = configs.write_run_config
 
@@ -52,8 +53,15 @@ def _audit_writes():
     print(f"[audit] config.json {run_dir}", flush=True)
     return write_config(run_dir, **sections)
 
+  acquire_lock = run_lock.RunLock.acquire
+
+  def audited_lock(lock):
+    print(f"[audit] run lock {lock.run_dir}", flush=True)
+    return acquire_lock(lock)
+
   tf.summary.create_file_writer = audited_writer
   configs.write_run_config = audited_config
+  run_lock.RunLock.acquire = audited_lock
 
 
 def _sigterm_at(step_to_signal):

@@ -8,7 +8,7 @@ Scenario (each process is tests/train/multi_worker_worker.py):
    contrastive stage and run fine-tuning steps initialised from it.
 3. A single-process run with the same global batch (run concurrently with step 1) must
    end with the same weights (relative tolerance 1e-4) in both stages.
-Only the chief may create summary writers or write config.json.
+Only the chief may create summary writers, write config.json or lock the run directory.
 """
 
 import json
@@ -94,6 +94,8 @@ def _assert_chief_only_writes(chief, other, run_root):
     stage_dir = os.path.join(run_root, stage)
     assert f"[audit] summary writer {os.path.join(stage_dir, 'train')}" in chief.output()
     assert f"[audit] config.json {stage_dir}" in chief.output()
+    assert f"[audit] run lock {stage_dir}" in chief.output()  # the chief locks for the job
+    assert not os.path.exists(os.path.join(stage_dir, "run.lock"))  # and released it
     assert os.path.exists(os.path.join(stage_dir, "config.json"))
     leftovers = [n for n in os.listdir(stage_dir) if n.startswith(".worker")]
     assert not leftovers, f"non-chief scratch checkpoints left in {stage_dir}: {leftovers}"
