@@ -18,6 +18,7 @@ from remedis_tf.errors import ConfigError
 from remedis_tf.optim import factory
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.stages import RuntimeConfig
+from remedis_tf.train import finetune_plan
 from remedis_tf.train import strategy as strategy_lib
 from remedis_tf.train.loop import LoopConfig
 
@@ -241,55 +242,48 @@ def define_supervised_flags(default_mode: str = "full") -> None:
 
 
 def supervised_plan(num_examples: int, first_image_side: int) -> Dict[str, object]:
-  """Resolves steps, resolution, MixUp and schedule boundaries from flags + HyperRule."""
-  from remedis_tf.optim import schedules
-  rule = schedules.bit_hyperrule(num_examples, FLAGS.batch_size, FLAGS.learning_rate,
-                                 image_size=(first_image_side, first_image_side))
-  boundaries = ()
+  """Resolves steps, resolution, MixUp and schedule boundaries from flags + HyperRule
+  (``finetune_plan.plan_finetune``); ``first_image_side`` 0 = no resolution rule."""
+  hyperrule = FLAGS.lr_schedule == "bit_hyperrule"
   if FLAGS.train_steps < 0:
     raise ConfigError(f"--train_steps must be >= 0, got {FLAGS.train_steps}")
-  if FLAGS.train_steps:
-    total = FLAGS.train_steps
-  elif FLAGS.lr_schedule == "bit_hyperrule":
-    steps = schedules.scale_steps(rule["steps"], FLAGS.hyperrule_step_scale)
-    total, boundaries = steps[-1], tuple(steps)
-  else:
+  total = 0
+  if FLAGS.train_steps or not hyperrule:
     total = total_steps_from_flags(num_examples, FLAGS.batch_size)
-  if FLAGS.lr_schedule == "bit_hyperrule" and not boundaries:
-    if total < len(rule["steps"]):
+    if hyperrule and total < 5:
       raise ConfigError(f"--train_steps={total} is too short for --lr_schedule=bit_hyperrule "
-                        f"(needs >= {len(rule['steps'])} steps: warmup, "
-                        f"{len(rule['steps']) - 2} decays, end); train longer or use "
+                        "(needs >= 5 steps: warmup, 3 decays, end); train longer or use "
                         "--lr_schedule=warmup_cosine/constant")
-    boundaries = tuple(schedules.scale_steps(rule["steps"], total / rule["steps"][-1]))
+  plan = finetune_plan.plan_finetune(
+      num_examples, FLAGS.batch_size, FLAGS.lr_schedule,
+      steps_rule="fixed" if total else "hyperrule", total_steps=total,
+      step_scale=FLAGS.hyperrule_step_scale, mixup_alpha=FLAGS.mixup_alpha,
+      image_side=first_image_side)
   return {
-      "total_steps": total,
-      "boundaries": boundaries,
-      "image_size": FLAGS.image_size or int(rule["crop"]),
-      "mixup_alpha": rule["mixup_alpha"] if FLAGS.mixup_alpha < 0 else FLAGS.mixup_alpha,
+      "total_steps": plan.total_steps,
+      "boundaries": plan.boundaries,
+      "image_size": FLAGS.image_size or plan.image_size,
+      "mixup_alpha": plan.mixup_alpha,
   }
 
 
-def _first_image_side(manifest) -> int:
-  """Shorter side of the manifest's first image, from its header (no full decode)."""
-  from remedis_tf.data import decode, tfrecords  # pylint: disable=g-import-not-at-top
-  if not len(manifest):
-    from remedis_tf.errors import DataError  # pylint: disable=g-import-not-at-top
-    raise DataError(f"dataset {manifest.source or '<unnamed>'} is empty")
-  if tfrecords.is_tfrecords_manifest(manifest):
-    raise ConfigError("--image_min_side is needed with --train_source=tfrecords (the typical "
-                      "image side, for BiT-HyperRule's resolution rule)")
-  return int(min(decode.image_hw(manifest.records[0].image_path)))
+def image_side_from_flags(manifest) -> int:
+  """--image_min_side, else the manifest's typical image side (header read; TFRecord
+  shards too) when --image_size=0 needs the HyperRule resolution rule; else 0."""
+  if FLAGS.image_min_side < 0:
+    raise ConfigError(f"--image_min_side must be >= 0, got {FLAGS.image_min_side}")
+  if FLAGS.image_min_side:
+    return FLAGS.image_min_side
+  if FLAGS.image_size and len(manifest):
+    return 0
+  return finetune_plan.typical_image_side(manifest)  # also names an empty set
 
 
 def run_supervised_from_flags(train, validation, stage: str):
   """Builds the supervised configs from flags and runs ``stages.run_supervised``."""
   from remedis_tf import stages
   from remedis_tf.train.supervised import SupervisedConfig
-  if FLAGS.image_min_side < 0:
-    raise ConfigError(f"--image_min_side must be >= 0, got {FLAGS.image_min_side}")
-  side = FLAGS.image_min_side or _first_image_side(train)
-  plan = supervised_plan(len(train), side)
+  plan = supervised_plan(len(train), image_side_from_flags(train))
   config = SupervisedConfig(
       variant=FLAGS.variant, global_batch_size=FLAGS.batch_size, train_mode=FLAGS.train_mode,
       from_projection_layer=FLAGS.from_projection_layer,

@@ -27,12 +27,11 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import _cli, common_flags, data_flags
-from remedis_tf.data.decode import read_image_numpy
 from remedis_tf.data.manifest import describe
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval import sweep
-from remedis_tf.optim import schedules
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.train import finetune_plan
 from remedis_tf.train.supervised import SupervisedConfig
 
 FLAGS = flags.FLAGS
@@ -108,19 +107,11 @@ def template_from_flags(train) -> sweep.FinetuneTemplate:
   if FLAGS.eval_every:
     raise ConfigError("--eval_every is not used by the sweep (each cell is evaluated on the "
                       "test set at its end)")
-  image_size = FLAGS.image_size
-  if not image_size:
-    side = FLAGS.image_min_side or min(read_image_numpy(train.records[0].image_path).shape[:2])
-    image_size = int(schedules.bit_hyperrule(len(train), FLAGS.batch_size, FLAGS.learning_rate,
-                                             image_size=(side, side))["crop"])
+  image_size = FLAGS.image_size or finetune_plan.plan_resolution(
+      common_flags.image_side_from_flags(train))
   if FLAGS.train_steps < 0:
     raise ConfigError(f"--train_steps must be >= 0, got {FLAGS.train_steps}")
-  if FLAGS.train_steps:
-    rule = "fixed"
-  elif FLAGS.lr_schedule == "bit_hyperrule":
-    rule = "hyperrule"
-  else:
-    rule = "epochs"
+  rule = finetune_plan.default_steps_rule(FLAGS.train_steps, FLAGS.lr_schedule)
   supervised = SupervisedConfig(
       variant=FLAGS.variant, global_batch_size=FLAGS.batch_size, train_mode=FLAGS.train_mode,
       from_projection_layer=FLAGS.from_projection_layer,

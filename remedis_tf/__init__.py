@@ -1,0 +1,46 @@
+"""remedis_tf: REMEDIS (BiT → SimCLR/MICLe → fine-tuning) in Keras 3 / TensorFlow.
+
+The names a user needs, as ``import remedis_tf as rt``::
+
+  rt.ResNetV2, rt.load_backbone, rt.load_bit_npz        # build / load a backbone
+  rt.from_preset, rt.save_to_preset                     # Keras 3 preset folders
+  rt.chexpert, rt.mimic_cxr, rt.generic_csv, rt.folder_manifest, rt.tfrecords_manifest
+  rt.contrastive_dataset, rt.supervised_dataset, rt.eval_dataset  # tf.data pipelines
+  rt.AugmentConfig, rt.get_preset, rt.ContrastiveConfig, rt.SupervisedConfig,
+  rt.OptimizerConfig, rt.LoopConfig, rt.RuntimeConfig   # configs
+  rt.run_supervised (stage 1 with stage="upstream", stage 3), rt.run_contrastive (stage 2)
+  rt.plan_finetune, rt.evaluate_model, rt.run_data_efficiency
+  rt.export_savedmodel, rt.export_classifier_savedmodel
+
+Everything else stays in its module (see docs/architecture.md).
+"""
+
+from remedis_tf.data.augment import AugmentConfig, get_preset
+from remedis_tf.data.folders import folder_manifest
+from remedis_tf.data.manifest import Manifest
+from remedis_tf.data.pipeline import contrastive_dataset, eval_dataset, supervised_dataset
+from remedis_tf.data.recipes import chexpert, generic_csv, mimic_cxr
+from remedis_tf.data.tfrecords import tfrecords_manifest
+from remedis_tf.eval.evaluation import evaluate_model, export_classifier_savedmodel
+from remedis_tf.eval.sweep import run_data_efficiency
+from remedis_tf.models.resnet_v2 import ResNetV2
+from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.stages import RuntimeConfig, run_contrastive, run_supervised
+from remedis_tf.train.contrastive import ContrastiveConfig
+from remedis_tf.train.finetune_plan import plan_finetune
+from remedis_tf.train.loop import LoopConfig
+from remedis_tf.train.supervised import SupervisedConfig
+from remedis_tf.weights.bit_npz import load_bit_npz
+from remedis_tf.weights.preset import from_preset, save_to_preset
+from remedis_tf.weights.savedmodel import export_savedmodel, load_backbone
+
+__all__ = [
+    "ResNetV2", "load_backbone", "load_bit_npz", "from_preset", "save_to_preset",
+    "Manifest", "chexpert", "mimic_cxr", "generic_csv", "folder_manifest",
+    "tfrecords_manifest",
+    "contrastive_dataset", "supervised_dataset", "eval_dataset",
+    "AugmentConfig", "get_preset", "ContrastiveConfig", "SupervisedConfig",
+    "OptimizerConfig", "LoopConfig", "RuntimeConfig",
+    "run_supervised", "run_contrastive", "plan_finetune", "evaluate_model",
+    "run_data_efficiency", "export_savedmodel", "export_classifier_savedmodel",
+]

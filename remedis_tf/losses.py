@@ -22,6 +22,7 @@ from typing import Dict, Optional, Tuple, Union
 
 import tensorflow as tf
 
+from remedis_tf.data.manifest import LABELLED_TASKS
 from remedis_tf.errors import ConfigError
 
 LARGE_NUM = 1e9
@@ -160,7 +161,7 @@ def softmax_cross_entropy(labels, logits, weights=None) -> tf.Tensor:
   return per_example
 
 
-TASKS = ("multilabel", "binary", "multiclass")
+TASKS = LABELLED_TASKS
 
 
 def classification_loss(task: str, labels, logits, mask=None) -> tf.Tensor:

@@ -27,6 +27,7 @@ from remedis_tf.eval import predict as predict_lib
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train import loop as loop_lib
 from remedis_tf.train import strategy as strategy_lib
+from remedis_tf.train.finetune_plan import steps_for_epochs  # re-exported (public API)
 from remedis_tf.train.contrastive import ContrastiveConfig, ContrastiveTask
 from remedis_tf.train.supervised import SupervisedConfig, SupervisedTask
 
@@ -51,11 +52,6 @@ class RuntimeConfig:
   tpu: str = ""
   num_cpu_devices: int = 0
   precision: str = "float32"
-
-
-def steps_for_epochs(epochs: float, num_examples: int, global_batch_size: int) -> int:
-  """Optimizer steps for ``epochs`` passes over ``num_examples`` (at least 1)."""
-  return max(1, int(math.ceil(epochs * num_examples / global_batch_size)))
 
 
 def contrastive_epoch_size(manifest: Manifest, micle: bool) -> Tuple[int, str]:

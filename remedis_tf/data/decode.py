@@ -66,7 +66,11 @@ def truncation_reason(fmt: str, tail: bytes) -> Optional[str]:
 def image_hw(path: str) -> tuple:
   """``(height, width)`` of an image file from its header where possible (PNG/JPEG via
   PIL, which does not decode pixels); DICOM is decoded. DataError naming ``path``."""
-  data = read_bytes(path)
+  return image_hw_bytes(read_bytes(path), path)
+
+
+def image_hw_bytes(data: bytes, path: str = "<bytes>") -> tuple:
+  """:func:`image_hw` of encoded image bytes; ``path`` names them in errors."""
   fmt = sniff_format(data[:132])
   if fmt in ("png", "jpeg"):
     from PIL import Image  # pylint: disable=g-import-not-at-top

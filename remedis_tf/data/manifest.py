@@ -15,6 +15,13 @@ import numpy as np
 from remedis_tf.data.dicom import DicomOptions
 
 TASK_TYPES = ("multilabel", "multiclass", "binary", "unlabelled")
+# The tasks with labels (losses, metrics, classification heads).
+LABELLED_TASKS = tuple(t for t in TASK_TYPES if t != "unlabelled")
+
+
+def task_for_label_count(num_labels: int) -> str:
+  """Task of ``num_labels`` 0/1 label columns: unlabelled (0), binary (1), else multilabel."""
+  return "unlabelled" if num_labels == 0 else ("binary" if num_labels == 1 else "multilabel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,12 +118,6 @@ class Manifest:
     for i, p in enumerate(self.patients()):
       groups.setdefault(p, []).append(i)
     return groups
-
-
-def read_csv_manifest(csv_path: str, **kwargs) -> Manifest:
-  """Re-export of :func:`remedis_tf.data.csv_reader.read_csv_manifest` (same arguments)."""
-  from remedis_tf.data import csv_reader  # pylint: disable=g-import-not-at-top
-  return csv_reader.read_csv_manifest(csv_path, **kwargs)
 
 
 def describe(manifest: Manifest) -> str:

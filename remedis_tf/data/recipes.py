@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from remedis_tf.data import csv_reader
-from remedis_tf.data.manifest import Manifest, Record
+from remedis_tf.data.manifest import Manifest, Record, task_for_label_count
 from remedis_tf.errors import ConfigError, DataError
 
 # The five conditions of the CheXpert competition (and of the REMEDIS CXR task).
@@ -28,10 +28,6 @@ _PATIENT_RE = re.compile(r"(patient\d+)")
 _CHEXPERT_DIR_RE = re.compile(r"^CheXpert-v\d+\.\d+(-small)?$")
 MIMIC_SPLITS = {"train": "train", "validate": "validate", "valid": "validate",
                 "val": "validate", "validation": "validate", "test": "test", "all": None}
-
-
-def _task_for(num_labels: int) -> str:
-  return "unlabelled" if num_labels == 0 else ("binary" if num_labels == 1 else "multilabel")
 
 
 def patient_from_path(path: str) -> str:
@@ -111,7 +107,7 @@ def chexpert(csv_path: str,
   label_columns = tuple(label_columns or ())
   return csv_reader.manifest_from_table(
       table, data_root=data_root, path_column="Path", label_columns=label_columns,
-      task=_task_for(len(label_columns)),
+      task=task_for_label_count(len(label_columns)),
       patient_column="Patient" if "Patient" in header else None,
       view_column=view_col, site_column="Site" if "Site" in header else None,
       uncertain_policy=uncertain_policy, blank_policy=blank_policy,
@@ -241,7 +237,7 @@ def mimic_cxr(data_root: str,
                     f"{' with labels' if label_columns else ''}"
                     f"{' and a frontal view' if frontal_only else ''}")
   return Manifest(records=tuple(records), label_names=label_columns,
-                  task=_task_for(len(label_columns)), source=split_table.path)
+                  task=task_for_label_count(len(label_columns)), source=split_table.path)
 
 
 def generic_csv(csv_path: str,
@@ -266,7 +262,7 @@ def generic_csv(csv_path: str,
   """
   label_columns = tuple(label_columns or ())
   if task is None:
-    task = "multiclass" if class_column else _task_for(len(label_columns))
+    task = "multiclass" if class_column else task_for_label_count(len(label_columns))
   return csv_reader.read_csv_manifest(
       csv_path, data_root=data_root, path_column=path_column, label_columns=label_columns,
       task=task, patient_column=patient_column, view_column=view_column,

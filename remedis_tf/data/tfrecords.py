@@ -36,9 +36,9 @@ import numpy as np
 import tensorflow as tf
 
 from remedis_tf import io_utils
-from remedis_tf.data import decode
+from remedis_tf.data import csv_reader, decode
 from remedis_tf.data import dicom as dicom_lib
-from remedis_tf.data.manifest import Manifest, Record, TASK_TYPES
+from remedis_tf.data.manifest import Manifest, Record, TASK_TYPES, task_for_label_count
 from remedis_tf.data.validate import BadFile, BadReport
 from remedis_tf.errors import ConfigError, DataError
 
@@ -354,7 +354,7 @@ def read_schema(prefix_or_pattern: str) -> TFRecordSchema:
     raise DataError(f"{files[0]}: empty TFRecord shard and no sidecar {side}")
   example = tf.train.Example.FromString(first.numpy())
   k = len(example.features.feature["label"].float_list.value)
-  task = "unlabelled" if k == 0 else ("binary" if k == 1 else "multilabel")
+  task = task_for_label_count(k)
   return TFRecordSchema(label_names=tuple(f"label_{i}" for i in range(k)), task=task,
                         count=-1, files=files)
 
@@ -439,7 +439,6 @@ def tfrecords_manifest(prefix: str) -> Manifest:
   (e.g. ``include_ids=[r.example_id for r in subset.records]``), not ``load_image``.
   ``Manifest.source`` is ``"tfrecords:<prefix>"``.
   """
-  from remedis_tf.data import csv_reader  # pylint: disable=g-import-not-at-top
   _, derived = _split_prefix(prefix)
   prefix = derived or prefix
   schema = read_schema(prefix)

@@ -25,12 +25,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from remedis_tf import io_utils
+from remedis_tf.data.manifest import LABELLED_TASKS
 from remedis_tf.errors import ConfigError, DataError
 
 ArrayLike = Any
 # Bound on R*N floats per vectorised chunk (keeps memory near 100 MB for R=1000, N=5k).
 _CHUNK_ELEMENTS = 2_000_000
-TASKS = ("multilabel", "binary", "multiclass")
+TASKS = LABELLED_TASKS
 
 
 # ---------------------------------------------------------------------------- helpers

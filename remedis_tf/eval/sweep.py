@@ -40,14 +40,14 @@ from remedis_tf.eval import data_efficiency as de
 from remedis_tf.eval import evaluation
 from remedis_tf.eval import metrics as metrics_lib
 from remedis_tf.eval import plots
-from remedis_tf.optim import schedules
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.train import finetune_plan
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
 
 RESULTS_FILE = "results.json"
 SWEEP_FILE = "sweep.json"
-STEPS_RULES = ("fixed", "epochs", "hyperrule")
+STEPS_RULES = finetune_plan.STEPS_RULES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,39 +114,23 @@ class CellPlan:
 
 
 def plan_cell(template: FinetuneTemplate, init: str, seed: int, num_train: int) -> CellPlan:
-  """Per-cell batch (``min(template batch, n)``), steps, schedule and MixUp."""
+  """Per-cell batch (``min(template batch, n)``), steps, schedule and MixUp
+  (:func:`remedis_tf.train.finetune_plan.plan_finetune`)."""
   if num_train < 1:
     raise ConfigError("a data-efficiency cell has no training examples")
   batch = min(template.supervised.global_batch_size, num_train)
   opt = template.optimizer
-  rule = schedules.bit_hyperrule(num_train, batch, opt.base_lr)
-  mixup = rule["mixup_alpha"] if template.hyperrule_mixup else template.supervised.mixup_alpha
-  if template.steps_rule == "hyperrule":
-    steps = schedules.scale_steps(rule["steps"], template.hyperrule_step_scale)
-    total = steps[-1]
-    opt = dataclasses.replace(opt, total_steps=total, warmup_steps=steps[0],
-                              boundaries=tuple(steps))
-  else:
-    if template.steps_rule == "fixed":
-      total = opt.total_steps
-    else:
-      from remedis_tf import stages  # pylint: disable=g-import-not-at-top
-      total = stages.steps_for_epochs(template.train_epochs, num_train, batch)
-    if opt.schedule == "bit_hyperrule":
-      # The HyperRule's shape (warmup, three decays) stretched to the cell's length; tiny
-      # totals grow to the 5 distinct boundaries it needs.
-      steps = schedules.scale_steps(rule["steps"], total / rule["steps"][-1])
-      total = steps[-1]
-      opt = dataclasses.replace(opt, total_steps=total, warmup_steps=steps[0],
-                                boundaries=tuple(steps))
-    else:
-      warmup = (template.warmup_steps if template.warmup_steps >= 0
-                else int(round(template.warmup_epochs * num_train / batch)))
-      warmup = 0 if opt.schedule == "constant" else min(warmup, max(total - 1, 0))
-      opt = dataclasses.replace(opt, total_steps=total, warmup_steps=warmup, boundaries=())
+  plan = finetune_plan.plan_finetune(
+      num_train, batch, opt.schedule, steps_rule=template.steps_rule,
+      total_steps=opt.total_steps, train_epochs=template.train_epochs,
+      step_scale=template.hyperrule_step_scale, warmup_steps=template.warmup_steps,
+      warmup_epochs=template.warmup_epochs,
+      mixup_alpha=-1.0 if template.hyperrule_mixup else template.supervised.mixup_alpha)
+  opt = dataclasses.replace(opt, total_steps=plan.total_steps,
+                            warmup_steps=plan.warmup_steps, boundaries=plan.boundaries)
   sup = dataclasses.replace(template.supervised, init=init, seed=int(seed),
-                            global_batch_size=batch, mixup_alpha=mixup)
-  return CellPlan(sup, opt, total)
+                            global_batch_size=batch, mixup_alpha=plan.mixup_alpha)
+  return CellPlan(sup, opt, plan.total_steps)
 
 
 def cell_dir(out_dir: str, model: str, fraction: float, seed: int) -> str:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from remedis_tf.data import csv_reader
-from remedis_tf.data.manifest import read_csv_manifest as reexported
 from remedis_tf.errors import ConfigError, DataError
 
 CELLS = ["1", "0", "-1", "", "1.0", "0.0", "-1.0"]
@@ -54,9 +53,10 @@ def test_metadata_quoting_line_numbers_and_paths(tmp_path):
           'b,/abs/y.png,p2,lateral,s2,0\n'
           'c,gs://bucket/z.png,p1,,s1,\n')
   path = _write(tmp_path, text)
-  m = reexported(path, data_root=None, path_column="Path", label_columns=["Y"],
-                 task="binary", patient_column="Patient", view_column="View",
-                 site_column="Site", id_column="id")
+  m = csv_reader.read_csv_manifest(path, data_root=None, path_column="Path",
+                                   label_columns=["Y"], task="binary",
+                                   patient_column="Patient", view_column="View",
+                                   site_column="Site", id_column="id")
   r = m.records
   assert [x.example_id for x in r] == ["a", "b", "c"]
   assert r[0].image_path == str(tmp_path / "dir, with comma/x.png")

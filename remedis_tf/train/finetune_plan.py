@@ -1,0 +1,137 @@
+"""Fine-tuning plans: steps, LR boundaries, warmup, MixUp and resolution (BiT-HyperRule).
+
+The one place that turns a dataset size (and its typical image side) into the numbers a
+fine-tuning run needs; the binaries (``experiments/``) and the data-efficiency sweep call
+:func:`plan_finetune` and :func:`typical_image_side` instead of each writing the rule.
+The HyperRule table itself is :func:`remedis_tf.optim.schedules.bit_hyperrule`
+(DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Tuple
+
+import tensorflow as tf
+
+from remedis_tf.data import decode, tfrecords
+from remedis_tf.data.manifest import Manifest
+from remedis_tf.errors import ConfigError, DataError
+from remedis_tf.optim import schedules
+
+# How a plan's length is chosen: ``fixed`` (the given total_steps), ``epochs``
+# (ceil(train_epochs · n / batch)) or ``hyperrule`` (HyperRule's schedule for n examples).
+STEPS_RULES = ("fixed", "epochs", "hyperrule")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetunePlan:
+  """The resolved numbers of one fine-tuning run.
+
+  Attributes:
+    total_steps: optimizer steps.
+    warmup_steps: linear warmup steps (``boundaries[0]`` for the bit_hyperrule schedule,
+      0 for constant, else from the warmup arguments, capped below ``total_steps``).
+    boundaries: bit_hyperrule step boundaries (warmup end, three ÷10 decays, end; the last
+      equals ``total_steps``); ``()`` for other schedules.
+    mixup_alpha: MixUp α (HyperRule's 0.1 for >= 20k examples, else 0, unless given).
+    image_size: HyperRule crop resolution in pixels (128 for sources under 96×96, else
+      480); 0 when no image side was given.
+  """
+  total_steps: int
+  warmup_steps: int
+  boundaries: Tuple[int, ...]
+  mixup_alpha: float
+  image_size: int
+
+
+def steps_for_epochs(epochs: float, num_examples: int, global_batch_size: int) -> int:
+  """Optimizer steps for ``epochs`` passes over ``num_examples`` (at least 1)."""
+  return max(1, int(math.ceil(epochs * num_examples / global_batch_size)))
+
+
+def plan_resolution(image_side: int) -> int:
+  """HyperRule crop resolution for source images of (shorter) side ``image_side`` pixels:
+  128 when ``image_side²`` is under 96·96, else 480."""
+  if image_side < 1:
+    raise ConfigError(f"image side must be >= 1 pixel, got {image_side}")
+  return int(schedules.bit_hyperrule(1, 1, image_size=(image_side, image_side))["crop"])
+
+
+def default_steps_rule(total_steps: int, schedule: str) -> str:
+  """``fixed`` when ``total_steps`` > 0, else ``hyperrule`` for the bit_hyperrule schedule,
+  else ``epochs`` (the binaries' rule)."""
+  if total_steps:
+    return "fixed"
+  return "hyperrule" if schedule == "bit_hyperrule" else "epochs"
+
+
+def plan_finetune(num_examples: int, global_batch_size: int, schedule: str, *,
+                  steps_rule: str = "hyperrule", total_steps: int = 0,
+                  train_epochs: float = 0.0, step_scale: float = 1.0,
+                  warmup_steps: int = -1, warmup_epochs: float = 0.0,
+                  mixup_alpha: float = -1.0, image_side: int = 0) -> FinetunePlan:
+  """Plans a fine-tuning run of ``num_examples`` training examples.
+
+  Args:
+    num_examples: training examples (> 0); picks the HyperRule row (< 20k, < 500k, else).
+    global_batch_size: global batch (> 0), for the epochs and warmup-epochs rules.
+    schedule: the optimizer schedule (``bit_hyperrule`` | ``warmup_cosine`` | ``constant``).
+    steps_rule: one of :data:`STEPS_RULES`; ``hyperrule`` needs ``schedule=bit_hyperrule``.
+    total_steps: the length for ``fixed`` (> 0).
+    train_epochs: epochs for ``epochs`` (> 0).
+    step_scale: multiplies the HyperRule schedule for ``hyperrule`` (1.0 = published).
+    warmup_steps, warmup_epochs: warmup of non-HyperRule schedules: ``warmup_steps`` if
+      >= 0, else ``round(warmup_epochs · n / batch)``.
+    mixup_alpha: MixUp α; negative = HyperRule's (0.1 for >= 20k examples, else 0).
+    image_side: typical (shorter) side of the source images in pixels (see
+      :func:`typical_image_side`); 0 = no resolution planned (``image_size`` 0).
+  Returns:
+    a :class:`FinetunePlan`. With ``schedule=bit_hyperrule`` and a ``fixed``/``epochs``
+    length, HyperRule's shape (warmup, three decays) is stretched to that length; totals
+    under 5 grow to the 5 distinct boundaries it needs.
+  """
+  if steps_rule not in STEPS_RULES:
+    raise ConfigError(f"steps_rule must be one of {STEPS_RULES}, got {steps_rule!r}")
+  if global_batch_size < 1:
+    raise ConfigError(f"global batch size must be >= 1, got {global_batch_size}")
+  rule = schedules.bit_hyperrule(num_examples, global_batch_size)
+  mixup = rule["mixup_alpha"] if mixup_alpha < 0 else float(mixup_alpha)
+  image_size = plan_resolution(image_side) if image_side else 0
+  if steps_rule == "hyperrule":
+    if schedule != "bit_hyperrule":
+      raise ConfigError(f"steps_rule=hyperrule needs the bit_hyperrule learning-rate "
+                        f"schedule, not {schedule}")
+    steps = schedules.scale_steps(rule["steps"], step_scale)
+    return FinetunePlan(steps[-1], steps[0], tuple(steps), mixup, image_size)
+  if steps_rule == "fixed":
+    if total_steps < 1:
+      raise ConfigError(f"total_steps must be >= 1 for steps_rule=fixed, got {total_steps}")
+    total = int(total_steps)
+  else:
+    if not train_epochs > 0:
+      raise ConfigError(f"train_epochs must be > 0 for steps_rule=epochs, got {train_epochs}")
+    total = steps_for_epochs(train_epochs, num_examples, global_batch_size)
+  if schedule == "bit_hyperrule":
+    steps = schedules.scale_steps(rule["steps"], total / rule["steps"][-1])
+    return FinetunePlan(steps[-1], steps[0], tuple(steps), mixup, image_size)
+  warmup = (warmup_steps if warmup_steps >= 0
+            else int(round(warmup_epochs * num_examples / global_batch_size)))
+  warmup = 0 if schedule == "constant" else min(warmup, max(total - 1, 0))
+  return FinetunePlan(total, warmup, (), mixup, image_size)
+
+
+def typical_image_side(manifest: Manifest) -> int:
+  """Shorter side in pixels of the manifest's first image, from its header (no full decode
+  for PNG/JPEG; DICOM is decoded). For a TFRecord index manifest, of the first example
+  stored in the first record's shard. DataError naming the set when it is empty."""
+  if not len(manifest):
+    raise DataError(f"dataset {manifest.source or '<unnamed>'} is empty")
+  path = manifest.records[0].image_path
+  if tfrecords.is_tfrecords_manifest(manifest):
+    for serialized in tf.data.TFRecordDataset(path).take(1):
+      example = tfrecords.parse_example(serialized, manifest.num_labels)
+      return int(min(decode.image_hw_bytes(example["image/encoded"].numpy(), path)))
+    raise DataError(f"{path}: TFRecord shard has no examples")
+  return int(min(decode.image_hw(path)))

@@ -1,0 +1,115 @@
+"""The public API (``import remedis_tf as rt``), its documented script, and import order."""
+
+import ast
+import importlib
+import os
+import pathlib
+import re
+import sys
+
+import remedis_tf as rt
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "eval"))
+from tiny_data import brightness_set  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "remedis_tf"
+
+# Where each public name lives (written out here, not derived from rt itself).
+HOMES = {
+    "ResNetV2": "models.resnet_v2", "load_backbone": "weights.savedmodel",
+    "load_bit_npz": "weights.bit_npz", "Manifest": "data.manifest",
+    "chexpert": "data.recipes", "mimic_cxr": "data.recipes", "generic_csv": "data.recipes",
+    "folder_manifest": "data.folders", "tfrecords_manifest": "data.tfrecords",
+    "contrastive_dataset": "data.pipeline", "supervised_dataset": "data.pipeline",
+    "eval_dataset": "data.pipeline", "AugmentConfig": "data.augment",
+    "get_preset": "data.augment", "ContrastiveConfig": "train.contrastive",
+    "SupervisedConfig": "train.supervised", "OptimizerConfig": "optim.factory",
+    "LoopConfig": "train.loop", "RuntimeConfig": "stages", "run_supervised": "stages",
+    "run_contrastive": "stages", "plan_finetune": "train.finetune_plan",
+    "evaluate_model": "eval.evaluation", "run_data_efficiency": "eval.sweep",
+    "export_savedmodel": "weights.savedmodel",
+    "export_classifier_savedmodel": "eval.evaluation",
+    "from_preset": "weights.preset", "save_to_preset": "weights.preset",
+}
+
+
+def test_all_names_are_the_objects_of_their_modules():
+  assert sorted(rt.__all__) == sorted(HOMES)
+  assert len(set(rt.__all__)) == len(rt.__all__)
+  for name in rt.__all__:
+    module = importlib.import_module(f"remedis_tf.{HOMES[name]}")
+    assert getattr(rt, name) is getattr(module, name), name
+  namespace = {}
+  exec("from remedis_tf import *", namespace)  # pylint: disable=exec-used
+  assert set(rt.__all__) <= set(namespace)
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = path.relative_to(ROOT).with_suffix("").parts
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+  base = ROOT.joinpath(*name.split("."))
+  return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def _top_level_imports(path: pathlib.Path):
+  """remedis_tf modules imported by ``path`` when it is imported (not inside functions)."""
+  found = set()
+  nodes = list(ast.parse(path.read_text()).body)
+  while nodes:
+    node = nodes.pop()
+    if isinstance(node, (ast.If, ast.Try)):
+      nodes.extend(node.body + node.orelse + getattr(node, "finalbody", []) +
+                   [n for h in getattr(node, "handlers", []) for n in h.body])
+    elif isinstance(node, ast.Import):
+      found.update(a.name for a in node.names if a.name.startswith("remedis_tf."))
+    elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("remedis_tf"):
+      for alias in node.names:
+        sub = f"{node.module}.{alias.name}"
+        found.add(sub if _is_module(sub) else node.module)
+  return found
+
+
+def test_module_level_imports_have_no_circle():
+  graph = {_module_name(p): _top_level_imports(p) for p in PACKAGE.rglob("*.py")}
+  state = {}
+
+  def visit(node, trail):
+    if state.get(node) == "done":
+      return
+    assert state.get(node) != "open", "import circle: " + " -> ".join(
+        trail[trail.index(node):] + [node])
+    state[node] = "open"
+    for nxt in sorted(graph.get(node, ())):
+      visit(nxt, trail + [node])
+    state[node] = "done"
+
+  for node in sorted(graph):
+    visit(node, [])
+  # The package root re-exports; no library module may import from it.
+  assert not [m for m, deps in graph.items() if "remedis_tf" in deps]
+
+
+def _doc_script() -> str:
+  text = (ROOT / "docs" / "architecture.md").read_text()
+  section = text.split("## The public API in one script", 1)[1]
+  return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_architecture_doc_script_runs_the_three_stages(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  brightness_set("data", "train", num_patients=12)
+  brightness_set("data", "valid", num_patients=6, seed=1)
+  namespace = {}
+  exec(compile(_doc_script(), "docs/architecture.md", "exec"), namespace)  # pylint: disable=exec-used
+  for stage in ("stage1", "stage2", "stage3"):
+    assert (tmp_path / "runs" / stage / "config.json").exists(), stage
+  assert (tmp_path / "runs" / "stage3" / "best" / "best.json").exists()
+  assert namespace["plan"].boundaries == (1, 2, 3, 4, 5)  # the HyperRule shape, scaled
+  valid = namespace["result"]["sets"]["valid"]
+  assert valid["metric"] == "mean_auc" and valid["num_examples"] == 12
+  assert 0.0 <= valid["lower"] <= valid["value"] <= valid["upper"] <= 1.0
+  assert (tmp_path / "eval" / "valid.json").exists()
