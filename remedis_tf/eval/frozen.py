@@ -25,7 +25,7 @@ import numpy as np
 
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
-from remedis_tf.eval import embedding, knn, metrics
+from remedis_tf.eval import embedding, knn, metrics, resampling
 from remedis_tf.eval import predict as predict_lib
 
 METHODS = ("linear_probe", "knn")
@@ -105,22 +105,6 @@ def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray,
   return out
 
 
-def _mean_auc_all_classes(labels, scores, mask, sample_weight=None):
-  """Mean AUC over all K columns; NaN wherever any column is undefined."""
-  aucs = metrics.per_class_auc(labels, scores, mask, sample_weight=sample_weight)
-  return np.mean(aucs, axis=-1)
-
-
-def _top1(labels, scores, mask, sample_weight=None):
-  del mask
-  return metrics.topk_accuracy(labels, scores, 1, sample_weight=sample_weight)
-
-
-def _metric(task: str):
-  return ("top1_accuracy", _top1) if task == "multiclass" else ("mean_auc",
-                                                                _mean_auc_all_classes)
-
-
 def evaluate_features(train: Mapping[str, np.ndarray], test: Mapping[str, np.ndarray],
                       task: str, config: FrozenEvalConfig = FrozenEvalConfig()
                       ) -> Dict[str, Dict]:
@@ -145,7 +129,7 @@ def evaluate_features(train: Mapping[str, np.ndarray], test: Mapping[str, np.nda
                                  train["mask"], k=config.knn_k,
                                  temperature=config.knn_temperature),
   }
-  name, fn = _metric(task)
+  name, fn = resampling.metric_for(task)
   out = {}
   for method, s in scores.items():
     s = np.nan_to_num(s, nan=0.5 if task != "multiclass" else 0.0)
@@ -161,7 +145,7 @@ def paired_difference(test: Mapping[str, np.ndarray], scores_a: np.ndarray,
                       config: FrozenEvalConfig = FrozenEvalConfig()) -> Dict:
   """``metric(scores_b) − metric(scores_a)`` on the same test images, with a paired
   patient-level bootstrap interval (both models scored on each resample)."""
-  _, fn = _metric(task)
+  _, fn = resampling.metric_for(task)
 
   def diff(labels, sa, sb, mask, sample_weight=None):
     return fn(labels, sb, mask, sample_weight) - fn(labels, sa, mask, sample_weight)
@@ -233,7 +217,8 @@ def compare_models(models: Mapping[str, str], train: Manifest, test: Manifest,
                                               train.task, config) for m in METHODS}
     log(f"[frozen] {name} − {first}: " + ", ".join(f"{m} {_ci(d, '+.3f')}"
                                                    for m, d in differences[name].items()))
-  return {"task": train.task, "metric": _metric(train.task)[0], "train": train.source,
+  return {"task": train.task, "metric": resampling.metric_for(train.task)[0],
+          "train": train.source,
           "test": test.source, "n_train": len(train), "n_test": len(test),
           "reference": first, "models": results, "differences": differences,
           "config": dataclasses.asdict(config)}
