@@ -117,7 +117,9 @@ def evaluate_features(train: Mapping[str, np.ndarray], test: Mapping[str, np.nda
     config: see :class:`FrozenEvalConfig`.
   Returns:
     ``{method: {"metric": name, "value", "lower", "upper", "std", "num_undefined",
-    "scores": [N_test, K] float64}}`` for ``method`` in :data:`METHODS`.
+    "scores": [N_test, K] float64}}`` for ``method`` in :data:`METHODS`. Undefined
+    scores (a probe column whose train labels are constant, a kNN query without a
+    neighbour knowing the label) are scored as 0.5 (multi-label) / 0 (multi-class).
   """
   if task not in ("multilabel", "binary", "multiclass"):
     raise ConfigError(f"frozen-feature evaluation needs labels; task is {task!r}")
