@@ -5,8 +5,10 @@ For every (model, fraction, seed) the nested, patient-level, stratified subset o
 subset size when needed) and evaluated on the --test_* data. Results accumulate in
 OUTPUT_DIR/results.json; re-running the command skips finished cells and resumes an
 interrupted one from its checkpoint. Outputs: table.csv, table.md (mean over seeds with a
-95% t-interval), headline.json (smallest fraction at which "remedis" reaches "baseline"
-trained on 100%), data_efficiency.png, and runs/<model>/f<fraction>_s<seed>/.
+95% interval from a bootstrap over test patients and seeds), headline.json (smallest
+fraction at which "remedis" reaches "baseline" trained on 100%, with the interval of the
+whole rule over the same bootstrap), data_efficiency.png, and
+runs/<model>/f<fraction>_s<seed>/ (each with test_predictions.npz).
 
 Example (MIMIC-CXR as the new site; CheXpert-pretrained baseline and REMEDIS):
 
@@ -29,7 +31,7 @@ from absl import flags
 from experiments import _cli, common_flags, data_flags
 from remedis_tf.data.manifest import describe
 from remedis_tf.errors import ConfigError
-from remedis_tf.eval import sweep
+from remedis_tf.eval import resampling, sweep
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train import finetune_plan
 from remedis_tf.train.supervised import SupervisedConfig
@@ -151,8 +153,10 @@ def main(argv):
   print(f"[sweep] {len(result.computed)} cell(s) computed, {len(result.skipped)} already done")
   if result.interrupted:
     print("[sweep] interrupted: run the same command again to resume")
+  elif result.headline_interval is not None:
+    print(f"[headline] {resampling.format_headline(result.headline_interval)}")
   elif result.headline is not None:
-    print(f"[headline] {result.headline.summary}")
+    print(f"[headline] {result.headline.summary} (no interval: {result.interval_note})")
   else:
     print(f"[headline] not available: {result.headline_note}")
 

@@ -25,7 +25,8 @@ from remedis_tf import io_utils, stages
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import pipeline, recipes, synthetic
 from remedis_tf.data.manifest import Manifest
-from remedis_tf.eval import evaluation, metrics, plots, report, reviewer_report, sweep
+from remedis_tf.eval import (evaluation, frozen, metrics, plots, report, resampling,
+                             reviewer_report, sweep)
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train.contrastive import ContrastiveConfig
 from remedis_tf.train.loop import LoopConfig
@@ -49,6 +50,7 @@ class DemoConfig:
     upstream_steps, contrastive_steps, finetune_steps, sweep_steps: optimizer steps.
     upstream_batch, contrastive_batch, finetune_batch: global batch sizes.
     fractions: label fractions of site B's training set in the data-efficiency sweep.
+    finetune_seeds: fine-tuning seeds of the site-A baseline-vs-REMEDIS comparison.
     sweep_seeds: seeds per sweep cell.
     num_bootstrap: bootstrap resamples for confidence intervals.
     precision: float32 or bfloat16.
@@ -66,7 +68,8 @@ class DemoConfig:
   contrastive_batch: int = 64
   finetune_batch: int = 32
   fractions: Tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0)
-  sweep_seeds: Tuple[int, ...] = (0, 1)
+  finetune_seeds: Tuple[int, ...] = (0, 1, 2)
+  sweep_seeds: Tuple[int, ...] = (0, 1, 2)
   num_bootstrap: int = 500
   precision: str = "float32"
 
@@ -76,7 +79,8 @@ class DemoConfig:
     values = dict(out_dir=out_dir, quick=True, variant="tiny", image_size=32,
                   upstream_steps=6, contrastive_steps=6, finetune_steps=6, sweep_steps=10,
                   upstream_batch=16, contrastive_batch=16, finetune_batch=16,
-                  fractions=(0.5, 1.0), sweep_seeds=(0,), num_bootstrap=50)
+                  fractions=(0.5, 1.0), finetune_seeds=(0, 1), sweep_seeds=(0,),
+                  num_bootstrap=50)
     values.update(overrides)
     return cls(**values)
 
@@ -131,6 +135,15 @@ def _finetune_augment(size: int) -> augment_lib.AugmentConfig:
                                 rotation_degrees=0.0, flip_lr_prob=0.0)
 
 
+def _contrastive_augment(size: int) -> augment_lib.AugmentConfig:
+  # The cxr preset's colour jitter and flips, crops down to 60% of the area, and no
+  # rotation, elastic warp or histogram equalisation: at 64 px those made two views of
+  # one synthetic image no more alike than views of two different patients (the loss
+  # stayed above chance; docs/stage2_study.md).
+  return augment_lib.get_preset("cxr", image_size=size, crop_area_min=0.6,
+                                rotation_degrees=0.0, elastic_prob=0.0, hist_eq_prob=0.0)
+
+
 def _medical(data: Dict, split: str) -> Manifest:
   return recipes.chexpert(data["csv"][split], data["out_dir"],
                           label_columns=synthetic.FINDINGS if "unlabelled" not in split else (),
@@ -179,12 +192,14 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
   with timer.stage("3/7 stage 2: contrastive pretraining on site A's unlabelled pool"):
     contrastive_dir = os.path.join(out, "runs", "stage2_contrastive")
     steps = cfg.contrastive_steps
-    # cxr preset; crops down to 25% of the area (not 8%) keep findings visible at 64 px.
-    cxr_aug = augment_lib.get_preset("cxr", image_size=size, crop_area_min=0.25)
+    cxr_aug = _contrastive_augment(size)
     stage2 = stages.run_contrastive(
         sets["site_a/unlabelled"],
+        # SimCLR pairs (two views of one image), as REMEDIS does for chest X-rays; MICLe
+        # pairs of this benchmark (frontal vs lateral/re-positioned views) are less alike
+        # than two different patients (docs/stage2_study.md).
         ContrastiveConfig(variant=cfg.variant, global_batch_size=cfg.contrastive_batch,
-                          temperature=0.1, micle=True, init=upstream_dir, seed=cfg.seed),
+                          temperature=0.1, micle=False, init=upstream_dir, seed=cfg.seed),
         # REMEDIS' linear scaling with twice its base lr (0.6·B/256 = 0.15 at B=64): on this
         # data it gave a kNN AUC of 0.62 after 600 steps (0.54 for the stage-1 features),
         # while 0.3·B/256 was slower and √B scaling (0.6) drifted.
@@ -195,18 +210,23 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
         log=log, monitor=sets["site_a/valid"], knn_k=20)
     pairs_png = _augmentation_examples(sets["site_a/unlabelled"], cxr_aug, cfg.seed,
                                        os.path.join(out, "augmentation_pairs.png"))
+    frozen_result = _frozen_features(upstream_dir, contrastive_dir, sets, size, cfg, out, log)
 
   models = {"baseline": upstream_dir, "remedis": contrastive_dir}
   finetune_dirs = {}
+  seed_dirs = {}
   with timer.stage("4/7 fine-tune baseline and REMEDIS on site A"):
     for name, init in models.items():
-      sup, opt = _finetune_template(cfg, init)
-      run_dir = os.path.join(out, "runs", f"finetune_{name}")
-      stages.run_supervised(sets["site_a/train"], sup, opt, finetune_aug, size,
-                            _loop(run_dir, cfg.finetune_steps,
-                                  eval_every=max(cfg.finetune_steps // 4, 3)),
-                            runtime, validation=sets["site_a/valid"], log=log)
-      finetune_dirs[name] = run_dir
+      for seed in cfg.finetune_seeds:
+        sup, opt = _finetune_template(cfg, init)
+        sup = dataclasses.replace(sup, seed=seed)
+        run_dir = os.path.join(out, "runs", f"finetune_{name}" + (f"_s{seed}" if seed else ""))
+        stages.run_supervised(sets["site_a/train"], sup, opt, finetune_aug, size,
+                              _loop(run_dir, cfg.finetune_steps,
+                                    eval_every=max(cfg.finetune_steps // 4, 3)),
+                              runtime, validation=sets["site_a/valid"], log=log)
+        seed_dirs[(name, seed)] = run_dir
+      finetune_dirs[name] = seed_dirs[(name, cfg.finetune_seeds[0])]
 
   eval_sets = {"id_valid": sets["site_a/valid"], "id_site_a": sets["site_a/test"],
                "ood_site_b": sets["site_b/test"], "ood_site_c": sets["site_c/test"]}
@@ -220,6 +240,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
       eval_results[name] = {set_name: io_utils.read_json(os.path.join(eval_dir, f"{set_name}.json"))
                             for set_name in eval_sets}
     roc_pngs = _roc_plots(finetune_dirs, eval_sets, size, out)
+    seed_rows = _seed_comparison(seed_dirs, eval_sets, size, cfg, out)
 
   with timer.stage("6/7 data-efficiency sweep on site B"):
     sup, opt = _finetune_template(cfg, "")
@@ -236,7 +257,9 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
 
   with timer.stage("7/7 write the report"):
     path = _write_report(cfg, out, data, sets, stage1, stage2, eval_results, de, timer,
-                         grid_png, pairs_png, roc_pngs, time.time() - t_start)
+                         grid_png, pairs_png, roc_pngs, time.time() - t_start,
+                         extra_sections=(_frozen_section(frozen_result),
+                                         _seeds_section(seed_rows, cfg)))
   log(f"\nDemo finished in {time.time() - t_start:.0f}s. Report: {path}")
   return path
 
@@ -245,7 +268,7 @@ def _augmentation_examples(manifest: Manifest, aug: augment_lib.AugmentConfig, s
                            out_png: str) -> str:
   """Eight two-view pairs from the real contrastive pipeline, side by side."""
   ds = pipeline.contrastive_dataset(manifest, augment=aug, global_batch_size=8, seed=seed,
-                                    micle=True)
+                                    micle=False)
   batch = next(iter(ds))
   images = np.concatenate([batch["view1"].numpy(), batch["view2"].numpy()], axis=0)
   order = np.stack([np.arange(8), np.arange(8) + 8], axis=1).reshape(-1)
@@ -287,7 +310,7 @@ def _ci_text(entry) -> str:
 
 
 def _write_report(cfg, out, data, sets, stage1, stage2, eval_results, de, timer, grid_png,
-                  pairs_png, roc_pngs, total_seconds) -> str:
+                  pairs_png, roc_pngs, total_seconds, extra_sections=()) -> str:
   machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, Python "
              f"{platform.python_version()}, TensorFlow {tf.__version__}")
   rows = []
@@ -324,13 +347,13 @@ def _write_report(cfg, out, data, sets, stage1, stage2, eval_results, de, timer,
       report.Section("Stage 1 (supervised upstream) and stage 2 (contrastive)", blocks=[
           f"Stage 1: {stage1.final_step} steps on the natural-image stand-in for ImageNet"
           + _final_metrics(stage1, ("loss",)),
-          f"Stage 2: {stage2.final_step} steps of MICLe/SimCLR on site A's unlabelled pool"
+          f"Stage 2: {stage2.final_step} steps of SimCLR on site A's unlabelled pool"
           + _final_metrics(stage2, ("contrastive_loss", "contrastive_accuracy")),
           "kNN monitor (frozen pooled features, leave-one-patient-out, site A validation "
           "set, mean AUC over findings) during stage 2: " + (", ".join(
               f"step {h['step']}: {h['knn_mean_auc']:.3f}" for h in stage2.history
               if "knn_mean_auc" in h) or "not run in this invocation") + ".",
-          report.Image(path=pairs_png, caption="Augmented positive pairs (cxr preset, MICLe)")]),
+          report.Image(path=pairs_png, caption="Augmented positive pairs (stage-2 views, SimCLR)")]),
       report.Section("ID and zero-shot OOD performance (mean AUC over findings)", blocks=[
           report.Table(rows=rows),
           report.Table(rows=per_class, caption="Per-finding AUC, site A test"),
@@ -339,18 +362,22 @@ def _write_report(cfg, out, data, sets, stage1, stage2, eval_results, de, timer,
           "Baseline (stage 1 weights) and REMEDIS (stage 2 weights) fine-tuned on nested, "
           "patient-level fractions of site B's labelled training set and tested on site B's "
           "test set.",
-          de.headline.summary if de.headline else de.headline_note,
+          (resampling.format_headline(de.headline_interval) if de.headline_interval
+           else de.headline.summary if de.headline else de.headline_note),
           f"Method: {de.headline.method}" if de.headline else "",
+          (f"Interval: {de.headline_interval['method']}" if de.headline_interval
+           else f"No seed x test interval: {de.interval_note}"),
           report.Table(rows=[{"model": r.model, "fraction": r.fraction,
                               "n_train": int(r.n_train), "seeds": int(r.num_seeds),
-                              f"mean {de.metric}": r.mean}
+                              f"mean {de.metric} [95% interval, seeds x test patients]":
+                                  report.format_ci(r.mean, r.lower, r.upper)}
                              for r in de.table]),
           report.Image(path=de.files["plot"], caption="Test metric vs label fraction of site B")]),
+      *extra_sections,
       report.Section("Time per stage", blocks=[report.Table(rows=stage_rows)]),
   ]
   sections[-1:-1] = _reviewer_sections(out, list(eval_results))
   return report.write_report(out, sections)
-
 
 
 def _reviewer_sections(out: str, models: List[str]) -> List[report.Section]:
@@ -359,3 +386,72 @@ def _reviewer_sections(out: str, models: List[str]) -> List[report.Section]:
   test_sets = ("id_site_a", "ood_site_b", "ood_site_c")
   return [reviewer_report.calibration_section(dirs, test_sets, images_for=("id_site_a",)),
           reviewer_report.subgroup_section(dirs, test_sets)]
+
+
+# ------------------------------------------ frozen features and multi-seed fine-tuning
+
+
+def _frozen_features(stage1_dir: str, stage2_dir: str, sets: Dict[str, Manifest], size: int,
+                     cfg: DemoConfig, out: str, log) -> Dict:
+  """Linear probe + kNN on frozen stage-1 vs stage-2 features: probe fit on site A's
+  labelled train split, scored on site A's test split (patient bootstrap CIs)."""
+  result = frozen.compare_models(
+      {"stage1": stage1_dir, "stage2": stage2_dir}, sets["site_a/train"], sets["site_a/test"],
+      size, frozen.FrozenEvalConfig(num_bootstrap=cfg.num_bootstrap, seed=cfg.seed), log=log)
+  io_utils.atomic_write_json(os.path.join(out, "eval", "frozen_features.json"), result)
+  return result
+
+
+def _frozen_section(result: Dict) -> report.Section:
+  rows = []
+  for method in frozen.METHODS:
+    row = {"method": method.replace("_", " ")}
+    for name, res in result["models"].items():
+      row[f"{name} {result['metric']} [95% CI]"] = _ci_text(res[method])
+    for name, diff in result["differences"].items():
+      row[f"{name} − {result['reference']} [95% CI]"] = _ci_text(diff[method])
+    rows.append(row)
+  return report.Section("Frozen-feature evaluation: stage 1 vs stage 2", blocks=[
+      "Backbones frozen; pooled features of site A's labelled train split "
+      f"({result['n_train']} images) fit one logistic-regression probe per finding and form "
+      f"the kNN bank; scored on site A's test split ({result['n_test']} images). Mean AUC "
+      "over findings with patient-level bootstrap 95% CIs; the difference column is a "
+      "paired bootstrap over the same resampled test patients.",
+      report.Table(rows=rows)])
+
+
+def _seed_comparison(seed_dirs: Dict[Tuple[str, int], str], eval_sets: Dict[str, Manifest],
+                     size: int, cfg: DemoConfig, out: str) -> Dict[str, List]:
+  """Per eval set: mean, per-seed values and the seed × test-patient interval of each model
+  (:mod:`remedis_tf.eval.resampling`)."""
+  rows = {}
+  tasks = {key: stages.load_classifier(d)[0] for key, d in seed_dirs.items()}
+  for set_name, manifest in eval_sets.items():
+    if not set_name.startswith(("id_site", "ood_")):
+      continue
+    scores, preds = {}, None
+    for (model, seed), task in tasks.items():
+      _, preds = stages.evaluate_task(task, manifest, size)
+      scores[(model, 1.0, seed)] = preds.scores
+    reps = resampling.replicates(scores, preds.labels, preds.mask, preds.patients,
+                                 manifest.task, cfg.num_bootstrap, cfg.seed)
+    rows[set_name] = resampling.combined_rows(reps)
+  io_utils.atomic_write_json(os.path.join(out, "eval", "finetune_seeds.json"), {
+      name: [dataclasses.asdict(r) for r in set_rows] for name, set_rows in rows.items()})
+  return rows
+
+
+def _seeds_section(rows: Dict[str, List], cfg: DemoConfig) -> report.Section:
+  table = []
+  for set_name, set_rows in rows.items():
+    for r in set_rows:
+      table.append({"eval set": set_name, "model": r.model,
+                    "mean AUC over seeds [95% interval, seeds x test patients]":
+                        report.format_ci(r.mean, r.lower, r.upper),
+                    "per seed": ", ".join(f"{v:.3f}" for v in r.per_seed.values())})
+  return report.Section("Fine-tuning over seeds (baseline vs REMEDIS)", blocks=[
+      f"Both models fine-tuned on site A with seeds {list(cfg.finetune_seeds)} (the tables "
+      "above use the first seed). Interval: bootstrap replicates drawing the seeds and the "
+      "test patients with replacement; each replicate averages the drawn seeds' mean AUC on "
+      f"the drawn patients ({cfg.num_bootstrap} replicates).",
+      report.Table(rows=table)])

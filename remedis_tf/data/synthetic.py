@@ -63,6 +63,7 @@ _SPLITS = (("a", "unlabelled"), ("a", "train"), ("a", "valid"), ("a", "test"),
 _SITE_INDEX = {"a": 0, "b": 1, "c": 2}
 _SPLIT_INDEX = {"unlabelled": 0, "train": 1, "valid": 2, "test": 3}
 _OWNED_ENTRIES = ("site_a", "site_b", "site_c", "natural", BENCHMARK_FILE)
+_TEXTURE_WAVES = 12  # plane waves in each patient's texture (SyntheticConfig.patient_texture)
 _CHUNK = 128  # images rendered per vectorised batch (fixed: it is part of the RNG layout)
 
 
@@ -140,6 +141,12 @@ class SyntheticConfig:
     natural_classes: number of shape×colour classes (2..36).
     natural_train_per_class, natural_test_per_class: natural images per class.
     natural_image_size: side of natural images; None → ``image_size``.
+    patient_texture: RMS intensity of each patient's own fine "lung-marking" texture (a sum
+      of random plane waves fixed in anatomical coordinates, so every view of the patient
+      shows the same pattern; 0 = none). It gives each patient an identity that survives
+      crops, which contrastive pretraining needs (docs/stage2_study.md).
+    later_view_jitter: scale of the rotation/scale/shift/exposure jitter of a patient's
+      2nd, 3rd, ... image (1 = ±10°, ±10%, ±0.1, ±15%).
   """
   seed: int = 0
   image_size: int = 64
@@ -165,6 +172,8 @@ class SyntheticConfig:
   natural_train_per_class: int = 60
   natural_test_per_class: int = 20
   natural_image_size: Optional[int] = None
+  patient_texture: float = 0.0
+  later_view_jitter: float = 1.0
 
   def __post_init__(self):
     if self.image_size < 32:
@@ -205,6 +214,12 @@ class SyntheticConfig:
                         f"{MAX_NATURAL_CLASSES}], got {self.natural_classes}")
     if self.natural_train_per_class < 1 or self.natural_test_per_class < 1:
       raise ConfigError("SyntheticConfig.natural_{train,test}_per_class must be >= 1")
+    if not 0.0 <= self.patient_texture <= 0.2:
+      raise ConfigError(f"SyntheticConfig.patient_texture must be in [0, 0.2], got "
+                        f"{self.patient_texture}")
+    if not 0.0 <= self.later_view_jitter <= 2.0:
+      raise ConfigError(f"SyntheticConfig.later_view_jitter must be in [0, 2], got "
+                        f"{self.later_view_jitter}")
     if self.natural_image_size is not None and self.natural_image_size < 16:
       raise ConfigError("SyntheticConfig.natural_image_size must be >= 16 or None, got "
                         f"{self.natural_image_size}")
@@ -335,6 +350,16 @@ def _sample_patients(rng: np.random.Generator, n: int, shift: SiteShift,
   p["eff_depth"] = np.where(s[:, 3], u(0.08, 0.15), u(0.18, 0.4))[:, None] * u(0.85, 1.0, 2)
   p["eff_meniscus"] = u(0.06, 0.16, 2)
   p["eff_density"] = np.where(s[:, 3], u(0.5, 0.7), u(0.75, 1.0))
+  # Per-patient texture: _TEXTURE_WAVES plane waves, 2–6 cycles per anatomical unit
+  # (period ≈ 5–16 px at 64 px), random direction and phase; amplitudes scaled so the
+  # texture's RMS is cfg.patient_texture. Drawn last so the draws above keep their values.
+  if cfg.patient_texture > 0:
+    freq, direction = u(2.0, 6.0, _TEXTURE_WAVES), u(0.0, np.pi, _TEXTURE_WAVES)
+    p["tex_fx"], p["tex_fy"] = freq * np.cos(direction), freq * np.sin(direction)
+    p["tex_phase"] = u(0.0, 2 * np.pi, _TEXTURE_WAVES)
+    weights = u(0.5, 1.0, _TEXTURE_WAVES)
+    p["tex_amp"] = weights * cfg.patient_texture * np.sqrt(
+        2.0 / np.sum(weights ** 2, axis=1, keepdims=True))
   return p
 
 
@@ -348,7 +373,7 @@ def _sample_views(rng: np.random.Generator, n_patients: int, cfg: SyntheticConfi
   m = len(patient)
   first = view_index == 0
   lateral = (~first) & (rng.random(m) < cfg.lateral_fraction)
-  jitter = np.where(first, 0.3, 1.0)
+  jitter = np.where(first, 0.3, cfg.later_view_jitter)
   if fixed_first:
     jitter = np.where(first, 0.0, jitter)
   return {
@@ -399,6 +424,9 @@ def _layout(pat: Dict[str, np.ndarray], views: Dict[str, np.ndarray],
             "rib_freq", "rib_phase", "rib_curv", "rib_amp", "lump_x", "lump_y", "lump_s",
             "lump_amp"):
     L[k] = g[k]
+  for k in ("tex_fx", "tex_fy", "tex_phase", "tex_amp"):
+    if k in g:
+      L[k] = g[k]
   lab = g["labels"]
   # Lungs (2 slots; the lateral view uses slot 0 only).
   lcx = np.stack([-g["lung_cx"], g["lung_cx"]], 1)
@@ -504,6 +532,11 @@ def _render_chest(L: Dict[str, np.ndarray], size: int, zoom: float) -> np.ndarra
   img += e(L["nod_amp"]) * (0.3 + 0.7 * lung_any) * _blob(x, y, e(L["nod_x"]), e(L["nod_y"]),
                                                           e(L["nod_s"]))
   img += e(L["nip_amp"]) * _blob(x, y, e(L["nip_x"]), e(L["nip_y"]), 0.03)
+  if "tex_amp" in L:  # the patient's own texture, inside the body
+    texture = sum(e(L["tex_amp"][:, j]) * np.cos(
+        2 * np.pi * (e(L["tex_fx"][:, j]) * x + e(L["tex_fy"][:, j]) * y) + e(L["tex_phase"][:, j]))
+        for j in range(L["tex_amp"].shape[1]))
+    img += body * texture
   img *= e(L["gain"])
   return img.astype(np.float32)
 

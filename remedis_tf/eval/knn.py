@@ -35,16 +35,42 @@ def knn_scores(embeddings: np.ndarray, labels: np.ndarray, mask: Optional[np.nda
   n = x.shape[0]
   if n < 2:
     raise DataError(f"kNN needs at least 2 examples, got {n}")
-  x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+  patients = np.asarray(patients)
+  return _weighted_knn(x, x, labels, mask, min(k, n - 1), temperature, chunk,
+                       exclude=lambda lo, hi: patients[lo:hi, None] == patients[None, :])
+
+
+def knn_bank_scores(queries: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray,
+                    bank_mask: Optional[np.ndarray], k: int = 20, temperature: float = 0.07,
+                    chunk: int = 1024) -> np.ndarray:
+  """Weighted kNN label scores of ``queries [Q, C]`` from a labelled ``bank [N, C]``.
+
+  Same weights and output as :func:`knn_scores` (``[Q, K]`` float64, NaN where no
+  neighbour knows a label), but every bank item may be a neighbour: use it when queries
+  and bank are disjoint sets (e.g. test images against the train set).
+  """
+  bank = np.asarray(bank, np.float64)
+  queries = np.asarray(queries, np.float64)
+  if bank.shape[0] < 1 or queries.ndim != 2 or bank.ndim != 2 or (
+      queries.shape[1] != bank.shape[1]):
+    raise DataError(f"kNN needs [Q, C] queries and a non-empty [N, C] bank, got "
+                    f"{queries.shape} and {bank.shape}")
+  return _weighted_knn(queries, bank, bank_labels, bank_mask, min(k, bank.shape[0]),
+                       temperature, chunk, exclude=None)
+
+
+def _weighted_knn(q, x, labels, mask, k, temperature, chunk, exclude):
+  """Shared core: l2-normalise, top-k cosine neighbours of each query row, weighted label
+  mean; ``exclude(lo, hi)`` → ``[hi-lo, N]`` bool of bank items a query may not use."""
+  normalise = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)  # noqa: E731
+  q, x = normalise(q), normalise(x)
   y = np.asarray(labels, np.float64)
   m = np.ones_like(y) if mask is None else np.asarray(mask, np.float64)
-  patients = np.asarray(patients)
-  k = min(k, n - 1)
-  out = np.empty_like(y)
-  for start in range(0, n, chunk):
-    sims = x[start:start + chunk] @ x.T
-    same = patients[start:start + chunk, None] == patients[None, :]
-    sims[same] = -np.inf
+  out = np.empty((q.shape[0], y.shape[1]))
+  for start in range(0, q.shape[0], chunk):
+    sims = q[start:start + chunk] @ x.T
+    if exclude is not None:
+      sims[exclude(start, start + sims.shape[0])] = -np.inf
     idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     top = np.take_along_axis(sims, idx, axis=1)
     weights = np.where(np.isfinite(top), np.exp((top - 1.0) / temperature), 0.0)

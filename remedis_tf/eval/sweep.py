@@ -14,9 +14,14 @@ For every (model, fraction, seed) cell not yet in the result store:
 Finished cells are never recomputed, so re-running the same call resumes the sweep; a
 cell interrupted mid-training resumes from its run directory's latest checkpoint (the
 training loop's auto-resume). At the end the results are aggregated over seeds
-(mean ± Student-t CI), the headline fraction is computed (the smallest fraction at which
+(mean over seeds), the headline fraction is computed (the smallest fraction at which
 the candidate model's mean reaches the reference model's mean at 100 %), and
 ``table.csv``, ``table.md``, ``headline.json`` and ``data_efficiency.png`` are written.
+Each cell also keeps its test scores (``test_predictions.npz``); when every cell has them
+and all (model, fraction) share the seeds, the table's intervals (and the plot's bands)
+are the two-level bootstrap of :mod:`remedis_tf.eval.resampling` over test patients and
+seeds, and ``headline.json`` carries the headline's interval (the whole rule re-run on
+every replicate); otherwise they fall back to the Student-t interval over seeds.
 
 ``out_dir/sweep.json`` records what the results are comparable under (train/test sets,
 template, bootstrap settings, model inits); a later call with a different setup is
@@ -26,26 +31,30 @@ refused instead of mixing incomparable cells. New models, fractions or seeds may
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from remedis_tf import configs, io_utils
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data.label_fraction import select_fraction
 from remedis_tf.data.manifest import Manifest
-from remedis_tf.errors import ConfigError
+from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval import data_efficiency as de
 from remedis_tf.eval import evaluation
 from remedis_tf.eval import metrics as metrics_lib
 from remedis_tf.eval import plots
+from remedis_tf.eval import resampling
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train import finetune_plan
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
 
 RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "test_predictions.npz"
 SWEEP_FILE = "sweep.json"
 STEPS_RULES = finetune_plan.STEPS_RULES
 
@@ -151,6 +160,10 @@ class SweepResult:
     metric: the metric tabulated.
     files: name → path of the written outputs.
     interrupted: True when a cell's training was preempted (run again to resume).
+    headline_interval: :func:`remedis_tf.eval.resampling.headline_interval` result, or
+      None when the two-level bootstrap could not run (note in ``interval_note``).
+    combined: per (model, fraction) :class:`remedis_tf.eval.resampling.CombinedRow`
+      (mean, per-seed values, seed × test interval); empty when not computed.
   """
   computed: List[de.Cell]
   skipped: List[de.Cell]
@@ -160,6 +173,9 @@ class SweepResult:
   metric: str
   files: Dict[str, str]
   interrupted: bool = False
+  headline_interval: Optional[Dict[str, Any]] = None
+  interval_note: str = ""
+  combined: List[resampling.CombinedRow] = dataclasses.field(default_factory=list)
 
 
 def _check_names(models: Mapping[str, str]) -> None:
@@ -283,12 +299,13 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
       interrupted = True
       break
     task, _ = stages.load_classifier(run_dir, which="latest")
-    evaluated, _ = stages.evaluate_task(task, test, template.image_size,
+    evaluated, preds = stages.evaluate_task(task, test, template.image_size,
                                         batch_size=template.eval_batch_size,
                                         num_bootstrap=num_bootstrap, seed=bootstrap_seed)
     name, ci = evaluation.main_metric(evaluated, metric)
     metrics_lib.write_metrics(evaluated, os.path.join(run_dir, "test_metrics.json"),
                               os.path.join(run_dir, "test_metrics.csv"))
+    save_predictions(os.path.join(run_dir, PREDICTIONS_FILE), preds, test.task)
     store.add(cell, {"metric": ci, "metric_name": name, "n_train": len(subset),
                      "n_train_patients": len({r for r in subset.patients()}),
                      "global_batch_size": plan.supervised.global_batch_size,
@@ -297,19 +314,77 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
     computed.append(cell)
     log(f"{tag}: test {name} {ci.get('value')}")
   return _summarise(store, out_dir, computed, skipped, metric, reference_model,
-                    candidate_model, reference_fraction, interrupted, log)
+                    candidate_model, reference_fraction, interrupted, log,
+                    num_bootstrap=num_bootstrap, bootstrap_seed=bootstrap_seed)
+
+
+def save_predictions(path: str, preds, task: str) -> None:
+  """Test scores/labels/mask/patients of one cell (``.npz``, no pickle)."""
+  buf = io.BytesIO()
+  np.savez(buf, scores=np.asarray(preds.scores, np.float32), labels=preds.labels,
+           mask=preds.mask, patients=np.asarray(preds.patients, dtype=np.str_),
+           task=np.asarray(task))
+  io_utils.atomic_write_bytes(path, buf.getvalue())
+
+
+def load_predictions(path: str) -> Dict[str, np.ndarray]:
+  """What :func:`save_predictions` wrote."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    return {k: data[k] for k in data.files}
+
+
+def combined_from_store(store: de.ResultStore, metric_name: str, num_bootstrap: int,
+                        seed: int) -> Tuple[Optional[resampling.Replicates], str]:
+  """Two-level bootstrap replicates of every stored cell, or ``(None, reason)``."""
+  if num_bootstrap < 1:
+    return None, "no bootstrap requested"
+  if metric_name not in ("mean_auc", "top1_accuracy"):
+    return None, f"the seed x test bootstrap supports mean_auc/top1_accuracy, not {metric_name}"
+  scores, ref = {}, None
+  for cell in store.cells():
+    entry = store.get(cell) or {}
+    path = os.path.join(entry.get("run_dir", ""), PREDICTIONS_FILE)
+    if not entry.get("run_dir") or not tf.io.gfile.exists(path):
+      return None, f"no saved test predictions for {cell.key()}"
+    data = load_predictions(path)
+    if ref is None:
+      ref = data
+    elif not np.array_equal(ref["patients"], data["patients"]):
+      return None, f"cell {cell.key()} was tested on other images"
+    scores[cell.key()] = data["scores"]
+  try:
+    reps = resampling.replicates(scores, ref["labels"], ref["mask"], ref["patients"],
+                                 str(ref["task"]), num_bootstrap, seed)
+  except (ConfigError, DataError) as e:
+    return None, str(e)
+  return reps, ""
 
 
 def _summarise(store: de.ResultStore, out_dir: str, computed, skipped, metric,
-               reference_model, candidate_model, reference_fraction, interrupted, log
-               ) -> SweepResult:
+               reference_model, candidate_model, reference_fraction, interrupted, log,
+               num_bootstrap: int = 0, bootstrap_seed: int = 0) -> SweepResult:
   rows = store.rows("metric")
   names = {(store.get(c) or {}).get("metric_name") for c in store.cells()}
   metric_name = metric or (sorted(n for n in names if n)[0] if any(names) else "metric")
   files: Dict[str, str] = {}
   table = de.aggregate(rows) if rows else []
   headline, note = None, ""
+  interval, interval_note, combined = None, "", []
   if table:
+    reps, interval_note = combined_from_store(store, metric_name, num_bootstrap,
+                                              bootstrap_seed)
+    if reps is not None:
+      n_train = {(r.model, r.fraction): r.n_train for r in table}
+      combined = resampling.combined_rows(reps, n_train=n_train)
+      table = [c.to_aggregate() for c in combined]
+      try:
+        interval = resampling.headline_interval(reps, reference_model, candidate_model,
+                                                reference_fraction)
+      except ConfigError as e:
+        interval_note = str(e)
+    else:
+      log(f"[sweep] intervals: Student-t over seeds ({interval_note})")
     try:
       headline = de.headline_fraction(table, reference_model, candidate_model,
                                       reference_fraction)
@@ -319,12 +394,15 @@ def _summarise(store: de.ResultStore, out_dir: str, computed, skipped, metric,
     files["table_md"] = os.path.join(out_dir, "table.md")
     de.write_table(table, files["table_csv"], files["table_md"], metric_name, headline)
     files["headline"] = os.path.join(out_dir, "headline.json")
-    io_utils.atomic_write_json(files["headline"], headline.to_dict() if headline else {
-        "reached": None, "note": f"no headline: {note}"})
+    io_utils.atomic_write_json(files["headline"], {
+        **(headline.to_dict() if headline else {"reached": None, "note": f"no headline: {note}"}),
+        "interval": interval, "interval_note": interval_note})
     files["plot"] = plots.plot_data_efficiency(
         table, os.path.join(out_dir, "data_efficiency.png"), metric_name,
         reference_model=reference_model, reference_fraction=reference_fraction,
         headline=headline, title="data-efficient generalisation")
-    log(f"[sweep] {headline.summary if headline else 'no headline: ' + note}")
+    line = headline.summary if headline else "no headline: " + note
+    log(f"[sweep] {resampling.format_headline(interval) if interval else line}")
     log(f"[sweep] wrote {files['table_md']}, {files['headline']}, {files['plot']}")
-  return SweepResult(computed, skipped, table, headline, note, metric_name, files, interrupted)
+  return SweepResult(computed, skipped, table, headline, note, metric_name, files, interrupted,
+                     interval, interval_note, combined)

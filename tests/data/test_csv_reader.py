@@ -144,15 +144,15 @@ def test_non_utf8_and_malformed(tmp_path):
 
 def test_attribute_columns_kept_in_records(tmp_path):
   path = _write(tmp_path, "Path,Y,Sex,Age\na.png,1, Female ,63\nb.png,0,Male,\n")
-  m = reexported(path, data_root="/d", path_column="Path", label_columns=["Y"],
+  m = csv_reader.read_csv_manifest(path, data_root="/d", path_column="Path", label_columns=["Y"],
                  task="binary", attribute_columns=["Sex", "Age", "Sex"])
   assert [r.attributes for r in m.records] == [(("Sex", "Female"), ("Age", "63")),
                                                (("Sex", "Male"), ("Age", ""))]
   assert m.records[0].attribute("Age") == "63" and m.records[0].attribute("Race") is None
   # Without the option records carry no attributes (nothing else changes).
-  plain = reexported(path, data_root="/d", path_column="Path", label_columns=["Y"],
+  plain = csv_reader.read_csv_manifest(path, data_root="/d", path_column="Path", label_columns=["Y"],
                      task="binary")
   assert all(r.attributes == () for r in plain.records)
   with pytest.raises(DataError, match=r"m\.csv:1: missing column 'Race'"):
-    reexported(path, data_root="/d", path_column="Path", label_columns=["Y"], task="binary",
+    csv_reader.read_csv_manifest(path, data_root="/d", path_column="Path", label_columns=["Y"], task="binary",
                attribute_columns=["Race"])

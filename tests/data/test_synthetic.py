@@ -310,3 +310,23 @@ def test_example_grid(tmp_path):
   assert img.mode == "RGB"
   assert img.size[0] > 6 * 48 and img.size[1] > 4 * 48
   assert os.path.getsize(out) < 200_000
+
+
+def test_patient_texture_adds_a_body_confined_pattern_of_the_configured_rms():
+  base = synthetic.render_case("a", [False] * 4, seed=3, image_size=64)
+  textured = synthetic.render_case("a", [False] * 4, seed=3, image_size=64,
+                                   config=synthetic.SyntheticConfig(patient_texture=0.05))
+  diff = textured.astype(np.float64) - base
+  corners = np.concatenate([diff[:4, :4].ravel(), diff[:4, -4:].ravel()])
+  assert np.abs(corners).max() < 0.01  # air outside the body: no texture
+  centre = diff[20:44, 20:44]  # inside the body
+  rms = float(np.sqrt(np.mean(centre ** 2)))
+  assert 0.03 < rms < 0.07, rms
+  # Default: no texture draws at all, so the old benchmark is unchanged.
+  again = synthetic.render_case("a", [False] * 4, seed=3, image_size=64,
+                                config=synthetic.SyntheticConfig(patient_texture=0.0))
+  np.testing.assert_array_equal(again, base)
+  with pytest.raises(ConfigError, match="patient_texture"):
+    synthetic.SyntheticConfig(patient_texture=0.5)
+  with pytest.raises(ConfigError, match="later_view_jitter"):
+    synthetic.SyntheticConfig(later_view_jitter=-1.0)

@@ -77,3 +77,28 @@ def test_multiclass_knn_accuracy_breaks_vote_ties_like_sklearn():
 def test_too_few_examples():
   with pytest.raises(DataError, match="at least 2"):
     knn.knn_scores(np.ones((1, 2)), np.ones((1, 1)), None, np.array(["a"]))
+
+
+def test_bank_scores_match_direct_computation():
+  rng = np.random.default_rng(1)
+  bank = rng.normal(size=(30, 6))
+  queries = rng.normal(size=(11, 6))
+  y = (rng.random((30, 2)) < 0.5).astype(float)
+  m = (rng.random((30, 2)) < 0.7).astype(float)
+  got = knn.knn_bank_scores(queries, bank, y, m, k=4, temperature=0.2, chunk=3)
+  qb = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+  qq = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+  want = np.zeros((11, 2))
+  for i in range(11):
+    sims = qb @ qq[i]
+    order = np.argsort(-sims, kind="stable")[:4]
+    w = np.exp((sims[order] - 1.0) / 0.2)
+    num = (w[:, None] * m[order] * y[order]).sum(0)
+    den = (w[:, None] * m[order]).sum(0)
+    want[i] = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+  np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_bank_scores_reject_mismatched_dims():
+  with pytest.raises(DataError, match="queries"):
+    knn.knn_bank_scores(np.zeros((2, 3)), np.zeros((4, 5)), np.zeros((4, 1)), None)

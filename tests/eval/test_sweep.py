@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval import data_efficiency as de
-from remedis_tf.eval import sweep
+from remedis_tf.eval import resampling, sweep
 from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train.supervised import SupervisedConfig
@@ -69,6 +69,15 @@ def test_sweep_end_to_end_and_resume(tmp_path):
   assert headline["reference_value"] == pytest.approx(expected.reference_value)
   if expected.reached:
     assert headline["interpolated_fraction"] == pytest.approx(expected.interpolated_fraction)
+  # Intervals and bands: the seed × test-patient bootstrap of the saved cell predictions.
+  assert headline["interval"]["num_samples"] == 20, headline.get("interval_note")
+  reps, why = sweep.combined_from_store(de.ResultStore(os.path.join(out, sweep.RESULTS_FILE)),
+                                        "mean_auc", 20, 0)
+  assert reps is not None, why
+  want = resampling.combined_rows(reps)
+  assert [(r.model, r.fraction, r.lower, r.upper) for r in want] == [
+      (r.model, r.fraction, r.lower, r.upper) for r in result.table]
+  assert [r.per_seed for r in result.combined] == [r.per_seed for r in want]
   assert "baseline" in open(os.path.join(out, "table.md")).read()
   png = open(result.files["plot"], "rb").read()
   assert png[:8] == b"\x89PNG\r\n\x1a\n"

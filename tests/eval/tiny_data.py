@@ -18,12 +18,14 @@ from remedis_tf.data.manifest import Manifest, Record
 
 def brightness_set(root: str, name: str, num_patients: int = 12, seed: int = 0,
                    size: int = 32, shift: float = 0.0,
-                   label_names: Sequence[str] = ("Bright",)) -> Tuple[Manifest, str]:
+                   label_names: Sequence[str] = ("Bright",),
+                   patient_prefix: str = "p") -> Tuple[Manifest, str]:
   """Writes ``root/name/*.png`` and ``root/name.csv``; returns ``(manifest, csv_path)``.
 
   Patients alternate negative/positive; each has 2 images. Extra label names get an
   independent random label (not learnable) so multi-label code paths are exercised.
-  ``shift`` adds a constant to every intensity (a crude "other site").
+  ``shift`` adds a constant to every intensity (a crude "other site"). Patient ids are
+  ``{patient_prefix}000``, ``{patient_prefix}001``, ...
   """
   rng = np.random.default_rng(seed)
   folder = os.path.join(root, name)
@@ -40,8 +42,9 @@ def brightness_set(root: str, name: str, num_patients: int = 12, seed: int = 0,
       rel = f"{name}/p{p:03d}_{k}.png"
       path = os.path.join(root, rel)
       Image.fromarray((img * 255).astype(np.uint8)).save(path)
-      records.append(Record(path, rel, labels, (1.0,) * len(labels), patient_id=f"p{p:03d}"))
-      rows.append([rel, f"p{p:03d}"] + [f"{v:g}" for v in labels])
+      patient = f"{patient_prefix}{p:03d}"
+      records.append(Record(path, rel, labels, (1.0,) * len(labels), patient_id=patient))
+      rows.append([rel, patient] + [f"{v:g}" for v in labels])
   csv_path = os.path.join(root, f"{name}.csv")
   with open(csv_path, "w", newline="") as f:
     writer = csv.writer(f)

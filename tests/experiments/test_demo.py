@@ -1,4 +1,5 @@
-"""The README's main command in --quick mode, end to end, through the real binary."""
+"""The README's main command in --quick mode, end to end, through the real binary; a
+second run in a fresh folder must write exactly the same numbers (determinism on CPU)."""
 
 import json
 import os
@@ -7,6 +8,30 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Written numbers that are wall-clock facts, not results: timestamps and stage timings.
+_VOLATILE_KEYS = ("finished_at",)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _numbers_written(out):
+  """{relative file: [numbers in order]} over every JSON/CSV/Markdown file the demo wrote
+  (outside the generated data), with the run folder's own path and timings removed."""
+  found = {}
+  for root, _, files in os.walk(out):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, out)
+      if rel.startswith("data" + os.sep) or not name.endswith((".json", ".csv", ".md")):
+        continue
+      text = open(path).read().replace(str(out), "OUT")
+      if name.endswith(".json"):
+        text = re.sub(r'"(%s)": "[^"]*"' % "|".join(_VOLATILE_KEYS), "", text)
+      if name == "report.md":
+        # The header's date/wall time and the per-stage seconds table are timings.
+        text = re.sub(r"Measured on .*?mode:", "", text, flags=re.S)
+        text = text.split("## Time per stage")[0]
+      found[rel] = _NUMBER.findall(text)
+  return found
 
 
 def test_quick_demo_writes_a_consistent_report(tmp_path):
@@ -44,6 +69,27 @@ def test_quick_demo_writes_a_consistent_report(tmp_path):
   # The data-efficiency table has a row per (model, fraction).
   table = (out / "data_efficiency" / "table.csv").read_text()
   assert "baseline" in table and "remedis" in table
+  # New report sections: frozen stage-1 vs stage-2 features, fine-tuning over seeds.
+  assert "## Frozen-feature evaluation: stage 1 vs stage 2" in report
+  assert "## Fine-tuning over seeds" in report
+  frozen = json.loads((out / "eval" / "frozen_features.json").read_text())
+  assert set(frozen["models"]) == {"stage1", "stage2"}
+  for method in ("linear_probe", "knn"):
+    entry = frozen["models"]["stage2"][method]
+    assert f"{entry['value']:.3f}" in report
+  seeds = json.loads((out / "eval" / "finetune_seeds.json").read_text())
+  assert [len(r["per_seed"]) for r in seeds["id_site_a"]] == [2, 2]
+  # Determinism: the same command in a fresh folder writes the same numbers everywhere.
+  out2 = tmp_path / "demo2"
+  proc_b = subprocess.run([sys.executable, "-m", "experiments.demo", "--quick",
+                           f"--output_dir={out2}"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+  assert proc_b.returncode == 0, proc_b.stderr[-3000:]
+  first, second = _numbers_written(out), _numbers_written(out2)
+  assert sorted(first) == sorted(second)
+  assert sum(len(v) for v in first.values()) > 1000
+  for rel in first:
+    assert first[rel] == second[rel], rel
   # Running again resumes: nothing is retrained, the report is rewritten.
   proc2 = subprocess.run([sys.executable, "-m", "experiments.demo", "--quick",
                           f"--output_dir={out}"], cwd=REPO, env=env, capture_output=True,

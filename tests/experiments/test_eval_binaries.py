@@ -39,13 +39,14 @@ def tiny(tmp_path_factory):
   train, train_csv = brightness_set(root, "train", 8, seed=0)
   _, test_csv = brightness_set(root, "test", 6, seed=1)
   _, ood_csv = brightness_set(root, "ood", 6, seed=2, shift=0.1)
+  _, probe_csv = brightness_set(root, "probe", 8, seed=3, patient_prefix="q")
   run_dir = os.path.join(root, "run")
   opt = OptimizerConfig(name="sgd", base_lr=0.05, lr_scaling="none", schedule="constant",
                         total_steps=4, weight_decay=0.0)
   stages.run_supervised(train, SupervisedConfig(variant="tiny", global_batch_size=8), opt, None,
                         SIZE, LoopConfig(run_dir, 4, steps_per_loop=4), log=lambda _: None)
   return {"root": root, "run_dir": run_dir, "train_csv": train_csv, "test_csv": test_csv,
-          "ood_csv": ood_csv}
+          "ood_csv": ood_csv, "probe_csv": probe_csv}
 
 
 def test_evaluate_binary(tiny):
@@ -98,6 +99,24 @@ def test_embed_binary(tiny):
   with np.load(out, allow_pickle=False) as arrays:
     assert arrays["embeddings"].shape[0] == 12 and arrays["embeddings"].dtype == np.float32
     assert list(arrays["label_names"]) == ["Bright"]
+
+
+def test_frozen_eval_binary(tiny):
+  out = os.path.join(tiny["root"], "frozen.json")
+  data = ["--train_source=csv", f"--train_csv={tiny['probe_csv']}", "--train_label_columns=Bright",
+          "--train_patient_column=Patient", "--test_source=csv",
+          f"--test_csv={tiny['test_csv']}", "--test_label_columns=Bright",
+          "--test_patient_column=Patient"]
+  proc = _run("frozen_eval", f"--model=a={tiny['run_dir']}", f"--model=b={tiny['run_dir']}",
+              *data, "--num_bootstrap=20", "--knn_k=3", f"--output={out}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.load(open(out))
+  assert result["n_train"] == 16 and result["n_test"] == 12 and result["metric"] == "mean_auc"
+  # Same model twice: identical results and a paired difference of exactly 0.
+  assert result["models"]["a"] == result["models"]["b"]
+  assert result["differences"]["b"]["linear_probe"]["value"] == 0.0
+  proc = _run("frozen_eval", f"--model={tiny['run_dir']}", *data, f"--output={out}")
+  assert proc.returncode == 2 and "NAME=SOURCE" in proc.stderr
 
 
 def test_data_efficiency_binary(tiny):

@@ -8,7 +8,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARIES = ("convert_weights", "make_tfrecords", "pretrain_supervised",
             "pretrain_contrastive", "finetune", "evaluate", "data_efficiency", "embed",
-            "demo")
+            "demo", "frozen_eval")
 
 
 def test_helpfull_lists_documented_flags_for_every_binary():
