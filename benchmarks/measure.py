@@ -167,6 +167,10 @@ def train_step(spec: Dict) -> Dict:
          "step_flops": step_flops, "achieved_flops": step_flops / med,
          "cpu_s_per_step": cpu_per_step,
          "finite_loss": bool(np.all(np.isfinite(losses)))}
+  if spec["device"] == "gpu":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    # float32 matmuls/convolutions run as TF32 on Ampere+ GPUs while this is on (default).
+    out["tf32_enabled"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
   if spec.get("profile"):
     out["profile"] = _step_parts(task, batch, spec, strategy)
   return out

@@ -427,7 +427,8 @@ def _row(r: Dict) -> List[str]:
             "", "", rss, load]
   if kind == "train_step":
     s = r["spec"]
-    what = (f"{m['examples_per_s']:.2f} ex/s (B={s['batch']}, median {m['median_s']:.3f} s/step"
+    tf32 = ", TF32" if m.get("tf32_enabled") and s["precision"] == "float32" else ""
+    what = (f"{m['examples_per_s']:.2f} ex/s (B={s['batch']}{tf32}, median {m['median_s']:.3f} s/step"
             + (f", {m['backbone_images_per_s']:.1f} backbone img/s" if s["task"] == "contrastive"
                else "") + ")")
     frac = m.get("fraction_of_ceiling")

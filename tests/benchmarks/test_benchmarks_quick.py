@@ -107,3 +107,18 @@ def test_pair_without_torch_is_skipped_with_the_install_hint(tmp_path):
                         peer_pythonpath=str(tmp_path / "site"))
   assert record["skipped"] and not record["ok"]
   assert "requirements-peer.txt" in record["error"] and "no torch in this folder" in record["error"]
+
+
+def test_plan_on_a_gpu_machine_covers_precisions_xla_and_large_batches():
+  from benchmarks import run
+  names = {it["name"]: it["spec"] for it in run.plan(False, "/tmp/x", ["NVIDIA H100"])}
+  for task in ("finetune", "contrastive"):
+    for precision in ("float32", "bfloat16"):
+      for suffix, xla in (("", False), ("/xla", True)):
+        spec = names[f"train/gpu/{task}/r50x1/224/{precision}{suffix}"]
+        assert spec["device"] == "gpu" and spec["xla"] is xla and spec["batch"] >= 64
+  assert {"matmul/gpu/float32", "matmul/gpu/bfloat16"} <= set(names)
+  assert not any("/gpu/" in n for n in (it["name"] for it in run.plan(False, "/tmp/x", [])))
+  peer = [n for n in names if n.startswith("peer/")]
+  assert sorted(peer) == sorted(f"peer/{t}/r50x1/224/{p}" for t in ("finetune", "contrastive")
+                                for p in ("float32", "bfloat16"))
