@@ -119,11 +119,13 @@ def _build_task(spec: Dict):
   return task, batch, backbone_images, heads, strategy
 
 
-def train_step(spec: Dict) -> Dict:
-  """Median wall time of the task's real ``train_step`` under ``strategy.run`` in a
-  ``tf.function`` (as ``loop.run_loop`` does), on one fixed in-memory batch."""
+def make_train_step(spec: Dict):
+  """→ (one_step, losses, compile_s, parts): ``one_step()`` runs the task's real
+  ``train_step`` once under ``strategy.run`` in a ``tf.function`` (as ``loop.run_loop``
+  does) on one fixed in-memory batch and appends the loss to ``losses``; the first call
+  (tracing) is made here and timed as ``compile_s``. ``parts = (task, batch,
+  backbone_images, heads, strategy)``."""
   tf = _select_device(spec["device"])
-  from benchmarks import flops as flops_lib  # pylint: disable=g-import-not-at-top
   task, batch, backbone_images, heads, strategy = _build_task(spec)
   step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
   step_fn = tf.function(task.train_step, jit_compile=True) if spec.get("xla") else \
@@ -143,6 +145,14 @@ def train_step(spec: Dict) -> Dict:
   def one_step():
     losses.append(float(run_step(batch).numpy()))
 
+  return one_step, losses, compile_s, (task, batch, backbone_images, heads, strategy)
+
+
+def train_step(spec: Dict) -> Dict:
+  """Median wall time of the task's real ``train_step`` (see :func:`make_train_step`)."""
+  from benchmarks import flops as flops_lib  # pylint: disable=g-import-not-at-top
+  one_step, losses, compile_s, parts = make_train_step(spec)
+  task, batch, backbone_images, heads, strategy = parts
   for _ in range(spec["warmup"]):
     one_step()
   cpu0 = time.process_time()
@@ -157,6 +167,10 @@ def train_step(spec: Dict) -> Dict:
          "step_flops": step_flops, "achieved_flops": step_flops / med,
          "cpu_s_per_step": cpu_per_step,
          "finite_loss": bool(np.all(np.isfinite(losses)))}
+  if spec["device"] == "gpu":
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    # float32 matmuls/convolutions run as TF32 on Ampere+ GPUs while this is on (default).
+    out["tf32_enabled"] = bool(tf.config.experimental.tensor_float_32_execution_enabled())
   if spec.get("profile"):
     out["profile"] = _step_parts(task, batch, spec, strategy)
   return out

@@ -15,6 +15,7 @@ import dataclasses
 from typing import Dict, Optional, Sequence, Tuple
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from remedis_tf.errors import ConfigError
@@ -109,10 +110,89 @@ def _std_conv(filters: int, size: int, stride: int, name: str) -> StandardizedCo
                             kernel_initializer="he_normal", name=name)
 
 
-def _group_norm(groups: int, name: str) -> keras.layers.GroupNormalization:
-  # Keras' GroupNormalization upcasts to float32 internally, so statistics stay float32
-  # under mixed precision.
-  return keras.layers.GroupNormalization(groups=groups, epsilon=GN_EPSILON, name=name)
+def _group_norm_nhwc(x, gamma, beta, groups: int, epsilon: float, relu: bool):
+  """GroupNorm (+ optional ReLU) of float32 NHWC ``x`` with a hand-written gradient.
+
+  Forward: exactly Keras' ``GroupNormalization`` arithmetic (``tf.nn.moments`` over
+  (H, W, C/groups) per sample and group, then ``x * inv + (beta - mean * inv)`` with
+  ``inv = gamma / sqrt(var + eps)``, one per-(sample, channel) multiply-add), so outputs
+  are the same floats. Backward: the exact GroupNorm gradient as two per-(sample, channel)
+  reductions over H·W and one multiply-add over the activation, in place of the much
+  longer autodiff graph of the composite ops (most of the saving).
+  """
+  channels = x.shape[-1]
+  per_group = channels // groups
+  shape = tf.shape(x)
+  x3 = tf.reshape(x, [shape[0], shape[1] * shape[2], channels])
+  count = tf.cast(shape[1] * shape[2] * per_group, tf.float32)
+
+  @tf.custom_gradient
+  def fn(x3, gamma, beta):
+    grouped = tf.reshape(x3, [shape[0], shape[1] * shape[2], groups, per_group])
+    mean, var = tf.nn.moments(grouped, axes=[1, 3], keepdims=True)            # [B, 1, G, 1]
+    rstd = tf.math.rsqrt(var + epsilon)
+    gamma4 = tf.reshape(gamma, [1, 1, groups, per_group])
+    inv = rstd * gamma4                                                       # [B, 1, G, C/G]
+    offset = tf.reshape(beta, [1, 1, groups, per_group]) - mean * inv
+    scale_c = tf.reshape(inv, [-1, 1, channels])
+    y = x3 * scale_c + tf.reshape(offset, [-1, 1, channels])
+    if relu:
+      y = tf.nn.relu(y)
+
+    def grad(dy):
+      if relu:
+        dy = tf.raw_ops.ReluGrad(gradients=dy, features=y)
+      as_groups = lambda t: tf.reshape(t, [-1, 1, groups, per_group])
+      s_dy = as_groups(tf.reduce_sum(dy, axis=1))
+      s_dyx = as_groups(tf.reduce_sum(dy * x3, axis=1))
+      s_dyxhat = rstd * (s_dyx - mean * s_dy)          # sum over H·W of dy · x_hat
+      d_beta = tf.reduce_sum(tf.reshape(s_dy, [-1, channels]), axis=0)
+      d_gamma = tf.reduce_sum(tf.reshape(s_dyxhat, [-1, channels]), axis=0)
+      # dx = rstd · (g·dy − mean(g·dy) − x_hat · mean(g·dy·x_hat)), group means over
+      # (H, W, C/groups); rewritten as dy·inv + x·a + b with per-(sample, group) a, b.
+      m1 = tf.reduce_sum(gamma4 * s_dy, axis=3, keepdims=True) / count
+      m2 = tf.reduce_sum(gamma4 * s_dyxhat, axis=3, keepdims=True) / count
+      a = -rstd * rstd * m2
+      b = -rstd * m1 - a * mean
+      per_channel = lambda t: tf.reshape(tf.broadcast_to(t, tf.shape(inv)), [-1, 1, channels])
+      return dy * scale_c + (x3 * per_channel(a) + per_channel(b)), d_gamma, d_beta
+
+    return y, grad
+
+  return tf.reshape(fn(x3, gamma, beta), shape)
+
+
+class GroupNormReLU(keras.layers.GroupNormalization):
+  """Keras ``GroupNormalization`` (same variables, names and checkpoint keys) with a
+  faster NHWC kernel and an optional fused ReLU.
+
+  Input ``[B, H, W, C]`` (C divisible by ``groups``), any float dtype; statistics and
+  normalisation run in float32 and the output has the layer's compute dtype, as in Keras.
+  Other ranks/axes fall back to Keras' implementation.
+  """
+
+  def __init__(self, groups: int = 32, relu: bool = False, **kwargs):
+    super().__init__(groups=groups, **kwargs)
+    self.relu = relu
+
+  def call(self, inputs):
+    fast = (len(inputs.shape) == 4 and self.axis in (-1, 3) and self.center and self.scale
+            and inputs.shape[-1] is not None and self.groups > 0)
+    if not fast:
+      out = super().call(inputs)
+      return ops.relu(out) if self.relu else out
+    x = tf.cast(inputs, tf.float32)
+    y = _group_norm_nhwc(x, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32),
+                         self.groups, self.epsilon, self.relu)
+    return tf.cast(y, self.compute_dtype)
+
+  def get_config(self):
+    return {**super().get_config(), "relu": self.relu}
+
+
+def _group_norm(groups: int, name: str, relu: bool = False) -> GroupNormReLU:
+  # Statistics stay float32 under mixed precision (as in Keras' GroupNormalization).
+  return GroupNormReLU(groups=groups, relu=relu, epsilon=GN_EPSILON, name=name)
 
 
 class BottleneckUnitV2(keras.layers.Layer):
@@ -122,21 +202,21 @@ class BottleneckUnitV2(keras.layers.Layer):
     super().__init__(**kwargs)
     self.filters = filters
     self.stride = stride
-    self.gn_a = _group_norm(num_groups, "a__group_norm")
+    self.gn_a = _group_norm(num_groups, "a__group_norm", relu=True)
     self.conv_a = _std_conv(filters, 1, 1, "a__standardized_conv2d")
-    self.gn_b = _group_norm(num_groups, "b__group_norm")
+    self.gn_b = _group_norm(num_groups, "b__group_norm", relu=True)
     self.pad_b = keras.layers.ZeroPadding2D(1)
     self.conv_b = _std_conv(filters, 3, stride, "b__standardized_conv2d")
-    self.gn_c = _group_norm(num_groups, "c__group_norm")
+    self.gn_c = _group_norm(num_groups, "c__group_norm", relu=True)
     self.conv_c = _std_conv(4 * filters, 1, 1, "c__standardized_conv2d")
     self.proj = _std_conv(4 * filters, 1, stride, "a__proj__standardized_conv2d") if project else None
 
   def call(self, x):
-    pre = ops.relu(self.gn_a(x))
+    pre = self.gn_a(x)  # the GroupNorm layers apply the ReLU
     shortcut = self.proj(pre) if self.proj is not None else x
     y = self.conv_a(pre)
-    y = self.conv_b(self.pad_b(ops.relu(self.gn_b(y))))
-    y = self.conv_c(ops.relu(self.gn_c(y)))
+    y = self.conv_b(self.pad_b(self.gn_b(y)))
+    y = self.conv_c(self.gn_c(y))
     return ops.add(shortcut, ops.cast(y, shortcut.dtype))
 
   def bit_variables(self) -> Dict[str, keras.Variable]:
@@ -190,7 +270,7 @@ class ResNetV2(keras.Model):
         units.append(unit)
         in_channels = 4 * filters
       self.blocks.append(units)
-    self.final_gn = _group_norm(s.num_groups, "group_norm")
+    self.final_gn = _group_norm(s.num_groups, "group_norm", relu=True)
     self.head = (keras.layers.Dense(num_classes, kernel_initializer="zeros", name="head__conv2d")
                  if num_classes else None)
 
@@ -205,7 +285,7 @@ class ResNetV2(keras.Model):
     for units in self.blocks:
       for unit in units:
         x = unit(x)
-    feature_map = ops.relu(self.final_gn(x))
+    feature_map = self.final_gn(x)  # GroupNorm + ReLU
     pooled = ops.mean(feature_map, axis=(1, 2))
     out = {"feature_map": feature_map, "pooled": pooled}
     if self.head is not None:

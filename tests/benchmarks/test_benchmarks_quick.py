@@ -66,3 +66,59 @@ def test_analytic_flops_match_the_convolutions_the_model_runs(monkeypatch):
     model(np.zeros((1, size, size, 3), np.float32))
     assert flops.backbone_macs(resnet_v2.get_spec(variant), size)["total"] == sum(recorded)
   assert 4.0e9 < flops.backbone_macs(resnet_v2.get_spec("r50x1"), 224)["total"] < 4.2e9
+
+
+def test_isa_summary_names_vector_width_and_bf16():
+  from benchmarks import run
+  assert run.isa_summary({"avx2", "fma"}) == "AVX2 (no bf16 instructions)"
+  assert run.isa_summary({"avx2", "avx512f", "avx512_bf16"}) == "AVX-512 + AVX512_BF16 (no AMX)"
+  assert run.isa_summary({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}) == (
+      "AVX-512 + AMX + AVX512_BF16 + AMX_BF16")
+  assert run.isa_summary(set()) == "no AVX2 (no bf16 instructions)"
+
+
+def test_alternating_pair_runs_both_workers_and_reports_the_ratio():
+  """The peer protocol end to end with our own tiny step on both sides (no torch needed):
+  both workers answer every round, the order swaps per round, ratio = peer / ours."""
+  from benchmarks import run
+  spec = {"kind": "peer_pair", "task": "finetune", "variant": "tiny", "image_size": 32,
+          "batch": 4, "precision": "float32", "warmup": 1, "rounds": 3, "steps_per_round": 2,
+          "peer_program": "ours"}
+  record = run.run_pair({"name": "peer/test", "group": "peer", "spec": spec}, timeout=280)
+  assert record["ok"], record["error"]
+  m = record["metrics"]
+  assert len(m["ours"]["times"]) == len(m["peer"]["times"]) == 6
+  assert [r["first"] for r in m["rounds"]] == ["ours", "peer", "ours"]
+  assert m["ratio"] == m["peer"]["median_s"] / m["ours"]["median_s"]
+  assert m["ratio_min"] <= m["ratio_max"] and m["finite_loss"]
+  assert record["peak_rss_mb"] > 50 and m["ours"]["framework"] == "tensorflow"
+  row = run._row(record)  # pylint: disable=protected-access
+  assert f"ratio {m['ratio']:.2f}x" in row[1]
+
+
+def test_pair_without_torch_is_skipped_with_the_install_hint(tmp_path):
+  from benchmarks import run
+  fake = tmp_path / "site" / "torch"
+  fake.mkdir(parents=True)
+  (fake / "__init__.py").write_text("raise ImportError('no torch in this folder')\n")
+  spec = {"kind": "peer_pair", "task": "finetune", "variant": "r50x1", "image_size": 224,
+          "batch": 16, "precision": "float32", "warmup": 1, "rounds": 1, "steps_per_round": 1}
+  record = run.run_pair({"name": "peer/x", "group": "peer", "spec": spec}, timeout=60,
+                        peer_pythonpath=str(tmp_path / "site"))
+  assert record["skipped"] and not record["ok"]
+  assert "requirements-peer.txt" in record["error"] and "no torch in this folder" in record["error"]
+
+
+def test_plan_on_a_gpu_machine_covers_precisions_xla_and_large_batches():
+  from benchmarks import run
+  names = {it["name"]: it["spec"] for it in run.plan(False, "/tmp/x", ["NVIDIA H100"])}
+  for task in ("finetune", "contrastive"):
+    for precision in ("float32", "bfloat16"):
+      for suffix, xla in (("", False), ("/xla", True)):
+        spec = names[f"train/gpu/{task}/r50x1/224/{precision}{suffix}"]
+        assert spec["device"] == "gpu" and spec["xla"] is xla and spec["batch"] >= 64
+  assert {"matmul/gpu/float32", "matmul/gpu/bfloat16"} <= set(names)
+  assert not any("/gpu/" in n for n in (it["name"] for it in run.plan(False, "/tmp/x", [])))
+  peer = [n for n in names if n.startswith("peer/")]
+  assert sorted(peer) == sorted(f"peer/{t}/r50x1/224/{p}" for t in ("finetune", "contrastive")
+                                for p in ("float32", "bfloat16"))

@@ -72,6 +72,78 @@ def test_group_norm_matches_numpy():
   np.testing.assert_allclose(gn(x), _np_group_norm(x, gamma, beta, 4), atol=1e-4)
 
 
+@pytest.mark.parametrize("relu", [True, False])
+def test_group_norm_relu_gradients_match_numpy_finite_differences(relu):
+  """The hand-written GroupNorm(+ReLU) backward against central differences of a float64
+  numpy forward, for every input element, gamma and beta."""
+  rng = np.random.default_rng(7)
+  x = rng.normal(0.5, 2.0, (2, 3, 3, 8))
+  gamma, beta = rng.normal(1, 0.5, 8), rng.normal(0, 0.5, 8)
+  w = rng.normal(size=x.shape)
+  gn = resnet_v2._group_norm(2, "gn", relu=relu)  # pylint: disable=protected-access
+  gn.build(x.shape)
+  gn.gamma.assign(gamma.astype(np.float32))
+  gn.beta.assign(beta.astype(np.float32))
+  xt = tf.constant(x, tf.float32)
+  with tf.GradientTape() as tape:
+    tape.watch(xt)
+    loss = tf.reduce_sum(gn(xt) * w.astype(np.float32))
+  dx, dgamma, dbeta = tape.gradient(loss, [xt, gn.gamma, gn.beta])
+  act = (lambda v: np.maximum(v, 0.0)) if relu else (lambda v: v)
+  f = lambda x_, g_, b_: float(np.sum(act(_np_group_norm(x_, g_, b_, 2)) * w))
+  np.testing.assert_allclose(loss.numpy(), f(x, gamma, beta), rtol=1e-5)
+  h = 1e-6
+
+  def numeric(array, call):
+    out = np.zeros_like(array)
+    for i in np.ndindex(array.shape):
+      e = np.zeros_like(array)
+      e[i] = h
+      out[i] = (call(array + e) - call(array - e)) / (2 * h)
+    return out
+
+  np.testing.assert_allclose(dx, numeric(x, lambda v: f(v, gamma, beta)), atol=2e-4)
+  np.testing.assert_allclose(dgamma, numeric(gamma, lambda v: f(x, v, beta)), atol=2e-4)
+  np.testing.assert_allclose(dbeta, numeric(beta, lambda v: f(x, gamma, v)), atol=2e-4)
+  assert np.max(np.abs(dx)) > 0.1  # the check is not vacuous
+
+
+def test_group_norm_relu_equals_keras_group_norm_within_float32_rounding():
+  """Forward and gradients agree with Keras' GroupNormalization followed by a ReLU, in
+  eager mode and in a graph with unknown batch and spatial sizes."""
+  rng = np.random.default_rng(8)
+  x = rng.normal(3.0, 2.0, (3, 9, 7, 64)).astype(np.float32)
+  w = rng.normal(size=x.shape).astype(np.float32)
+  fast = resnet_v2._group_norm(8, "fast", relu=True)  # pylint: disable=protected-access
+  ref = keras.layers.GroupNormalization(groups=8, epsilon=resnet_v2.GN_EPSILON)
+  for layer in (fast, ref):
+    layer.build(x.shape)
+    layer.gamma.assign(rng.normal(1, 0.3, 64).astype(np.float32))
+    layer.beta.assign(rng.normal(0, 0.3, 64).astype(np.float32))
+  ref.gamma.assign(fast.gamma)
+  ref.beta.assign(fast.beta)
+
+  def grads(apply, layer, xt):
+    with tf.GradientTape() as tape:
+      tape.watch(xt)
+      y = apply(xt)
+      loss = tf.reduce_sum(y * w)
+    return [y] + tape.gradient(loss, [xt, layer.gamma, layer.beta])
+
+  graph = tf.function(lambda xt: grads(fast, fast, xt),
+                      input_signature=[tf.TensorSpec([None, None, None, 64], tf.float32)])
+  want = grads(lambda xt: tf.nn.relu(ref(xt)), ref, tf.constant(x))
+  for got in (grads(fast, fast, tf.constant(x)), graph(tf.constant(x))):
+    for a, b in zip(got, want):
+      scale = np.max(np.abs(b.numpy()))
+      assert scale > 0.1
+      np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5 * scale)
+  assert np.min(want[0].numpy()) == 0.0  # the ReLU is applied
+  config = fast.get_config()
+  assert config["relu"] is True and config["groups"] == 8
+  assert isinstance(fast, keras.layers.GroupNormalization)  # optimizers' norm exclusion
+
+
 @pytest.mark.parametrize("hw", [(32, 32), (33, 47), (95, 64)])
 def test_output_shapes(hw):
   model = ResNetV2("tiny", num_classes=3)
