@@ -7,6 +7,17 @@ from typing import Callable, Hashable, Mapping, Sequence, Tuple
 MAX_LISTED = 4  # entries listed per kind of difference, so the message stays one line
 
 
+def shape_differences(expected: Mapping[Hashable, Tuple[int, ...]],
+                      found: Mapping[Hashable, Tuple[int, ...]]
+                      ) -> Tuple[list, list, list]:
+  """``(missing, unexpected, mismatched)`` keys of ``found`` against ``expected`` (key →
+  shape): missing and mismatched in ``expected``'s order, unexpected sorted."""
+  missing = [k for k in expected if k not in found]
+  unexpected = sorted(k for k in found if k not in expected)
+  mismatched = [k for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
+  return missing, unexpected, mismatched
+
+
 def describe_differences(missing: Sequence[Hashable], unexpected: Sequence[Hashable],
                          mismatched: Sequence[Hashable],
                          expected: Mapping[Hashable, Tuple[int, ...]],

@@ -259,9 +259,7 @@ def check_weights_file(model: keras.Model, local_weights: str, source: str) -> N
     reference = os.path.join(tmp, WEIGHTS_FILE)
     model.save_weights(reference)
     expected = h5_shapes(reference)
-  missing = [k for k in expected if k not in found]
-  unexpected = sorted(k for k in found if k not in expected)
-  mismatched = [k for k in expected if k in found and expected[k] != found[k]]
+  missing, unexpected, mismatched = differences.shape_differences(expected, found)
   if missing or unexpected or mismatched:
     described = differences.describe_differences(missing, unexpected, mismatched, expected,
                                                  found, noun=" array(s)")

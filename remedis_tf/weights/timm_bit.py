@@ -139,9 +139,7 @@ def check_timm_state(backbone: resnet_v2.ResNetV2, state: Mapping[str, np.ndarra
               for k, s in bit_npz.expected_bit_shapes(backbone).items()
               if not k.startswith(bit_npz.HEAD_PREFIX)}
   found = {k: tuple(np.shape(v)) for k, v in state.items() if not k.startswith("head.")}
-  missing = [k for k in expected if k not in found]
-  unexpected = sorted(k for k in found if k not in expected)
-  mismatched = [k for k in expected if k in found and found[k] != expected[k]]
+  missing, unexpected, mismatched = differences.shape_differences(expected, found)
   if missing or unexpected or mismatched:
     described = differences.describe_differences(missing, unexpected, mismatched, expected,
                                                  found, noun=" key(s)")
