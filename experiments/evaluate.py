@@ -35,7 +35,7 @@ import os
 from absl import flags
 
 from experiments import _cli, data_flags
-from remedis_tf import configs
+from remedis_tf import configs, stages
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval import calibration, evaluation, subgroups
 from remedis_tf.weights import preset
@@ -177,20 +177,17 @@ def main(argv):
       save_predictions=FLAGS.save_predictions, subgroups=FLAGS.subgroup or (),
       subgroup_min_patients=FLAGS.subgroup_min_patients,
       calibration_bins=FLAGS.calibration_bins)
-  if FLAGS.export_savedmodel:
+  if FLAGS.export_savedmodel or FLAGS.export_preset:
     if summary["model_kind"] != "run_dir":
-      raise ConfigError("--export_savedmodel needs --model to be a run directory")
-    from remedis_tf import stages  # pylint: disable=g-import-not-at-top
-    task, _ = stages.load_classifier(FLAGS.model, which=FLAGS.which)
+      flag = "--export_savedmodel" if FLAGS.export_savedmodel else "--export_preset"
+      raise ConfigError(f"{flag} needs --model to be a run directory")
+    task, _ = stages.load_classifier(FLAGS.model, which=FLAGS.which)  # once for both exports
+  if FLAGS.export_savedmodel:
     evaluation.export_classifier_savedmodel(task, FLAGS.export_savedmodel, source=FLAGS.model)
     temps = "none (T = 1)" if task.temperature is None else task.temperature["temperature"]
     print(f"[export] classifier SavedModel written to {FLAGS.export_savedmodel} "
           f"(temperatures {temps})")
   if FLAGS.export_preset:
-    if summary["model_kind"] != "run_dir":
-      raise ConfigError("--export_preset needs --model to be a run directory")
-    from remedis_tf import stages  # pylint: disable=g-import-not-at-top
-    task, _ = stages.load_classifier(FLAGS.model, which=FLAGS.which)
     evaluation.export_classifier_preset(task, FLAGS.export_preset, source=FLAGS.model)
     print(f"[export] classifier preset written to {FLAGS.export_preset}")
   for name, row in summary["sets"].items():

@@ -12,12 +12,10 @@ import re
 import signal
 import time
 
-import tensorflow as tf
-
 from remedis_tf import run_lock
 from remedis_tf.data import synthetic
 from subprocess_runs import Run
-from test_preemption import _binary
+from test_preemption import _binary, _latest_step
 
 HARD_TIMEOUT_S = 300  # only guards against hangs
 
@@ -27,11 +25,6 @@ def _command(data, run_dir, steps):
   config the same for any count, so a shorter resume is the same run)."""
   return [f"--train_steps={steps}" if a.startswith("--train_steps=") else a
           for a in _binary(data, run_dir)] + ["--warmup_steps=2"]
-
-
-def _latest_step(run_dir):
-  path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-  return int(path.rsplit("-", 1)[1]) if path else 0
 
 
 def test_second_process_is_refused_and_a_sigkilled_run_resumes(tmp_path):
