@@ -8,8 +8,11 @@ the resolved configuration of a run next to its checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from typing import Any, Dict, Type, TypeVar
+from typing import Any, Collection, Dict, List, Mapping, Type, TypeVar
+
+import tensorflow as tf
 
 from remedis_tf import io_utils
 from remedis_tf.errors import ConfigError
@@ -54,10 +57,48 @@ def write_run_config(run_dir: str, **configs: Any) -> str:
 def read_run_config(run_dir: str) -> Dict[str, Any]:
   """Reads ``run_dir/config.json`` (raises ConfigError if absent)."""
   path = os.path.join(run_dir, RUN_CONFIG_FILE)
-  import tensorflow as tf
   if not tf.io.gfile.exists(path):
     raise ConfigError(f"no {RUN_CONFIG_FILE} in run directory {run_dir}")
   return io_utils.read_json(path)
+
+
+def jsonable(value: Any) -> Any:
+  """``value`` as it reads back from JSON: dataclasses become dicts (also inside a dict),
+  tuples lists, and anything JSON cannot hold its ``str``."""
+  if isinstance(value, Mapping):
+    value = {k: (to_dict(v) if dataclasses.is_dataclass(v) else v) for k, v in value.items()}
+  elif dataclasses.is_dataclass(value):
+    value = to_dict(value)
+  return json.loads(json.dumps(value, default=str))
+
+
+def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
+                       ignore: Collection[str] = (), recorded_label: str = "recorded"
+                       ) -> List[str]:
+  """What differs between a stored config and the current one, one line per key.
+
+  Both are nested dicts as written to JSON (pass ``current`` through ``jsonable``). Nested
+  dicts are compared key by key and reported with dotted paths; ``ignore`` holds dotted
+  paths (``"loop.total_steps"``) or bare keys (``"total_steps"``, at any depth) whose
+  values may differ. Returns ``["loop.seed: recorded 0, now 1", ...]`` (``recorded_label``
+  replaces "recorded") sorted by key;
+  empty when they match. This one rule serves every "does this directory hold my setup"
+  check: resumed runs, sweep directories, the synthetic benchmark.
+  """
+  diffs: List[str] = []
+
+  def walk(a: Any, b: Any, path: str) -> None:
+    key = path.rpartition(".")[2]
+    if path in ignore or key in ignore:
+      return
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+      for k in sorted(set(a) | set(b), key=str):
+        walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+    elif a != b:
+      diffs.append(f"{path}: {recorded_label} {a!r}, now {b!r}")
+
+  walk(recorded, current, "")
+  return diffs
 
 
 def field_docs(cls: type) -> Dict[str, str]:

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 import tensorflow as tf
 
-from remedis_tf import io_utils
+from remedis_tf import configs, io_utils
 from remedis_tf.errors import ConfigError, DataError
 
 GENERATOR_VERSION = "1.2"
@@ -854,8 +854,9 @@ def _existing_summary(out_dir: str, cfg: SyntheticConfig) -> Optional[Dict[str, 
     summary = io_utils.read_json(path)
   except (ValueError, tf.errors.OpError):
     return None
-  if (not isinstance(summary, dict) or summary.get("generator_version") != GENERATOR_VERSION
-      or summary.get("config") != cfg.to_json_dict() or "splits" not in summary):
+  if not isinstance(summary, dict) or "splits" not in summary or configs.config_differences(
+      {k: summary.get(k) for k in ("generator_version", "config")},
+      configs.jsonable({"generator_version": GENERATOR_VERSION, "config": cfg.to_json_dict()})):
     return None
   for s in summary["splits"].values():
     if not tf.io.gfile.exists(os.path.join(out_dir, s["csv"])):

@@ -214,18 +214,18 @@ def _template_fingerprint(template: FinetuneTemplate) -> Dict[str, Any]:
 
 def _check_sweep(out_dir: str, setup: Dict[str, Any], models: Mapping[str, str]) -> None:
   """Refuses a setup that differs from the one ``out_dir``'s results were made with."""
-  import json  # pylint: disable=g-import-not-at-top
   path = os.path.join(out_dir, SWEEP_FILE)
-  setup = json.loads(json.dumps(setup, default=str))
+  setup = configs.jsonable(setup)
   if tf.io.gfile.exists(path):
     old = io_utils.read_json(path)
-    diffs = [k for k in setup if k != "models" and old.get(k) != setup[k]]
-    changed = [n for n, init in models.items()
-               if n in old.get("models", {}) and old["models"][n] != init]
-    if diffs or changed:
-      what = ", ".join(diffs + [f"init of model {n!r} (was {old['models'][n]!r})"
-                                for n in changed])
-      raise ConfigError(f"{out_dir} holds results of a different sweep setup ({what}); use a "
+    # Adding a model is fine; changing the init of one already swept is not.
+    recorded_models = old.get("models", {})
+    diffs = configs.config_differences(
+        {**old, "models": {n: recorded_models[n] for n in models if n in recorded_models}},
+        {**setup, "models": {n: setup["models"][n] for n in models if n in recorded_models}})
+    if diffs:
+      raise ConfigError(f"{out_dir} holds results of a different sweep setup "
+                        f"({'; '.join(diffs[:6])}{' ...' if len(diffs) > 6 else ''}); use a "
                         "new output directory or the original settings")
     setup["models"] = {**old.get("models", {}), **setup["models"]}
   io_utils.atomic_write_json(path, setup)

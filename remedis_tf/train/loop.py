@@ -184,30 +184,12 @@ def check_run_config(run_dir: str, run_config: Dict[str, Any]) -> None:
   path = os.path.join(run_dir, configs.RUN_CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     return
-  old = io_utils.read_json(path)
-  new = _jsonify(run_config)
-  diffs = []
-  for section in sorted(set(old) | set(new)):
-    a, b = old.get(section), new.get(section)
-    if isinstance(a, dict) and isinstance(b, dict):
-      for key in sorted(set(a) | set(b)):
-        if key in _RESUME_MUTABLE:
-          continue
-        if a.get(key) != b.get(key):
-          diffs.append(f"{section}.{key}: run dir has {a.get(key)!r}, now {b.get(key)!r}")
-    elif a != b and section not in _RESUME_MUTABLE:
-      diffs.append(f"{section}: run dir has {a!r}, now {b!r}")
+  diffs = configs.config_differences(io_utils.read_json(path), configs.jsonable(run_config),
+                                     ignore=_RESUME_MUTABLE, recorded_label="run dir has")
   if diffs:
     raise ConfigError(
         f"run directory {run_dir} was written by a different config ({'; '.join(diffs[:6])}"
         f"{' ...' if len(diffs) > 6 else ''}); use a new --run_dir or the original settings")
-
-
-def _jsonify(obj):
-  import json
-  return json.loads(json.dumps(
-      {k: (configs.to_dict(v) if dataclasses.is_dataclass(v) else v) for k, v in obj.items()},
-      default=str))
 
 
 def _format_eta(seconds: float) -> str:
