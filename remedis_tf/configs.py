@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Collection, Dict, List, Mapping, Type, TypeVar
+from typing import Any, Collection, Dict, List, Mapping, Tuple, Type, TypeVar
 
 import tensorflow as tf
 
@@ -60,6 +60,12 @@ def read_run_config(run_dir: str) -> Dict[str, Any]:
   if not tf.io.gfile.exists(path):
     raise ConfigError(f"no {RUN_CONFIG_FILE} in run directory {run_dir}")
   return io_utils.read_json(path)
+
+
+def resumable_fields(config: Any) -> Tuple[str, ...]:
+  """The fields of ``config`` a resumed run may change (its ``RESUMABLE_FIELDS`` class
+  attribute; none when it declares nothing). Each config dataclass declares its own."""
+  return tuple(getattr(config, "RESUMABLE_FIELDS", ()))
 
 
 def jsonable(value: Any) -> Any:

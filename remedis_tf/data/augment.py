@@ -26,6 +26,9 @@ from remedis_tf.errors import ConfigError
 
 RESIZE_METHODS = ("bicubic", "bilinear", "area", "lanczos3", "nearest")
 FILL_MODES = ("constant", "reflect", "nearest", "wrap")
+# Centre-crop fraction of evaluation images (Inception/BiT convention); a run's own value
+# is AugmentConfig.eval_crop_fraction, recorded in its config.json.
+EVAL_CROP_FRACTION = 0.875
 
 # Sub-seed ids (never renumber: that would change every stored run's augmentations).
 _OP_HIST_EQ, _OP_ELASTIC, _OP_ROTATE, _OP_CROP = 1, 2, 3, 4
@@ -94,7 +97,7 @@ class AugmentConfig:
   elastic_prob: float = 0.0
   elastic_alpha: float = 0.0
   elastic_sigma: float = 16.0
-  eval_crop_fraction: float = 0.875
+  eval_crop_fraction: float = EVAL_CROP_FRACTION
 
   def __post_init__(self):
     _validate(self)
