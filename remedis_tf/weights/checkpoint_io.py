@@ -17,6 +17,7 @@ from typing import Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from remedis_tf.errors import CheckpointError
 from remedis_tf.weights import differences
@@ -77,7 +78,6 @@ class CheckpointGraph:
   """
 
   def __init__(self, prefix: str):
-    from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-import-not-at-top
     self.prefix = prefix
     try:
       reader = tf.train.load_checkpoint(prefix)

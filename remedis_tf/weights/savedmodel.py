@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Tuple
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 from keras import ops
 
 from remedis_tf import io_utils
@@ -99,7 +100,6 @@ def inspect_savedmodel(path: str) -> List[Tuple[str, Tuple[Optional[int], ...], 
   out = []
   pb = os.path.join(path, "saved_model.pb")
   if tf.io.gfile.exists(pb):
-    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
     proto = saved_model_pb2.SavedModel()
     with tf.io.gfile.GFile(pb, "rb") as f:
       try:

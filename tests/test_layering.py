@@ -1,0 +1,189 @@
+"""The house rules of docs/architecture.md, checked on the source text.
+
+* Imports run one way: experiments → runs → train/weights → pieces (models, data, optim,
+  losses, eval, synthetic) → utilities; no circle between modules.
+* No import inside a function, except a heavy optional dependency deferred with a comment.
+* No module over ~400 lines without a reason at its top.
+"""
+
+import ast
+import os
+from typing import Dict, List, Set, Tuple
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+UTILITIES = {"errors", "io_utils", "configs", "remote_io", "run_lock", "run_guard",
+             "stateless_random"}
+PIECES = {"models", "data", "optim", "losses", "eval", "synthetic"}
+CORE = {"train", "weights"}
+# Same-layer imports that would blur the picture: the left may never import the right.
+FORBIDDEN = {("data", "eval"), ("data", "models"), ("data", "optim"), ("data", "losses"),
+             ("models", "data"), ("models", "eval"), ("optim", "data"), ("optim", "eval"),
+             ("weights", "train"), ("synthetic", "eval")}
+# Optional or heavy dependencies a function may import late, with a comment saying why.
+DEFERRABLE = {"pydicom", "tensorflow_hub", "tensorflow_datasets", "torch", "sklearn",
+              "matplotlib", "pylibjpeg"}
+MAX_LINES = 400
+LONG_REASON = "long because"
+
+
+def _modules() -> Dict[str, str]:
+  """Dotted module name → file path, for remedis_tf/ and experiments/."""
+  out = {}
+  for top in ("remedis_tf", "experiments"):
+    for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+      for f in files:
+        if f.endswith(".py"):
+          path = os.path.join(dirpath, f)
+          name = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+          out[name.removesuffix(".__init__")] = path
+  return out
+
+
+MODULES = _modules()
+
+
+def _resolve(name: str) -> str:
+  """The module a dotted import name refers to (a name imported from a module → it)."""
+  while name and name not in MODULES:
+    name = name.rpartition(".")[0]
+  return name
+
+
+def _imports(path: str) -> List[Tuple[str, int, bool]]:
+  """(imported project module, line, at module level) for each import in ``path``."""
+  tree = ast.parse(open(path, encoding="utf-8").read())
+  found = []
+
+  def visit(node, top_level):
+    for child in ast.iter_child_nodes(node):
+      inner = top_level and not isinstance(
+          child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+      if isinstance(child, ast.ImportFrom) and child.module:
+        for alias in child.names:
+          found.append((f"{child.module}.{alias.name}", child.lineno, top_level))
+      elif isinstance(child, ast.Import):
+        for alias in child.names:
+          found.append((alias.name, child.lineno, top_level))
+      visit(child, inner)
+
+  visit(tree, True)
+  return found
+
+
+def layer(module: str) -> Tuple[int, str]:
+  """(rank, group) of a project module: 0 utilities … 4 binaries, 5 the public API."""
+  parts = module.split(".")
+  if parts[0] == "experiments":
+    return 4, "experiments"
+  if module == "remedis_tf":
+    return 5, "api"
+  group = parts[1]
+  if group in UTILITIES:
+    return 0, group
+  if group in PIECES:
+    return 1, group
+  if group in CORE:
+    return 2, group
+  if group == "runs":
+    return 3, group
+  raise AssertionError(f"{module}: no layer assigned; add it to tests/test_layering.py and "
+                       "docs/architecture.md")
+
+
+def _project_edges() -> Dict[str, Set[str]]:
+  edges = {}
+  for name, path in MODULES.items():
+    deps = set()
+    for imported, _, top in _imports(path):
+      if imported.split(".")[0] in ("remedis_tf", "experiments") and top:
+        target = _resolve(imported)
+        if target and target != name:
+          deps.add(target)
+    edges[name] = deps
+  return edges
+
+
+EDGES = _project_edges()
+
+
+def test_every_module_has_a_layer():
+  for name in MODULES:
+    layer(name)
+
+
+def test_imports_run_one_way():
+  wrong = []
+  for name, deps in EDGES.items():
+    rank, group = layer(name)
+    for dep in deps:
+      if dep == "remedis_tf":
+        wrong.append(f"{name} imports the public API package; import the module instead")
+        continue
+      dep_rank, dep_group = layer(dep)
+      if dep_rank > rank:
+        wrong.append(f"{name} ({group}) imports {dep} ({dep_group}), a higher layer")
+      elif (group, dep_group) in FORBIDDEN:
+        wrong.append(f"{name} ({group}) imports {dep} ({dep_group})")
+  assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_no_import_cycles():
+  state: Dict[str, int] = {}
+  cycles = []
+
+  def dfs(node, stack):
+    state[node] = 1
+    stack.append(node)
+    for dep in sorted(EDGES.get(node, ())):
+      if dep == "remedis_tf":
+        continue
+      if state.get(dep) == 1:
+        cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+      elif dep not in state:
+        dfs(dep, stack)
+    stack.pop()
+    state[node] = 2
+
+  for name in sorted(EDGES):
+    if name not in state:
+      dfs(name, [])
+  assert not cycles, "\n".join(cycles)
+
+
+def test_imports_inside_functions_only_defer_optional_dependencies():
+  wrong = []
+  for name, path in MODULES.items():
+    lines = open(path, encoding="utf-8").read().splitlines()
+    for imported, lineno, top in _imports(path):
+      if top:
+        continue
+      root = imported.split(".")[0]
+      if root not in DEFERRABLE:
+        wrong.append(f"{name}:{lineno} imports {imported} inside a function")
+      elif "#" not in lines[lineno - 1]:
+        wrong.append(f"{name}:{lineno} defers {root} without a comment saying why")
+  assert not wrong, "\n".join(sorted(wrong))
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_is_small_or_says_why(name):
+  text = open(MODULES[name], encoding="utf-8").read()
+  num_lines = text.count("\n")
+  if num_lines <= MAX_LINES:
+    return
+  doc = ast.get_docstring(ast.parse(text)) or ""
+  assert LONG_REASON in doc, (
+      f"{name} has {num_lines} lines (> {MAX_LINES}); split it or say at its top why it is "
+      f"{LONG_REASON!r} ...")
+
+
+def test_layer_rules_catch_a_violation():
+  """The checks above can fail: a piece importing orchestration is reported."""
+  assert layer("remedis_tf.data.pipeline")[0] < layer("remedis_tf.train.loop")[0]
+  assert layer("remedis_tf.runs.x")[0] > layer("remedis_tf.weights.preset")[0]
+  assert ("weights", "train") in FORBIDDEN
+  with pytest.raises(AssertionError):
+    layer("remedis_tf.unknown_place.module")
