@@ -6,7 +6,7 @@
 
 Writes ``benchmarks/results/<machine>-<date>.json`` and ``benchmarks/results/latest.md``
 (``--out_dir`` to change). Each measurement runs in a fresh subprocess
-(``benchmarks.measure``); its peak RSS comes from ``os.wait4`` and the 1-minute load
+(``benchmarks.measure``); its peak RSS is the child's own ``VmHWM`` (``benchmarks.child_memory``) and the 1-minute load
 average is recorded before and after it, because a busy machine slows every number down.
 See benchmarks/README.md for what is measured and how FLOPs are counted.
 """
@@ -27,6 +27,8 @@ import tempfile
 import threading
 import time
 from typing import Dict, List, Optional
+
+from benchmarks import child_memory
 
 SCHEMA_VERSION = 1
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -207,23 +209,11 @@ def run_one(item: Dict, timeout: float) -> Dict:
   proc = subprocess.Popen([sys.executable, "-m", "benchmarks.measure",
                            json.dumps(item["spec"]), out_path], cwd=_ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-  rusage, status, timed_out = None, None, False
-  deadline = start + timeout
-  while True:
-    pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-    if pid:
-      break
-    if time.time() > deadline:
-      proc.kill()
-      _, status, rusage = os.wait4(proc.pid, 0)
-      timed_out = True
-      break
-    time.sleep(0.2)
-  proc.returncode = os.waitstatus_to_exitcode(status)
+  _, peak_mb, timed_out = child_memory.wait_with_peak(proc, timeout, poll_s=0.05)
   log = proc.stdout.read().decode("utf-8", "replace")
   record = {"name": item["name"], "group": item["group"], "spec": item["spec"],
             "wall_s": round(time.time() - start, 2),
-            "peak_rss_mb": round(rusage.ru_maxrss / 1024.0, 1),
+            "peak_rss_mb": round(peak_mb, 1),
             "load_avg_1m_before": round(load_before, 2),
             "load_avg_1m_after": round(os.getloadavg()[0], 2)}
   try:
@@ -276,6 +266,7 @@ def run_pair(item: Dict, timeout: float, peer_pythonpath: str = "") -> Dict:
   if peer_pythonpath:
     peer_env["PYTHONPATH"] = _ROOT + os.pathsep + peer_pythonpath + os.pathsep + \
         os.environ.get("PYTHONPATH", "")
+  peaks: Dict[str, float] = {}
   record = {"name": item["name"], "group": item["group"], "spec": spec, "ok": False,
             "skipped": False, "metrics": {}, "error": None,
             "load_avg_1m_before": round(os.getloadavg()[0], 2)}
@@ -313,6 +304,8 @@ def run_pair(item: Dict, timeout: float, peer_pythonpath: str = "") -> Dict:
       this["ratio"] = this["peer_median_s"] / this["ours_median_s"]
       this["first"] = order[0]
       rounds.append(this)
+    # Each worker's own high-water mark, read while it is still alive (see child_memory).
+    peaks = {name: child_memory.vm_hwm_mb(p.pid) for name, p in procs.items()}
     for p in procs.values():
       p.stdin.write("QUIT\n")
       p.stdin.flush()
@@ -331,19 +324,15 @@ def run_pair(item: Dict, timeout: float, peer_pythonpath: str = "") -> Dict:
       e = f"{e}; {name} log: {log.read()[-700:]}"
     record["error"] = ("timed out; " if not timer.is_alive() else "") + str(e)
   finally:
-    rss = []
     for p in procs.values():
       if record["error"] is not None:
         p.kill()
-      if p.returncode is None:  # not reaped yet: wait4 gives the child's own peak RSS
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        rss.append(usage.ru_maxrss / 1024.0)
+      p.wait()
     timer.cancel()
     for log in logs.values():
       log.close()
   record["wall_s"] = round(time.time() - start, 2)
-  record["peak_rss_mb"] = round(max(rss, default=0.0), 1)
+  record["peak_rss_mb"] = round(max(peaks.values(), default=0.0), 1)
   record["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
   return record
 

@@ -8,12 +8,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "data"))
+from benchmarks import child_memory  # noqa: E402  pylint: disable=wrong-import-position
 import image_files as F  # noqa: E402  pylint: disable=wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,43 +43,19 @@ class Result:
     return errors[0]
 
 
-def _vm_hwm_mb(pid: int) -> float:
-  """The process's own peak RSS so far (``VmHWM``), 0 once it has exited or is unreadable."""
-  try:
-    with open(f"/proc/{pid}/status") as f:
-      for line in f:
-        if line.startswith("VmHWM:"):
-          return int(line.split()[1]) / 1024.0
-  except OSError:
-    pass
-  return 0.0
-
-
 def run_binary(name: str, *args: str, timeout: float = 240, env=None) -> Result:
   """Runs ``python -m experiments.<name> args`` from the repository root.
 
   ``env``: extra environment variables. Peak RSS is the child's own ``VmHWM``, polled
-  every 20 ms. Not ``ru_maxrss`` from ``wait4``: Linux hands the parent's high-water mark
-  to a child started with vfork (what ``subprocess`` uses) when it execs, so late in a
-  long pytest session every child looked as big as the pytest process itself.
+  every 20 ms (``benchmarks.child_memory``; not ``wait4``'s ``ru_maxrss``, which a vfork'd
+  child inherits from this big pytest process).
   """
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3",
              CUDA_VISIBLE_DEVICES="", **(env or {}))
   with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
     proc = subprocess.Popen([sys.executable, "-m", f"experiments.{name}", *args], cwd=ROOT,
                             env=env, stdout=out, stderr=err)
-    peak = 0.0
-    try:
-      while True:
-        peak = max(peak, _vm_hwm_mb(proc.pid))
-        pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-          break
-        time.sleep(0.02)
-    except BaseException:
-      proc.kill()
-      raise
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    _, peak, _ = child_memory.wait_with_peak(proc)
     out.seek(0)
     err.seek(0)
     return Result(proc.returncode, out.read(), err.read(), peak)
