@@ -37,7 +37,7 @@ from absl import flags
 from experiments import _cli, data_flags
 from remedis_tf import configs, stages
 from remedis_tf.errors import ConfigError
-from remedis_tf.eval import calibration, evaluation, subgroups
+from remedis_tf.eval import calibration, evaluation, subgroups, thresholds
 from remedis_tf.weights import preset
 
 FLAGS = flags.FLAGS
@@ -165,7 +165,7 @@ def main(argv):
   if FLAGS.val_set is not None and FLAGS.val_set not in sets:
     raise ConfigError(f"--val_set={FLAGS.val_set} is not one of the --eval_set names "
                       f"{sorted(sets)}")
-  evaluation.parse_operating_point(FLAGS.operating_point)
+  thresholds.parse_operating_point(FLAGS.operating_point)
   keep = subgroups.attribute_columns(FLAGS.subgroup or ())
   labels = model_label_names(FLAGS.model)
   manifests = {name: _manifest(source, path, labels, keep)

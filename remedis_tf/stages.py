@@ -22,8 +22,8 @@ from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.eval import calibration
 from remedis_tf.eval import knn
-from remedis_tf.eval import metrics as metrics_lib
 from remedis_tf.eval import predict as predict_lib
+from remedis_tf.eval import task_metrics
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train import loop as loop_lib
 from remedis_tf.train import strategy as strategy_lib
@@ -110,16 +110,6 @@ def run_contrastive(manifest: Manifest, config: ContrastiveConfig,
                              **loop_kwargs)
 
 
-def task_metric(result: Dict) -> Tuple[str, float]:
-  """The model-selection metric of an ``evaluate_predictions`` result: mean AUC for
-  multi-label/binary, top-1 accuracy for multi-class."""
-  for name in ("mean_auc", "top1_accuracy"):
-    if name in result.get("metrics", {}):
-      value = result["metrics"][name]
-      return name, float(value["value"] if isinstance(value, dict) else value)
-  raise KeyError(f"no selection metric in {sorted(result.get('metrics', {}))}")
-
-
 def evaluate_task(task: SupervisedTask, manifest: Manifest, image_size: int,
                   batch_size: int = 64, num_bootstrap: int = 0, seed: int = 0,
                   operating_point=None, keep_scores: bool = False):
@@ -132,7 +122,7 @@ def evaluate_task(task: SupervisedTask, manifest: Manifest, image_size: int,
   kwargs = {}
   if operating_point is not None:
     kwargs["operating_point"] = operating_point
-  result = metrics_lib.evaluate_predictions(
+  result = task_metrics.evaluate_predictions(
       manifest.task, preds.labels, preds.scores, preds.mask,
       patients=preds.patients if any(preds.patients) else None,
       label_names=list(manifest.label_names), num_bootstrap=num_bootstrap, seed=seed,
@@ -184,7 +174,8 @@ def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size
 
   def hook(step: int) -> Dict[str, float]:
     result, preds = evaluate_task(task, validation, image_size, batch_size)
-    name, value = task_metric(result)
+    name, ci = task_metrics.main_metric(result, task_metrics.SELECTION_METRICS)
+    value = float(ci["value"])
     best = io_utils.read_json(info_path) if tf.io.gfile.exists(info_path) else None
     improved = best is None or (math.isfinite(value) and
                                 (not math.isfinite(best["value"]) or value > best["value"]))

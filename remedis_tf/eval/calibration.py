@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from remedis_tf import io_utils
 from remedis_tf.errors import CheckpointError, ConfigError, DataError
-from remedis_tf.eval import metrics as metrics_lib
+from remedis_tf.eval import bootstrap
 
 DEFAULT_NUM_BINS = 15
 TEMPERATURE_FILE = "temperature.json"
@@ -365,8 +365,8 @@ def calibration_report(task: str, labels: Any, logits: Any, mask: Optional[Any],
       continue
     g = None if groups is None else groups[rows]
     if num_bootstrap > 0:
-      res = metrics_lib.bootstrap_ci(fn, y, pb, ya, pa, groups=g, num_samples=num_bootstrap,
-                                     confidence=confidence, seed=seed)
+      res = bootstrap.bootstrap_ci(fn, y, pb, ya, pa, groups=g, num_samples=num_bootstrap,
+                                   confidence=confidence, seed=seed)
       cis = [res.component(i).to_dict() for i in range(2)]
     else:
       est = fn(y, pb, ya, pa)

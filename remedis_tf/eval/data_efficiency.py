@@ -359,7 +359,7 @@ class ResultStore:
 
   def rows(self, metric: str, n_train_key: str = "n_train") -> List[Row]:
     """Table rows for one metric. A result's ``metric`` entry may be a number or a CI dict
-    with ``value`` (as in :func:`remedis_tf.eval.metrics.evaluate_predictions`); dotted
+    with ``value`` (as in :func:`remedis_tf.eval.task_metrics.evaluate_predictions`); dotted
     names reach into nested dicts (``"metrics.mean_auc"``). Cells without it are skipped."""
     out = []
     for _, e in sorted(self._cells.items()):

@@ -51,9 +51,9 @@ optimistic; report test sets.
 Outputs in ``out_dir`` (each file written atomically, and only after every set has been
 predicted and scored, so a failing run leaves earlier results untouched):
 ``<set>.json`` / ``<set>.csv`` (all metrics with bootstrap CIs, see
-:func:`remedis_tf.eval.metrics.write_metrics`), ``<set>_predictions.csv`` (per-image scores),
-the calibration and subgroup files above, ``summary.json`` and ``summary.csv`` (one row
-per set: the main metric with its CI).
+:func:`remedis_tf.eval.task_metrics.write_metrics`), ``<set>_predictions.csv``
+(per-image scores), the calibration and subgroup files above, ``summary.json`` and
+``summary.csv`` (one row per set: the main metric with its CI).
 """
 
 from __future__ import annotations
@@ -62,22 +62,21 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import os
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 from remedis_tf import io_utils
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import CheckpointError, ConfigError, DataError
 from remedis_tf.eval import calibration as calibration_lib
-from remedis_tf.eval import metrics as metrics_lib
 from remedis_tf.eval import predict as predict_lib
 from remedis_tf.eval import reliability_plot
 from remedis_tf.eval import subgroups as subgroups_lib
+from remedis_tf.eval import task_metrics
+from remedis_tf.eval import thresholds as thresholds_lib
 from remedis_tf.models.classifier import Classifier
 from remedis_tf.weights import preset as preset_lib
 
@@ -363,104 +362,6 @@ def align_labels(manifest: Manifest, label_names: Sequence[str], task: str,
   return dataclasses.replace(manifest, records=records, label_names=label_names, task=task)
 
 
-# ----------------------------------------------------------------------- operating point
-
-
-@dataclasses.dataclass(frozen=True)
-class OperatingPoint:
-  """How the sensitivity/specificity threshold is chosen (see the module docstring).
-
-  Attributes:
-    rule: ``youden`` | ``sensitivity`` | ``specificity`` | ``fixed``.
-    value: target sensitivity/specificity in (0, 1], or the fixed threshold.
-  """
-  rule: str = "youden"
-  value: Optional[float] = None
-
-  def describe(self) -> str:
-    if self.rule == "youden":
-      return "youden"
-    return f"{self.rule}:{self.value:g}" if self.rule != "fixed" else f"{self.value:g}"
-
-
-def parse_operating_point(spec: Any) -> OperatingPoint:
-  """``"youden"``, ``"sensitivity:0.9"`` (``sens:``), ``"specificity:0.9"`` (``spec:``), or
-  a number (fixed threshold) → :class:`OperatingPoint`."""
-  if isinstance(spec, OperatingPoint):
-    return spec
-  if isinstance(spec, (int, float)) and not isinstance(spec, bool):
-    return OperatingPoint("fixed", float(spec))
-  text = str(spec).strip().lower()
-  if text == "youden":
-    return OperatingPoint("youden")
-  rule, sep, value = text.partition(":")
-  aliases = {"sens": "sensitivity", "sensitivity": "sensitivity", "spec": "specificity",
-             "specificity": "specificity"}
-  try:
-    if sep and rule in aliases:
-      target = float(value)
-      if not 0.0 < target <= 1.0:
-        raise ValueError
-      return OperatingPoint(aliases[rule], target)
-    if not sep:
-      threshold = float(text)
-      if math.isfinite(threshold):
-        return OperatingPoint("fixed", threshold)
-  except ValueError:
-    pass
-  raise ConfigError(f"operating point {spec!r}: use youden, sensitivity:T, specificity:T "
-                    "(T in (0, 1]) or a fixed threshold such as 0.5")
-
-
-def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-  """Threshold maximising sensitivity + specificity − 1 (``score >= t`` is positive).
-
-  Ties go to the highest threshold. NaN when a class is absent.
-  """
-  labels = np.asarray(labels, np.float64).ravel()
-  if labels.size == 0 or labels.min() == labels.max():
-    return float("nan")
-  fpr, tpr, thresholds = metrics_lib.roc_curve(labels, scores)
-  j = tpr - fpr
-  best = int(np.argmax(j[1:])) + 1  # point 0 is the "nothing positive" corner (t = inf)
-  return float(thresholds[best])
-
-
-def choose_thresholds(op: OperatingPoint, labels: np.ndarray, scores: np.ndarray,
-                      mask: np.ndarray, label_names: Sequence[str]
-                      ) -> Tuple[Dict[str, float], List[str]]:
-  """Per-class thresholds ``{name: t}`` by ``op`` on (validation) arrays ``[N, K]``.
-
-  Returns ``(thresholds, notes)``; classes without both outcomes fall back to 0.5.
-  """
-  out: Dict[str, float] = {}
-  notes: List[str] = []
-  for j, name in enumerate(label_names):
-    if op.rule == "fixed":
-      out[name] = float(op.value)
-      continue
-    keep = mask[:, j] > 0
-    y, s = labels[keep, j], scores[keep, j]
-    if op.rule == "youden":
-      t = youden_threshold(y, s)
-    elif not ((y == 1).any() and (y == 0).any()):
-      t = float("nan")
-    elif op.rule == "sensitivity":
-      t = metrics_lib.threshold_at_sensitivity(y, s, op.value)
-    else:
-      t = metrics_lib.threshold_at_specificity(y, s, op.value)
-      if t == float("inf"):
-        # Only "nothing positive" reaches the target: the next float above every score
-        # keeps JSON finite and means the same.
-        t = float(np.nextafter(np.max(s), np.inf))
-    if not math.isfinite(t):
-      notes.append(f"class {name!r}: no positives or no negatives in the validation set; "
-                   "threshold 0.5")
-      t = 0.5
-    out[name] = float(t)
-  return out, notes
-
-
 # ---------------------------------------------------------------------------- evaluation
 
 
@@ -483,19 +384,6 @@ def _predictions_csv(preds: predict_lib.Predictions, label_names: Sequence[str])
                     + [f"{v:.9g}" for v in preds.scores[i]]
                     + [f"{v:g}" for v in preds.labels[i]] + [f"{v:g}" for v in preds.mask[i]])
   return buf.getvalue()
-
-
-def main_metric(result: Mapping[str, Any], metric: Optional[str] = None
-                ) -> Tuple[str, Dict[str, Any]]:
-  """``(name, CI dict)`` of ``metric`` (default: mean AUC, or top-1 accuracy for
-  multi-class) in an :func:`remedis_tf.eval.metrics.evaluate_predictions` result."""
-  available = result.get("metrics", {})
-  if metric is None:
-    metric = "top1_accuracy" if result.get("task") == "multiclass" else "mean_auc"
-  if metric not in available:
-    raise ConfigError(f"metric {metric!r} is not computed for a {result.get('task')} task; "
-                      f"available: {sorted(available)}")
-  return metric, dict(available[metric])
 
 
 def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir: str,
@@ -543,7 +431,7 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   if val_set is not None and val_set not in eval_sets:
     raise ConfigError(f"val_set {val_set!r} is not one of the evaluation sets "
                       f"{sorted(eval_sets)}")
-  op = parse_operating_point(operating_point)
+  op = thresholds_lib.parse_operating_point(operating_point)
   specs = subgroups_lib.parse_subgroup_specs(subgroups)
   if calibration_bins < 0:
     raise ConfigError(f"calibration_bins must be >= 0, got {calibration_bins}")
@@ -566,7 +454,8 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   thresholds: Optional[Dict[str, float]] = None
   if model.task != "multiclass":
     if op.rule == "fixed":
-      thresholds, notes = choose_thresholds(op, None, None, None, model.label_names)
+      thresholds, notes = thresholds_lib.choose_thresholds(op, None, None, None,
+                                                           model.label_names)
       op_info["chosen_on"] = None
     elif val_set is None:
       thresholds = {n: 0.5 for n in model.label_names}
@@ -574,7 +463,8 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
       op_info["chosen_on"] = None
     else:
       p = preds[val_set]
-      thresholds, notes = choose_thresholds(op, p.labels, p.scores, p.mask, model.label_names)
+      thresholds, notes = thresholds_lib.choose_thresholds(op, p.labels, p.scores, p.mask,
+                                                           model.label_names)
       op_info["chosen_on"] = val_set
     op_info["thresholds"] = thresholds
     op_info["notes"] = notes
@@ -613,7 +503,7 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     subgroup_reports[name] = [subgroups_lib.evaluate_subgroups(
         model.task, p.labels, p.scores, p.mask, p.patients, group_values[name][s.column], s,
         model.label_names, subgroup_min_patients, **boot, **kwargs) for s in specs]
-    result = metrics_lib.evaluate_predictions(
+    result = task_metrics.evaluate_predictions(
         model.task, p.labels, p.scores, p.mask, patients=p.patients,
         label_names=list(model.label_names), num_bootstrap=num_bootstrap,
         confidence=confidence, seed=seed, logits=p.logits, **kwargs)
@@ -622,7 +512,7 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     result["model"] = model_source
     result["operating_point"] = op_info
     results[name] = result
-    metric_name, ci = main_metric(result, metric)
+    metric_name, ci = task_metrics.main_metric(result, metric)
     role = "validation (operating point chosen here)" if name == op_info.get("chosen_on") else ""
     sets_summary[name] = {"metric": metric_name, "value": ci["value"], "lower": ci["lower"],
                           "upper": ci["upper"], "num_undefined": ci.get("num_undefined", 0),
@@ -643,7 +533,7 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
              "subgroup_min_patients": int(subgroup_min_patients)}
   # Everything is computed: only now touch out_dir.
   for name, result in results.items():
-    metrics_lib.write_metrics(result, os.path.join(out_dir, f"{name}.json"),
+    task_metrics.write_metrics(result, os.path.join(out_dir, f"{name}.json"),
                               os.path.join(out_dir, f"{name}.csv"))
     if name in calib_reports:
       io_utils.atomic_write_json(os.path.join(out_dir, f"{name}_calibration.json"),

@@ -25,7 +25,7 @@ import numpy as np
 
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
-from remedis_tf.eval import embedding, knn, metrics, resampling
+from remedis_tf.eval import bootstrap, embedding, knn, resampling
 from remedis_tf.eval import predict as predict_lib
 
 METHODS = ("linear_probe", "knn")
@@ -135,9 +135,9 @@ def evaluate_features(train: Mapping[str, np.ndarray], test: Mapping[str, np.nda
   out = {}
   for method, s in scores.items():
     s = np.nan_to_num(s, nan=0.5 if task != "multiclass" else 0.0)
-    ci = metrics.bootstrap_ci(fn, test["labels"], s, test["mask"], groups=test["patients"],
-                              num_samples=config.num_bootstrap, confidence=config.confidence,
-                              seed=config.seed)
+    ci = bootstrap.bootstrap_ci(fn, test["labels"], s, test["mask"], groups=test["patients"],
+                                num_samples=config.num_bootstrap,
+                                confidence=config.confidence, seed=config.seed)
     out[method] = {"metric": name, **ci.to_dict(), "scores": s}
   return out
 
@@ -152,9 +152,9 @@ def paired_difference(test: Mapping[str, np.ndarray], scores_a: np.ndarray,
   def diff(labels, sa, sb, mask, sample_weight=None):
     return fn(labels, sb, mask, sample_weight) - fn(labels, sa, mask, sample_weight)
 
-  ci = metrics.bootstrap_ci(diff, test["labels"], scores_a, scores_b, test["mask"],
-                            groups=test["patients"], num_samples=config.num_bootstrap,
-                            confidence=config.confidence, seed=config.seed)
+  ci = bootstrap.bootstrap_ci(diff, test["labels"], scores_a, scores_b, test["mask"],
+                              groups=test["patients"], num_samples=config.num_bootstrap,
+                              confidence=config.confidence, seed=config.seed)
   return ci.to_dict()
 
 

@@ -7,8 +7,8 @@ cut into bands with a spec such as ``Age:40,60,80``: edges ``e_0 < … < e_m`` g
 bands ``<40``, ``[40, 60)``, ``[60, 80)``, ``>=80`` (left-closed, so 60 falls in
 ``[60, 80)``). Blank cells form the group ``unknown``.
 
-Each subgroup is scored by :func:`remedis_tf.eval.metrics.evaluate_predictions` on its own
-rows (same operating-point thresholds, same bootstrap settings: whole patients are
+Each subgroup is scored by :func:`remedis_tf.eval.task_metrics.evaluate_predictions` on its
+own rows (same operating-point thresholds, same bootstrap settings: whole patients are
 resampled within the subgroup). A subgroup is flagged, and gets point estimates but no
 interval, when it has fewer than ``min_patients`` patients; a finding without positives
 or without negatives in a subgroup is flagged too (its AUC and sensitivity or
@@ -28,7 +28,7 @@ import numpy as np
 from remedis_tf import io_utils
 from remedis_tf.data.manifest import Manifest, Record
 from remedis_tf.errors import ConfigError, DataError
-from remedis_tf.eval import metrics as metrics_lib
+from remedis_tf.eval import task_metrics
 
 UNKNOWN = "unknown"
 BUILTIN_COLUMNS = ("view", "site")
@@ -171,7 +171,7 @@ def evaluate_subgroups(task: str, labels: np.ndarray, scores: np.ndarray, mask: 
 
   Args:
     task, labels, scores, mask, label_names: as in
-      :func:`remedis_tf.eval.metrics.evaluate_predictions` (``[N, K]`` arrays).
+      :func:`remedis_tf.eval.task_metrics.evaluate_predictions` (``[N, K]`` arrays).
     patients: ``[N]`` patient ids (the bootstrap resamples patients within a subgroup).
     values: ``[N]`` subgroup labels from :func:`subgroup_values`.
     spec: the column's :class:`SubgroupSpec` (or its text).
@@ -205,7 +205,7 @@ def evaluate_subgroups(task: str, labels: np.ndarray, scores: np.ndarray, mask: 
     if not interval:
       flags.append(f"fewer than {min_patients} patients ({num_patients}): no interval")
       kwargs["num_bootstrap"] = 0
-    result = metrics_lib.evaluate_predictions(
+    result = task_metrics.evaluate_predictions(
         task, np.asarray(labels)[idx], np.asarray(scores)[idx], np.asarray(mask)[idx],
         patients=patients[idx], label_names=list(label_names), **kwargs)
     for name, entry in result["per_class"].items():
@@ -232,7 +232,7 @@ def subgroup_rows(reports: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
   for rep in reports:
     for group, g in ordered_groups(rep):
       per_class = g["result"]["per_class"]
-      for row in metrics_lib.metrics_rows(g["result"]):
+      for row in task_metrics.metrics_rows(g["result"]):
         counts = per_class.get(row["class"], {})
         rows.append({**row, "column": rep["column"], "group": group,
                      "num_examples": g["num_examples"], "num_patients": g["num_patients"],

@@ -45,9 +45,9 @@ from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval import data_efficiency as de
 from remedis_tf.eval import evaluation
-from remedis_tf.eval import metrics as metrics_lib
 from remedis_tf.eval import plots
 from remedis_tf.eval import resampling
+from remedis_tf.eval import task_metrics
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train import finetune_plan
 from remedis_tf.train.loop import LoopConfig
@@ -302,9 +302,9 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
     evaluated, preds = stages.evaluate_task(task, test, template.image_size,
                                         batch_size=template.eval_batch_size,
                                         num_bootstrap=num_bootstrap, seed=bootstrap_seed)
-    name, ci = evaluation.main_metric(evaluated, metric)
-    metrics_lib.write_metrics(evaluated, os.path.join(run_dir, "test_metrics.json"),
-                              os.path.join(run_dir, "test_metrics.csv"))
+    name, ci = task_metrics.main_metric(evaluated, metric)
+    task_metrics.write_metrics(evaluated, os.path.join(run_dir, "test_metrics.json"),
+                               os.path.join(run_dir, "test_metrics.csv"))
     save_predictions(os.path.join(run_dir, PREDICTIONS_FILE), preds, test.task)
     store.add(cell, {"metric": ci, "metric_name": name, "n_train": len(subset),
                      "n_train_patients": len({r for r in subset.patients()}),

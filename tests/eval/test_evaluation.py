@@ -185,55 +185,6 @@ def test_classifier_preset_gives_the_same_scores(trained, tmp_path):
     evaluation.load_model(backbone)
 
 
-def _brute_youden(labels, scores):
-  best, best_t = -2.0, None
-  for t in sorted(set(scores.tolist()), reverse=True):
-    pred = scores >= t
-    j = pred[labels == 1].mean() + (~pred[labels == 0]).mean() - 1
-    if j > best + 1e-12:
-      best, best_t = j, t
-  return best_t
-
-
-def test_youden_threshold_matches_brute_force():
-  rng = np.random.default_rng(0)
-  for trial in range(20):
-    n = int(rng.integers(5, 60))
-    labels = rng.integers(0, 2, n).astype(float)
-    labels[:2] = [0, 1]
-    scores = np.round(rng.normal(labels * rng.uniform(0, 2), 1.0), 1)  # ties included
-    assert evaluation.youden_threshold(labels, scores) == _brute_youden(labels, scores), trial
-  assert np.isnan(evaluation.youden_threshold(np.ones(4), np.arange(4.0)))
-
-
-def test_choose_thresholds_fallbacks_and_rules():
-  labels = np.array([[1, 1], [0, 1], [1, 1], [0, 1]], float)
-  scores = np.array([[0.9, 0.2], [0.1, 0.3], [0.7, 0.4], [0.8, 0.5]])
-  mask = np.ones_like(labels)
-  op = evaluation.parse_operating_point("specificity:1.0")
-  t, notes = evaluation.choose_thresholds(op, labels, scores, mask, ["A", "B"])
-  # Specificity 1 on A needs a threshold above the highest negative score (0.8).
-  assert 0.8 < t["A"] <= 0.9
-  assert t["B"] == 0.5 and "'B'" in notes[0]  # no negatives for B
-  t, _ = evaluation.choose_thresholds(evaluation.parse_operating_point(0.3), labels, scores,
-                                      mask, ["A", "B"])
-  assert t == {"A": 0.3, "B": 0.3}
-
-
-@pytest.mark.parametrize("spec,rule,value", [
-    ("youden", "youden", None), ("sens:0.9", "sensitivity", 0.9),
-    ("specificity:0.8", "specificity", 0.8), ("0.25", "fixed", 0.25), (0.5, "fixed", 0.5)])
-def test_parse_operating_point(spec, rule, value):
-  op = evaluation.parse_operating_point(spec)
-  assert (op.rule, op.value) == (rule, value)
-
-
-@pytest.mark.parametrize("spec", ["sens:1.5", "youdenx", "spec:", "nan", "sensitivity:0"])
-def test_parse_operating_point_rejects(spec):
-  with pytest.raises(ConfigError):
-    evaluation.parse_operating_point(spec)
-
-
 def test_align_labels_reorders_and_drops_columns():
   rec = Record("x.png", "x", (1.0, 0.0, 1.0), (1.0, 0.0, 1.0), patient_id="p")
   m = Manifest((rec,), ("A", "B", "C"), "multilabel", "m")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from remedis_tf.errors import ConfigError, DataError
-from remedis_tf.eval import metrics, plots, report
+from remedis_tf.eval import metrics, plots, report, task_metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -69,8 +69,8 @@ def test_report_from_evaluate_predictions_rows(tmp_path):
   rng = np.random.default_rng(0)
   y = (rng.random((200, 2)) < 0.4).astype(float)
   s = rng.normal(size=(200, 2)) + y
-  res = metrics.evaluate_predictions("multilabel", y, s, label_names=["a", "b"],
-                                     operating_point=0.5, num_bootstrap=50)
+  res = task_metrics.evaluate_predictions("multilabel", y, s, label_names=["a", "b"],
+                                          operating_point=0.5, num_bootstrap=50)
   rows = [{"class": name, "auc": entry["auc"]} for name, entry in res["per_class"].items()]
   text = report.render_report([report.Section("ID", (report.Table(rows),))])
   a = res["per_class"]["a"]["auc"]
