@@ -29,7 +29,7 @@ import numpy as np
 
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval import data_efficiency as de
-from remedis_tf.eval import metrics
+from remedis_tf.eval import metrics, task_metrics
 
 CellKey = Tuple[str, float, int]  # (model, fraction, seed)
 
@@ -48,10 +48,10 @@ def top1_accuracy(labels, scores, mask, sample_weight=None):
 
 
 def metric_for(task: str) -> Tuple[str, Callable]:
-  """``(name, fn)`` of the selection metric of ``task``: top-1 accuracy for multi-class,
-  mean AUC over all findings otherwise."""
-  return ("top1_accuracy", top1_accuracy) if task == "multiclass" else (
-      "mean_auc", mean_auc_all_classes)
+  """``(name, fn)`` of the headline metric of ``task`` (``task_metrics.default_metric``):
+  top-1 accuracy for multi-class, mean AUC over all findings otherwise."""
+  name = task_metrics.default_metric(task)
+  return name, {"top1_accuracy": top1_accuracy, "mean_auc": mean_auc_all_classes}[name]
 
 
 def patient_weights(patients: Sequence, num_samples: int, seed: int = 0) -> np.ndarray:
