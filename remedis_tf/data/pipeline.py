@@ -256,7 +256,8 @@ def contrastive_dataset(manifest: Manifest, *, augment: augment_lib.AugmentConfi
 def supervised_dataset(manifest: Manifest, *, augment: Optional[augment_lib.AugmentConfig],
                        image_size: int, global_batch_size: int, seed: int = 0,
                        input_context: Optional[tf.distribute.InputContext] = None,
-                       start_step: int = 0, crop_fraction: float = 0.875,
+                       start_step: int = 0,
+                       crop_fraction: float = augment_lib.EVAL_CROP_FRACTION,
                        cache: bool = False, deterministic: Optional[bool] = None,
                        max_image_size: Optional[int] = None,
                        tfrecords_memory_bytes: int = TFRECORDS_MEMORY_BYTES
@@ -298,7 +299,7 @@ def supervised_dataset(manifest: Manifest, *, augment: Optional[augment_lib.Augm
 
 
 def eval_dataset(manifest: Manifest, *, image_size: int, batch_size: int,
-                 crop_fraction: float = 0.875,
+                 crop_fraction: float = augment_lib.EVAL_CROP_FRACTION,
                  max_image_size: Optional[int] = None,
                  tfrecords_memory_bytes: int = TFRECORDS_MEMORY_BYTES) -> tf.data.Dataset:
   """One pass over the manifest in order, last partial batch kept.
