@@ -160,7 +160,8 @@ def warped_crop(image: tf.Tensor, cfg: AugmentConfig, angle, alpha, sigma, seed)
   if not deform:
     out = affine_sample(image, a, b, cfg.rotation_fill_mode)
   else:
-    coarse, _ = coarse_displacement_field(shape[0], shape[1], alpha, sigma, sub_seed(seed, OP_ELASTIC))
+    coarse, _ = coarse_displacement_field(shape[0], shape[1], alpha, sigma,
+                                          sub_seed(seed, OP_ELASTIC))
     # The full-resolution field is the bilinear upsampling of the coarse one, so d(q) is
     # the coarse field sampled at k·q + (k − 1)/2 — again affine in o.
     kx = tf.cast(tf.shape(coarse)[1], tf.float32) / w
