@@ -28,7 +28,6 @@ from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import decode
 from remedis_tf.data import micle as micle_lib
 from remedis_tf.data import record_source
-from remedis_tf.data import tfrecords as tfrecords_lib
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
 
@@ -127,7 +126,7 @@ def _make_loader(manifest: Manifest, max_image_size: Optional[int], cache: bool,
   """
   if max_image_size is not None and max_image_size <= 0:
     raise ConfigError(f"max_image_size={max_image_size!r}: must be a positive integer or None")
-  if tfrecords_lib.is_tfrecords_manifest(manifest):
+  if manifest.storage.is_tfrecords:
     read = record_source.tfrecord_reader(manifest, tfrecords_memory_bytes)
   else:
     read = _file_reader(manifest)
