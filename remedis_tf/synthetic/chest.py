@@ -43,8 +43,8 @@ def _sample_labels(rng: np.random.Generator, n: int, prevalence: Sequence[float]
 
 
 def sample_patients(rng: np.random.Generator, n: int, shift: SiteShift,
-                     cfg: SyntheticConfig, force_labels: Optional[np.ndarray] = None,
-                     allow_subtle: bool = True) -> Dict[str, np.ndarray]:
+                    cfg: SyntheticConfig, force_labels: Optional[np.ndarray] = None,
+                    allow_subtle: bool = True) -> Dict[str, np.ndarray]:
   """Per-patient anatomy, finding parameters and labels (every array has leading dim n).
 
   Finding parameters are drawn for every patient whatever its labels, so toggling a label
@@ -112,7 +112,7 @@ def sample_patients(rng: np.random.Generator, n: int, shift: SiteShift,
 
 
 def sample_views(rng: np.random.Generator, n_patients: int, cfg: SyntheticConfig,
-                  fixed_first: bool = False) -> Dict[str, np.ndarray]:
+                 fixed_first: bool = False) -> Dict[str, np.ndarray]:
   """Per-image view parameters; images are ordered patient-major."""
   lo, hi = cfg.images_per_patient
   counts = rng.integers(lo, hi + 1, n_patients)
@@ -150,7 +150,7 @@ def _soft_ellipse(x, y, cx, cy, a, b, power=2.0, edge=0.03):
 
 
 def layout(pat: Dict[str, np.ndarray], views: Dict[str, np.ndarray],
-            idx: np.ndarray) -> Dict[str, np.ndarray]:
+           idx: np.ndarray) -> Dict[str, np.ndarray]:
   """Per-image anatomical layout for images ``idx``: finding positions become coordinates.
 
   Frontal: two lungs at ±lung_cx, heart right of the midline, spine at x = 0.
@@ -271,10 +271,10 @@ def render_chest(L: Dict[str, np.ndarray], size: int, zoom: float) -> np.ndarray
   mask = np.where(e(L["opa_slot"]) == 0, lung_raw[0], lung_raw[1])
   for j in range(3):
     img += e(L["opa_amp"][:, j]) * mask * blob(x, y, e(L["opa_x"][:, j]), e(L["opa_y"][:, j]),
-                                                e(L["opa_s"][:, j]))
+                                               e(L["opa_s"][:, j]))
   lung_any = np.clip(lung_raw[0] + lung_raw[1], 0.0, 1.0)
   img += e(L["nod_amp"]) * (0.3 + 0.7 * lung_any) * blob(x, y, e(L["nod_x"]), e(L["nod_y"]),
-                                                          e(L["nod_s"]))
+                                                         e(L["nod_s"]))
   img += e(L["nip_amp"]) * blob(x, y, e(L["nip_x"]), e(L["nip_y"]), 0.03)
   if "tex_amp" in L:  # the patient's own texture, inside the body
     texture = sum(e(L["tex_amp"][:, j]) * np.cos(
@@ -350,7 +350,7 @@ def apply_site(images: np.ndarray, shift: SiteShift, rng: np.random.Generator) -
 
 
 def render_split_images(pat, views, shift: SiteShift, size: int,
-                         rng: np.random.Generator):
+                        rng: np.random.Generator):
   """Yields (start, quantised images) chunks for all images of a split."""
   m = len(views["patient"])
   for start in range(0, m, CHUNK):

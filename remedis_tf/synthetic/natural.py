@@ -32,7 +32,7 @@ def _shape_mask(shape: str, x, y):
 
 
 def render_natural(class_ids: np.ndarray, num_classes: int, size: int,
-                    rng: np.random.Generator) -> np.ndarray:
+                   rng: np.random.Generator) -> np.ndarray:
   """uint8 ``[n, size, size, 3]`` images of the given classes (2× supersampled)."""
   names = natural_class_names(num_classes)
   colours = dict(COLOURS)

@@ -68,11 +68,11 @@ def augment_view(image: tf.Tensor, cfg: AugmentConfig, seed) -> tf.Tensor:
   image = _geometric_prefix(image, cfg, seed, medical_extras=True)
   if cfg.color_strength > 0:
     image = maybe(cfg.color_prob, sub_seed(seed, OP_COLOR),
-                   lambda x: color_jitter(x, cfg.color_strength, sub_seed(seed, OP_COLOR + 100)),
-                   image)
+                  lambda x: color_jitter(x, cfg.color_strength, sub_seed(seed, OP_COLOR + 100)),
+                  image)
   image = maybe(cfg.grayscale_prob, sub_seed(seed, OP_GRAY), to_grayscale, image)
   image = maybe(cfg.blur_prob, sub_seed(seed, OP_BLUR),
-                 lambda x: random_blur(x, cfg, sub_seed(seed, OP_BLUR + 100)), image)
+                lambda x: random_blur(x, cfg, sub_seed(seed, OP_BLUR + 100)), image)
   image.set_shape([cfg.image_size, cfg.image_size, 3])
   return image
 

@@ -77,7 +77,7 @@ def test_warped_crop_equals_sequential_rotation_and_elastic():
   n = 48
   image = photo(n, n)
   cfg = off(image_size=n, rotation_degrees=30.0, elastic_prob=1.0, elastic_alpha=200.0,
-             elastic_sigma=6.0)
+            elastic_sigma=6.0)
   angle = 0.3
   inner = slice(10, -10)
   fused = A.warped_crop(image, cfg, angle, 0.0, 1.0, SEED).numpy()
