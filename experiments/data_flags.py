@@ -147,7 +147,7 @@ def _build_manifest(prefix: str, flag_values: flags.FlagValues,
   mimic sources only; the other sources have no columns and raise ConfigError).
 
   Raises ConfigError for missing/contradictory flags (naming the flag), DataError for bad
-  data. For ``tfrecords`` the result is the shard index (``tfrecords.is_tfrecords_manifest``
+  data. For ``tfrecords`` the result is the shard index (``manifest.storage.is_tfrecords``
   is True); for ``tfds`` a ConfigError explains how to convert to TFRecords first.
   """
   fv = flag_values
@@ -230,7 +230,7 @@ def manifest_from_flags(prefix: str = "", flag_values: flags.FlagValues = flags.
   manifest = dataclasses.replace(
       _build_manifest(prefix, flag_values, attribute_columns), dicom=options)
   check = flag_values[f"{prefix}validate"].value
-  if check == "none" or tfrecords.is_tfrecords_manifest(manifest):
+  if check == "none" or manifest.storage.is_tfrecords:
     return manifest
   manifest, report = validate.validate_manifest(
       manifest, check=check, skip_bad=flag_values[f"{prefix}skip_bad_examples"].value)

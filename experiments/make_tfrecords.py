@@ -84,7 +84,7 @@ def main(argv):
         progress_callback=progress, total=max(info.count, 0))
   else:
     manifest = data_flags.manifest_from_flags("")
-    if tfrecords.is_tfrecords_manifest(manifest):
+    if manifest.storage.is_tfrecords:
       raise ConfigError("--source=tfrecords is already TFRecords; nothing to convert")
     print(f"source: {describe(manifest)}", flush=True)
     summary = tfrecords.write_tfrecords(

@@ -21,9 +21,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from remedis_tf import io_utils, stages
+from remedis_tf import io_utils, stages, synthetic
 from remedis_tf.data import augment as augment_lib
-from remedis_tf.data import pipeline, recipes, synthetic
+from remedis_tf.data import pipeline, recipes
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.eval import (evaluation, frozen, metrics, plots, report, resampling,
                              reviewer_report, sweep)

@@ -23,6 +23,7 @@ import warnings
 from typing import Optional
 
 import numpy as np
+from PIL import Image
 import tensorflow as tf
 
 from remedis_tf.data import dicom as dicom_lib
@@ -73,7 +74,6 @@ def image_hw_bytes(data: bytes, path: str = "<bytes>") -> tuple:
   """:func:`image_hw` of encoded image bytes; ``path`` names them in errors."""
   fmt = sniff_format(data[:132])
   if fmt in ("png", "jpeg"):
-    from PIL import Image  # pylint: disable=g-import-not-at-top
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -219,6 +219,7 @@ def decode_dicom_bytes(data: bytes, options: DicomOptions = DicomOptions()) -> n
   Raises DataError (message without the file name; callers add it) for anything that is
   not a decodable DICOM image.
   """
+  # pydicom is heavy and only DICOM sources need it: imported on the first DICOM decode.
   import pydicom  # pylint: disable=g-import-not-at-top
   from pydicom.errors import InvalidDicomError  # pylint: disable=g-import-not-at-top
   try:

@@ -15,6 +15,7 @@ import numpy as np
 from remedis_tf.data.dicom import DicomOptions
 
 TASK_TYPES = ("multilabel", "multiclass", "binary", "unlabelled")
+STORAGE_KINDS = ("files", "tfrecords")
 # The tasks with labels (losses, metrics, classification heads).
 LABELLED_TASKS = tuple(t for t in TASK_TYPES if t != "unlabelled")
 
@@ -62,6 +63,38 @@ class Record:
 
 
 @dataclasses.dataclass(frozen=True)
+class Storage:
+  """Where a manifest's image bytes live, which decides how every consumer reads them.
+
+  Attributes:
+    kind: one of STORAGE_KINDS. ``"files"``: each record's ``image_path`` is an encoded
+      image file (PNG/JPEG/DICOM). ``"tfrecords"``: ``image_path`` is the shard holding the
+      record's ``tf.train.Example`` (``remedis_tf.data.tfrecords``), located through the
+      shard set's index ``tfrecords.index_path(tfrecord_prefix)``.
+    tfrecord_prefix: the shard set's prefix P (shards ``P-0000k-of-0000n.tfrecord``, index
+      ``P.index.csv``, sidecar ``P.manifest.json``); set exactly when kind is "tfrecords".
+  """
+  kind: str = "files"
+  tfrecord_prefix: str = ""
+
+  def __post_init__(self):
+    if self.kind not in STORAGE_KINDS:
+      raise ValueError(f"storage kind must be one of {STORAGE_KINDS}, got {self.kind!r}")
+    if (self.kind == "tfrecords") != bool(self.tfrecord_prefix):
+      raise ValueError("Storage.tfrecord_prefix must be set exactly when kind is "
+                       f"'tfrecords' (kind {self.kind!r}, prefix {self.tfrecord_prefix!r})")
+
+  @classmethod
+  def tfrecords(cls, prefix: str) -> "Storage":
+    """Storage of the records of the shard set with prefix ``prefix``."""
+    return cls(kind="tfrecords", tfrecord_prefix=prefix)
+
+  @property
+  def is_tfrecords(self) -> bool:
+    return self.kind == "tfrecords"
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
   """An ordered collection of records with a shared label schema.
 
@@ -69,15 +102,19 @@ class Manifest:
     records: the records, in a stable order.
     label_names: names of the K label columns/classes.
     task: one of TASK_TYPES.
-    source: human-readable origin (e.g. the CSV path), used in error messages.
+    source: human-readable origin (e.g. the CSV path), used in error messages and logs
+      only; no code reads meaning from it (``storage`` says how to read the images).
     dicom: how the source's DICOM files are mapped to [0, 1] (pipelines, validation and
       TFRecord writing decode with it); other formats ignore it.
+    storage: where the image bytes live (files, or TFRecord shards); subsets and other
+      manifests derived with ``dataclasses.replace`` keep it.
   """
   records: Tuple[Record, ...]
   label_names: Tuple[str, ...] = ()
   task: str = "unlabelled"
   source: str = ""
   dicom: DicomOptions = DicomOptions()
+  storage: Storage = Storage()
 
   def __post_init__(self):
     if self.task not in TASK_TYPES:
@@ -108,7 +145,7 @@ class Manifest:
     return [r.patient_id or f"__record__{r.example_id}" for r in self.records]
 
   def subset(self, indices: Sequence[int], source_suffix: str = "") -> "Manifest":
-    """Manifest of ``records[i] for i in indices`` with the same schema."""
+    """Manifest of ``records[i] for i in indices`` with the same schema and storage."""
     return dataclasses.replace(self, records=tuple(self.records[i] for i in indices),
                                source=self.source + source_suffix)
 

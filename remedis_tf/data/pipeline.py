@@ -28,7 +28,6 @@ from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import decode
 from remedis_tf.data import micle as micle_lib
 from remedis_tf.data import record_source
-from remedis_tf.data import tfrecords as tfrecords_lib
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
 
@@ -127,7 +126,7 @@ def _make_loader(manifest: Manifest, max_image_size: Optional[int], cache: bool,
   """
   if max_image_size is not None and max_image_size <= 0:
     raise ConfigError(f"max_image_size={max_image_size!r}: must be a positive integer or None")
-  if tfrecords_lib.is_tfrecords_manifest(manifest):
+  if manifest.storage.is_tfrecords:
     read = record_source.tfrecord_reader(manifest, tfrecords_memory_bytes)
   else:
     read = _file_reader(manifest)
@@ -256,7 +255,8 @@ def contrastive_dataset(manifest: Manifest, *, augment: augment_lib.AugmentConfi
 def supervised_dataset(manifest: Manifest, *, augment: Optional[augment_lib.AugmentConfig],
                        image_size: int, global_batch_size: int, seed: int = 0,
                        input_context: Optional[tf.distribute.InputContext] = None,
-                       start_step: int = 0, crop_fraction: float = 0.875,
+                       start_step: int = 0,
+                       crop_fraction: float = augment_lib.EVAL_CROP_FRACTION,
                        cache: bool = False, deterministic: Optional[bool] = None,
                        max_image_size: Optional[int] = None,
                        tfrecords_memory_bytes: int = TFRECORDS_MEMORY_BYTES
@@ -298,7 +298,7 @@ def supervised_dataset(manifest: Manifest, *, augment: Optional[augment_lib.Augm
 
 
 def eval_dataset(manifest: Manifest, *, image_size: int, batch_size: int,
-                 crop_fraction: float = 0.875,
+                 crop_fraction: float = augment_lib.EVAL_CROP_FRACTION,
                  max_image_size: Optional[int] = None,
                  tfrecords_memory_bytes: int = TFRECORDS_MEMORY_BYTES) -> tf.data.Dataset:
   """One pass over the manifest in order, last partial batch kept.

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from remedis_tf.data import tfrecords as tfrecords_lib
 from remedis_tf.data.manifest import Manifest
-from remedis_tf.errors import DataError
+from remedis_tf.errors import ConfigError, DataError
 
 DEFAULT_MEMORY_BYTES = 1 << 30
 _HEADER = 12  # uint64 length + uint32 masked CRC
@@ -73,7 +73,10 @@ def locate(manifest: Manifest) -> Tuple[List[str], np.ndarray, np.ndarray, np.nd
   Returns ``(shards, shard_index int32 [N], offset int64 [N], length int64 [N])``.
   DataError when an id is not in the index or a shard holds fewer records than the index.
   """
-  prefix = tfrecords_lib.tfrecords_prefix(manifest)
+  if not manifest.storage.is_tfrecords:
+    raise ConfigError(f"manifest from {manifest.source!r} is not a TFRecord index "
+                      f"(storage {manifest.storage.kind!r})")
+  prefix = manifest.storage.tfrecord_prefix
   full = tfrecords_lib.tfrecords_manifest(prefix)
   ordinal_in_shard: Dict[str, Tuple[str, int]] = {}
   seen: Dict[str, int] = {}

@@ -27,7 +27,7 @@ class TfdsInfo:
 
 def import_tfds():
   """Imports tensorflow_datasets or raises ConfigError saying how to install it."""
-  try:
+  try:  # optional dependency (the tfds extra): imported only when a TFDS source is used
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ConfigError("TFDS sources need the optional package tensorflow-datasets: "

@@ -12,6 +12,7 @@ import io
 import warnings
 from typing import List, Optional, Tuple
 
+from PIL import Image
 import tensorflow as tf
 
 from remedis_tf import remote_io
@@ -82,7 +83,6 @@ _PIL_MAX_PIXELS = 50_000_000
 
 def _pil_check(data: bytes) -> None:
   """Full decode with PIL (an independent decoder); raises on damage PIL detects."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -129,7 +129,7 @@ def typical_image_side(manifest: Manifest) -> int:
   if not len(manifest):
     raise DataError(f"dataset {manifest.source or '<unnamed>'} is empty")
   path = manifest.records[0].image_path
-  if tfrecords.is_tfrecords_manifest(manifest):
+  if manifest.storage.is_tfrecords:
     for serialized in tf.data.TFRecordDataset(path).take(1):
       example = tfrecords.parse_example(serialized, manifest.num_labels)
       return int(min(decode.image_hw_bytes(example["image/encoded"].numpy(), path)))

@@ -8,9 +8,9 @@ import os
 import shutil
 import sys
 
-from remedis_tf import demo, stages
+from remedis_tf import demo, stages, synthetic
 from remedis_tf.data import augment as augment_lib
-from remedis_tf.data import recipes, synthetic
+from remedis_tf.data import recipes
 from remedis_tf.eval import frozen
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train.contrastive import ContrastiveConfig

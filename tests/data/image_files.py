@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 from PIL import Image
+import tensorflow as tf
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -18,7 +19,6 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def png16_rgb_bytes(array: np.ndarray) -> bytes:
   """uint16 [H,W,3] → 48-bit PNG (PIL cannot write it; TF can)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return tf.io.encode_png(array.astype(np.uint16)).numpy()
 
 
@@ -41,6 +41,7 @@ def dicom_bytes(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_st
   ``voi_lut`` / ``modality_lut``: (first mapped value, bits per entry, entries) written as
   a one-item VOI / Modality LUT Sequence (LUTData as US).
   """
+  # pydicom is an optional, heavy dependency: imported only when a DICOM is written.
   from pydicom.dataset import Dataset, FileMetaDataset  # pylint: disable=g-import-not-at-top
   from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
   meta = FileMetaDataset()

@@ -1,5 +1,6 @@
 """Pipeline contracts: shapes, determinism, topology independence, exact resumption."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -8,8 +9,9 @@ import tensorflow as tf
 from PIL import Image
 
 from remedis_tf.data import augment as A
+from remedis_tf.data import label_fraction, tfrecords
 from remedis_tf.data import pipeline as P
-from remedis_tf.data.manifest import Manifest, Record
+from remedis_tf.data.manifest import Manifest, Record, Storage
 from remedis_tf.errors import ConfigError, DataError
 
 S = 16
@@ -221,7 +223,6 @@ def test_works_under_distribute_datasets_from_function(manifest):
 @pytest.fixture(scope="module")
 def as_tfrecords(manifest, tmp_path_factory):
   """The module's PNG manifest written as 3 TFRecord shards → its index manifest."""
-  from remedis_tf.data import tfrecords
   prefix = str(tmp_path_factory.mktemp("shards") / "set")
   tfrecords.write_tfrecords(manifest, prefix, num_shards=3, num_workers=1)
   return tfrecords.tfrecords_manifest(prefix)
@@ -254,9 +255,30 @@ def test_tfrecords_give_the_same_batches_as_png_files(manifest, as_tfrecords, me
                                        batch_size=4, **kw), 1))
 
 
+def test_storage_not_source_decides_how_images_are_read(manifest, as_tfrecords, tmp_path):
+  png = _batches(P.eval_dataset(manifest, image_size=S, batch_size=4), 3)
+  # TFRecord storage with a source text that says nothing about TFRecords.
+  renamed = dataclasses.replace(as_tfrecords, source="site A, converted last week")
+  assert renamed.storage == as_tfrecords.storage and renamed.storage.is_tfrecords
+  _assert_same(png, _batches(P.eval_dataset(renamed, image_size=S, batch_size=4), 3))
+  # File storage whose source text looks like a TFRecord index: still read as files.
+  fake = dataclasses.replace(manifest, source=f"tfrecords:{tmp_path / 'no_such_shards'}")
+  assert not fake.storage.is_tfrecords
+  _assert_same(png, _batches(P.eval_dataset(fake, image_size=S, batch_size=4), 3))
+  # Derived manifests keep the storage (subsets: also validate's skip_bad; label fractions).
+  assert as_tfrecords.subset([1, 3], " (two)").storage == as_tfrecords.storage
+  fraction = label_fraction.select_fraction(renamed, fraction=0.5, seed=1)
+  assert fraction.storage == as_tfrecords.storage and len(fraction) < len(renamed)
+  same = label_fraction.select_fraction(manifest, fraction=0.5, seed=1)
+  _assert_same(_batches(P.eval_dataset(same, image_size=S, batch_size=8), 1),
+               _batches(P.eval_dataset(fraction, image_size=S, batch_size=8), 1))
+  with pytest.raises(ValueError, match="tfrecord_prefix must be set exactly"):
+    Storage(kind="tfrecords")
+  with pytest.raises(ValueError, match="storage kind must be one of"):
+    Storage(kind="zip")
+
+
 def test_tfrecords_index_mismatch_and_unknown_id_are_reported(manifest, tmp_path):
-  import dataclasses
-  from remedis_tf.data import tfrecords
   prefix = str(tmp_path / "one")
   tfrecords.write_tfrecords(manifest.subset([0, 1, 2]), prefix, num_shards=1, num_workers=1)
   with open(tfrecords.index_path(prefix)) as f:

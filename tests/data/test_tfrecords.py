@@ -93,8 +93,7 @@ def test_index_manifest_and_id_filter(tmp_path):
   m, _ = _manifest(tmp_path)
   tfrecords.write_tfrecords(m, str(tmp_path / "ds"), num_shards=2)
   idx = tfrecords.tfrecords_manifest(str(tmp_path / "ds"))
-  assert tfrecords.is_tfrecords_manifest(idx) and tfrecords.tfrecords_prefix(idx) == str(
-      tmp_path / "ds")
+  assert idx.storage.is_tfrecords and idx.storage.tfrecord_prefix == str(tmp_path / "ds")
   assert [r.example_id for r in idx.records] == [r.example_id for r in m.records]
   np.testing.assert_array_equal(idx.label_matrix(), m.label_matrix())
   np.testing.assert_array_equal(idx.mask_matrix(), m.mask_matrix())

@@ -105,7 +105,7 @@ def test_typical_image_side_of_a_tfrecord_manifest(tmp_path):
   prefix = os.path.join(tmp_path, "shards", "set")
   tfrecords.write_tfrecords(manifest, prefix, num_shards=2, num_workers=1)
   indexed = tfrecords.tfrecords_manifest(prefix)
-  assert tfrecords.is_tfrecords_manifest(indexed)
+  assert indexed.storage.is_tfrecords
   assert fp.typical_image_side(indexed) == 50
   # Downscaled shards report the stored size (longest side 60 → 25 x 60).
   small = os.path.join(tmp_path, "shards", "small")

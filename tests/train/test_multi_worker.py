@@ -20,7 +20,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from remedis_tf.data import synthetic
+from remedis_tf import synthetic
 from subprocess_runs import Run, python
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multi_worker_worker.py")

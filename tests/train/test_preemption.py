@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from remedis_tf.data import synthetic
+from remedis_tf import synthetic
 from remedis_tf.errors import CheckpointError
 from remedis_tf.train import loop as loop_lib
 from subprocess_runs import Run, python

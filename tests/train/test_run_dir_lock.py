@@ -12,8 +12,7 @@ import re
 import signal
 import time
 
-from remedis_tf import run_lock
-from remedis_tf.data import synthetic
+from remedis_tf import run_lock, synthetic
 from subprocess_runs import Run
 from test_preemption import _binary, _latest_step
 

@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from remedis_tf.data import synthetic
-from remedis_tf.data.synthetic import FINDINGS, SyntheticConfig
+from remedis_tf import synthetic
 from remedis_tf.errors import ConfigError
+from remedis_tf.synthetic import FINDINGS, SyntheticConfig, chest, writer
 
 MEDICAL_SPLITS = ("site_a/unlabelled", "site_a/train", "site_a/valid", "site_a/test",
                   "site_b/train", "site_b/test", "site_c/train", "site_c/test")
@@ -234,13 +234,13 @@ def test_cardiomegaly_widens_central_silhouette_on_disk(bench):
 def test_label_sampler_matches_prevalence_and_cooccurrence():
   rng = np.random.default_rng(0)
   prev = (0.25, 0.12, 0.2, 0.18)
-  labels = synthetic._sample_labels(rng, 40000, prev, eff_rr=2.5, opa_rr=1.8)
+  labels = chest._sample_labels(rng, 40000, prev, eff_rr=2.5, opa_rr=1.8)
   np.testing.assert_allclose(labels.mean(0), prev, atol=0.01)
   card, eff = labels[:, 2], labels[:, 3]
   ratio = eff[card].mean() / eff[~card].mean()
   assert 2.1 < ratio < 2.9
   cfg = SyntheticConfig(uncertain_rate=0.05, blank_rate=0.08)
-  obs = synthetic._observed_labels(labels, rng, cfg)
+  obs = writer._observed_labels(labels, rng, cfg)
   assert abs((obs == -1).mean() - 0.05) < 0.005
   assert not np.isnan(obs[labels]).any()  # only negatives are "not mentioned"
   assert abs(np.isnan(obs[~labels]).mean() - 0.08 * 0.95) < 0.006
