@@ -26,6 +26,7 @@ from absl import app, flags, logging
 
 from remedis_tf import remote_io
 from remedis_tf.errors import RemedisError
+from remedis_tf.train import strategy as strategy_lib
 
 EXIT_USER_ERROR = 2
 # errno values of a failed write that the user can fix (permissions, space, quota).
@@ -131,7 +132,6 @@ def _prepare_devices() -> None:
     return
   if fv.strategy == "mirrored" and fv.num_cpu_devices and fv.num_cpu_devices > 1:
     if not tf.config.list_physical_devices("GPU"):
-      from remedis_tf.train import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
       strategy_lib.configure_cpu_devices(fv.num_cpu_devices)
 
 

@@ -1,76 +1,143 @@
 """absl flags shared by the training binaries, and their translation into library configs.
 
 Each ``define_*`` registers a group of flags; the matching ``*_from_flags`` builds the
-frozen config the library takes. Augmentation flags are generated from
-``AugmentConfig``'s fields (help text from its docstring) so every knob is a flag.
+frozen config the library takes. Flags that are config fields are declared once, in the
+field → flag tables below (:mod:`experiments.config_flags`): the same table defines the
+flags, builds the config and names the flag in the config's validation errors.
+Augmentation flags are generated from ``AugmentConfig``'s fields (help text from its
+docstring) so every knob is a flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional
+from typing import Dict
 
 from absl import flags
 
+from experiments import data_flags
+from experiments.config_flags import ConfigFlags, Flag
+from remedis_tf import stages
 from remedis_tf.configs import field_docs
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.errors import ConfigError
-from remedis_tf.optim import factory
+from remedis_tf.optim import factory, schedules
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.stages import RuntimeConfig
 from remedis_tf.train import finetune_plan
 from remedis_tf.train import strategy as strategy_lib
 from remedis_tf.train.loop import LoopConfig
+from remedis_tf.train.supervised import SupervisedConfig
 
 FLAGS = flags.FLAGS
 AUG_PREFIX = "aug_"
 
+RUNTIME = ConfigFlags(RuntimeConfig, {
+    "strategy": Flag(choices=strategy_lib.STRATEGIES, help=(
+        "Distribution: default (one device), mirrored (all local GPUs, or "
+        "--num_cpu_devices logical CPUs), multi_worker (TF_CONFIG), tpu (--tpu).")),
+    "tpu": Flag(help="TPU to use with --strategy=tpu: 'local' on a TPU VM, or a TPU name / "
+                "grpc:// address."),
+    "num_cpu_devices": Flag(help="With --strategy=mirrored and no GPU: split the CPU into "
+                            "this many logical devices (to exercise multi-replica code)."),
+    "precision": Flag(choices=strategy_lib.PRECISIONS, help=(
+        "Compute precision: float32, bfloat16 (mixed_bfloat16, TPU/modern CPU) or float16 "
+        "(mixed_float16 with loss scaling, GPU). Norm stats and losses stay float32.")),
+})
+
+# total_steps is computed (--train_steps or --train_epochs); eval_every is defined with
+# the supervised flags (the contrastive binary sets it with --monitor_every).
+LOOP = ConfigFlags(LoopConfig, {
+    "run_dir": Flag(help="Run directory (local or gs://): checkpoints, TensorBoard "
+                    "summaries, config.json. Re-running the same command resumes from its "
+                    "latest checkpoint."),
+    "steps_per_loop": Flag(help="Steps per tf.function call (host loop); TPUs want 100s. "
+                           "Checkpoints/summaries happen on call boundaries."),
+    "checkpoint_every": Flag(help="Save a checkpoint every N steps (and at the end, and on "
+                             "SIGTERM)."),
+    "keep_checkpoints": Flag(),
+    "summary_every": Flag(help="Write TensorBoard scalars every N steps."),
+    "log_every": Flag(help="Print a progress line (loss, images/s, ETA) every N steps."),
+    "eval_every": Flag(help="Evaluate on the validation set every N steps and keep the best "
+                       "checkpoint in run_dir/best (0 = only at the end)."),
+    "xla": Flag(help="Compile the per-replica train step with XLA (jit_compile). Off by "
+                "default: slower on CPU; TPUs compile anyway."),
+    "lock_timeout_s": Flag(help="gs:// run directories: a run-directory lock whose holder's "
+                           "heartbeat is older than this many seconds is stale and taken "
+                           "over (local disks use an OS lock that dies with its process)."),
+    "steal_lock": Flag(help="Take over the run directory's lock even though its holder looks "
+                       "alive (gs:// only; use when that process is known to be gone, e.g. "
+                       "its VM was deleted)."),
+})
+
+# warmup_steps, total_steps and boundaries are computed (see optimizer_from_flags).
+OPTIMIZER = ConfigFlags(OptimizerConfig, {
+    "name": Flag("optimizer", choices=factory.OPTIMIZERS),
+    "base_lr": Flag("learning_rate"),
+    "lr_scaling": Flag(choices=schedules.LR_SCALINGS),
+    "schedule": Flag("lr_schedule", choices=factory.SCHEDULES),
+    "weight_decay": Flag(help="{doc} Norm parameters and biases are never decayed."),
+    "weight_decay_mode": Flag(choices=factory.WEIGHT_DECAY_MODES),
+    "momentum": Flag(),
+    "trust_coefficient": Flag(help="LARS trust coefficient eta (0.001 in SimCLR and "
+                              "REMEDIS)."),
+    "nesterov": Flag(),
+})
+
+#: Fields of both training stages' configs (SupervisedConfig and ContrastiveConfig), with
+#: the same flags; defined by define_model_flags / define_projection_flags.
+MODEL_FIELDS = {
+    "variant": Flag(help="Backbone: r50x1, r50x3, r101x1, r101x3, r152x2, r152x4 (BiT), "
+                    "r26x1, or the CPU-sized 'small' / 'tiny' (same structure, fewer units "
+                    "and channels)."),
+    "init": Flag(help="Initial weights for a fresh run: a BiT .npz file, a timm "
+                 "resnetv2_*_bit state dict (.safetensors; .pth needs torch), a Keras preset "
+                 "folder (backbone or classifier preset; a classifier preset also gives the "
+                 "projection head when fine-tuning from a projection layer), a SavedModel "
+                 "directory / gs:// path / TF Hub handle, or one of our checkpoints (prefix, "
+                 "checkpoints/ dir or run dir). Empty = random. Ignored when --run_dir "
+                 "already has a checkpoint (resume wins)."),
+    "seed": Flag(help="Seed for data order, augmentation and initialisation."),
+    "projection_layers": Flag(help="Projection head depth n (REMEDIS code: 2; SimCLR-v2: "
+                              "3)."),
+    "projection_dim": Flag(help="Projection output dimension."),
+    "projection_hidden_dim": Flag(help="Projection hidden width (0 = backbone output "
+                                  "width)."),
+}
+
+# mixup_alpha is planned (-1 on the command line = BiT-HyperRule's value).
+SUPERVISED = ConfigFlags(SupervisedConfig, {
+    **MODEL_FIELDS,
+    "global_batch_size": Flag("batch_size", help="Global batch size (all replicas "
+                              "together)."),
+    "train_mode": Flag(help="full (end to end), linear (frozen backbone: linear "
+                       "evaluation), or freeze:N (root and blocks 1..N frozen)."),
+    "from_projection_layer": Flag(help="0 = classify backbone features; k = classify "
+                                  "projection layer k's output (REMEDIS fine-tunes from "
+                                  "layer 0 or 1; needs --init from a contrastive run)."),
+    "mixup_alpha": Flag(help="MixUp alpha; -1 = BiT-HyperRule (0.1 for >= 20k examples, "
+                        "else 0)."),
+})
+
 
 def define_runtime_flags() -> None:
   """--strategy, --tpu, --num_cpu_devices, --precision."""
-  flags.DEFINE_enum("strategy", "default", list(strategy_lib.STRATEGIES),
-                    "Distribution: default (one device), mirrored (all local GPUs, or "
-                    "--num_cpu_devices logical CPUs), multi_worker (TF_CONFIG), tpu (--tpu).")
-  flags.DEFINE_string("tpu", "", "TPU to use with --strategy=tpu: 'local' on a TPU VM, or a "
-                      "TPU name / grpc:// address.")
-  flags.DEFINE_integer("num_cpu_devices", 0, "With --strategy=mirrored and no GPU: split the "
-                       "CPU into this many logical devices (to exercise multi-replica code).")
-  flags.DEFINE_enum("precision", "float32", list(strategy_lib.PRECISIONS),
-                    "Compute precision: float32, bfloat16 (mixed_bfloat16, TPU/modern CPU) or "
-                    "float16 (mixed_float16 with loss scaling, GPU). Norm stats and losses "
-                    "stay float32.")
+  RUNTIME.define()
 
 
 def runtime_from_flags() -> RuntimeConfig:
-  return RuntimeConfig(strategy=FLAGS.strategy, tpu=FLAGS.tpu,
-                       num_cpu_devices=FLAGS.num_cpu_devices, precision=FLAGS.precision)
+  return RUNTIME.build()
 
 
 def define_loop_flags(default_epochs: float) -> None:
   """--run_dir, --train_steps/--train_epochs and the loop cadences."""
-  flags.DEFINE_string("run_dir", None, "Run directory (local or gs://): checkpoints, "
-                      "TensorBoard summaries, config.json. Re-running the same command "
-                      "resumes from its latest checkpoint.", required=True)
+  LOOP.define("run_dir", "steps_per_loop", "checkpoint_every", "keep_checkpoints",
+              "summary_every", "log_every", "xla", "lock_timeout_s", "steal_lock",
+              defaults={"steps_per_loop": 10}, required=("run_dir",))
   flags.DEFINE_integer("train_steps", 0, "Optimizer steps to train for; 0 = derive from "
                        "--train_epochs.")
   flags.DEFINE_float("train_epochs", default_epochs, "Epochs over the training set (used "
                      "when --train_steps is 0).")
-  flags.DEFINE_integer("steps_per_loop", 10, "Steps per tf.function call (host loop); TPUs "
-                       "want 100s. Checkpoints/summaries happen on call boundaries.")
-  flags.DEFINE_integer("checkpoint_every", 500, "Save a checkpoint every N steps (and at "
-                       "the end, and on SIGTERM).")
-  flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.")
-  flags.DEFINE_integer("summary_every", 50, "Write TensorBoard scalars every N steps.")
-  flags.DEFINE_integer("log_every", 20, "Print a progress line (loss, images/s, ETA) every "
-                       "N steps.")
-  flags.DEFINE_bool("xla", False, "Compile the per-replica train step with XLA "
-                    "(jit_compile). Off by default: slower on CPU; TPUs compile anyway.")
-  flags.DEFINE_float("lock_timeout_s", 600.0, "gs:// run directories: a run-directory lock "
-                     "whose holder's heartbeat is older than this many seconds is stale and "
-                     "taken over (local disks use an OS lock that dies with its process).")
-  flags.DEFINE_bool("steal_lock", False, "Take over the run directory's lock even though its "
-                    "holder looks alive (gs:// only; use when that process is known to be "
-                    "gone, e.g. its VM was deleted).")
 
 
 def total_steps_from_flags(num_examples: int, global_batch_size: int) -> int:
@@ -82,61 +149,39 @@ def total_steps_from_flags(num_examples: int, global_batch_size: int) -> int:
   if FLAGS.train_epochs <= 0:
     raise ConfigError(f"--train_epochs must be > 0 when --train_steps=0, got "
                       f"{FLAGS.train_epochs}")
-  from remedis_tf import stages  # pylint: disable=g-import-not-at-top
-  return stages.steps_for_epochs(FLAGS.train_epochs, num_examples, global_batch_size)
+  return finetune_plan.steps_for_epochs(FLAGS.train_epochs, num_examples, global_batch_size)
 
 
-def loop_from_flags(total_steps: int, eval_every: int = 0) -> LoopConfig:
-  return LoopConfig(run_dir=FLAGS.run_dir, total_steps=total_steps,
-                    steps_per_loop=FLAGS.steps_per_loop,
-                    checkpoint_every=FLAGS.checkpoint_every,
-                    keep_checkpoints=FLAGS.keep_checkpoints,
-                    summary_every=FLAGS.summary_every, log_every=FLAGS.log_every,
-                    eval_every=eval_every, xla=FLAGS.xla,
-                    lock_timeout_s=FLAGS.lock_timeout_s, steal_lock=FLAGS.steal_lock)
+def loop_from_flags(total_steps: int, eval_every: int = 0,
+                    table: ConfigFlags = LOOP) -> LoopConfig:
+  """The LoopConfig of the loop flags; ``eval_every`` as the caller resolved it (``table``
+  says which flag it came from, for error messages)."""
+  return table.build(total_steps=total_steps, eval_every=eval_every)
 
 
 def define_optimizer_flags(name: str, base_lr: float, lr_scaling: str, schedule: str,
                            warmup_epochs: float, weight_decay: float) -> None:
   """Optimizer and schedule flags with a stage's defaults."""
-  docs = field_docs(OptimizerConfig)
-  flags.DEFINE_enum("optimizer", name, ["lars", "sgd", "adamw", "lamb"], docs["name"])
-  flags.DEFINE_float("learning_rate", base_lr, docs["base_lr"])
-  flags.DEFINE_enum("lr_scaling", lr_scaling, ["linear", "sqrt", "none"], docs["lr_scaling"])
-  flags.DEFINE_enum("lr_schedule", schedule, ["warmup_cosine", "bit_hyperrule", "constant"],
-                    docs["schedule"])
+  OPTIMIZER.define(defaults={"name": name, "base_lr": base_lr, "lr_scaling": lr_scaling,
+                             "schedule": schedule, "weight_decay": weight_decay})
   flags.DEFINE_float("warmup_epochs", warmup_epochs, "Linear warmup length in epochs (used "
                      "when --warmup_steps is negative).")
   flags.DEFINE_integer("warmup_steps", -1, "Linear warmup length in steps; -1 = from "
                        "--warmup_epochs.")
-  flags.DEFINE_float("weight_decay", weight_decay, docs["weight_decay"] + " Norm parameters "
-                     "and biases are never decayed.")
-  flags.DEFINE_enum("weight_decay_mode", "recipe", list(factory.WEIGHT_DECAY_MODES),
-                    docs["weight_decay_mode"])
-  flags.DEFINE_float("momentum", 0.9, docs["momentum"])
-  flags.DEFINE_float("trust_coefficient", 0.001, "LARS trust coefficient eta (0.001 in "
-                     "SimCLR and REMEDIS).")
-  flags.DEFINE_bool("nesterov", False, docs["nesterov"])
 
 
 def optimizer_from_flags(total_steps: int, steps_per_epoch: float,
                          boundaries=()) -> OptimizerConfig:
+  """The OptimizerConfig of the optimizer flags for a ``total_steps`` run, the warmup by
+  ``finetune_plan.plan_warmup`` (``boundaries``: the planned bit_hyperrule steps)."""
   if FLAGS.lr_schedule == "constant" and (FLAGS.warmup_steps > 0 or (
       FLAGS["warmup_epochs"].present and FLAGS.warmup_epochs > 0)):
     raise ConfigError("--lr_schedule=constant has no warmup: drop --warmup_steps/"
                       "--warmup_epochs or use --lr_schedule=warmup_cosine")
-  warmup = FLAGS.warmup_steps
-  if warmup < 0:
-    warmup = int(round(FLAGS.warmup_epochs * steps_per_epoch))
-  warmup = min(warmup, max(total_steps - 1, 0))
-  if FLAGS.lr_schedule == "constant":
-    warmup = 0
-  return OptimizerConfig(name=FLAGS.optimizer, base_lr=FLAGS.learning_rate,
-                         lr_scaling=FLAGS.lr_scaling, schedule=FLAGS.lr_schedule,
-                         warmup_steps=warmup, total_steps=total_steps,
-                         weight_decay=FLAGS.weight_decay,
-                         weight_decay_mode=FLAGS.weight_decay_mode, momentum=FLAGS.momentum,
-                         trust_coefficient=FLAGS.trust_coefficient, nesterov=FLAGS.nesterov,
+  warmup = finetune_plan.plan_warmup(FLAGS.lr_schedule, total_steps, steps_per_epoch,
+                                     warmup_steps=FLAGS.warmup_steps,
+                                     warmup_epochs=FLAGS.warmup_epochs)
+  return OPTIMIZER.build(warmup_steps=warmup, total_steps=total_steps,
                          boundaries=tuple(boundaries))
 
 
@@ -175,32 +220,32 @@ def augment_from_flags(image_size: int) -> augment_lib.AugmentConfig:
 def define_variant_flag(default_variant: str) -> None:
   """--variant alone (binaries whose inits come from elsewhere, e.g. the data-efficiency
   sweep's --models)."""
-  flags.DEFINE_string("variant", default_variant,
-                      "Backbone: r50x1, r50x3, r101x1, r101x3, r152x2, r152x4 (BiT), r26x1, "
-                      "or the CPU-sized 'small' / 'tiny' (same structure, fewer units and "
-                      "channels).")
+  SUPERVISED.define("variant", defaults={"variant": default_variant})
 
 
 def define_model_flags(default_variant: str) -> None:
   """--variant, --init and --seed."""
-  define_variant_flag(default_variant)
-  flags.DEFINE_string("init", "", "Initial weights for a fresh run: a BiT .npz file, a timm "
-                      "resnetv2_*_bit state dict (.safetensors; .pth needs torch), a Keras "
-                      "preset folder (backbone or classifier preset; a classifier preset also "
-                      "gives the projection head when fine-tuning from a projection layer), a "
-                      "SavedModel directory / gs:// path / TF Hub handle, or one of our "
-                      "checkpoints (prefix, checkpoints/ dir or run dir). Empty = random. "
-                      "Ignored when --run_dir already has a checkpoint (resume wins).")
-  flags.DEFINE_integer("seed", 0, "Seed for data order, augmentation and initialisation.")
+  SUPERVISED.define("variant", "init", "seed", defaults={"variant": default_variant})
 
 
 def define_projection_flags() -> None:
   """Projection head shape (must match between pretraining and fine-tuning)."""
-  flags.DEFINE_integer("projection_layers", 2, "Projection head depth n (REMEDIS code: 2; "
-                       "SimCLR-v2: 3).")
-  flags.DEFINE_integer("projection_dim", 128, "Projection output dimension.")
-  flags.DEFINE_integer("projection_hidden_dim", 0, "Projection hidden width (0 = backbone "
-                       "output width).")
+  SUPERVISED.define("projection_layers", "projection_dim", "projection_hidden_dim")
+
+
+def define_training_flags(*, epochs: float, optimizer: str, learning_rate: float,
+                          lr_schedule: str, warmup_epochs: float, weight_decay: float,
+                          variant: str = "r50x1", aug_preset: str = "generic") -> None:
+  """The flags of every training stage with that stage's defaults: model (--variant,
+  --init, --seed), projection head, runtime, loop, optimizer (linear lr scaling) and
+  augmentation."""
+  define_model_flags(variant)
+  define_projection_flags()
+  define_runtime_flags()
+  define_loop_flags(default_epochs=epochs)
+  define_optimizer_flags(optimizer, learning_rate, "linear", lr_schedule,
+                         warmup_epochs=warmup_epochs, weight_decay=weight_decay)
+  define_augment_flags(aug_preset)
 
 
 def print_result(result, run_dir: str) -> None:
@@ -213,32 +258,33 @@ def print_result(result, run_dir: str) -> None:
   print(f"[finished] step {result.final_step} {shown}")
   print(f"[finished] checkpoint {result.checkpoint_path}; TensorBoard: "
         f"tensorboard --logdir {run_dir}")
-  from experiments import data_flags
   for line in data_flags.SKIPPED:
     print(line)
 
 
 def define_supervised_flags(default_mode: str = "full") -> None:
   """Flags of the supervised stages (upstream training and fine-tuning)."""
-  flags.DEFINE_integer("batch_size", 512, "Global batch size (all replicas together).")
+  SUPERVISED.define("global_batch_size", "train_mode", "from_projection_layer", "mixup_alpha",
+                    defaults={"train_mode": default_mode, "mixup_alpha": -1.0})
+  LOOP.define("eval_every")
   flags.DEFINE_integer("image_size", 0, "Training/eval resolution; 0 = BiT-HyperRule's "
                        "rule (128 for images under 96x96, else 480).")
-  flags.DEFINE_string("train_mode", default_mode, "full (end to end), linear (frozen "
-                      "backbone: linear evaluation), or freeze:N (root and blocks 1..N "
-                      "frozen).")
-  flags.DEFINE_integer("from_projection_layer", 0, "0 = classify backbone features; k = "
-                       "classify projection layer k's output (REMEDIS fine-tunes from layer "
-                       "0 or 1; needs --init from a contrastive run).")
-  flags.DEFINE_float("mixup_alpha", -1.0, "MixUp alpha; -1 = BiT-HyperRule (0.1 for >= 20k "
-                     "examples, else 0).")
   flags.DEFINE_float("hyperrule_step_scale", 1.0, "Multiply BiT-HyperRule's step schedule "
                      "by this (e.g. 0.1 for quick experiments); used when --train_steps=0 "
                      "and --lr_schedule=bit_hyperrule.")
-  flags.DEFINE_integer("eval_every", 0, "Evaluate on the validation set every N steps and "
-                       "keep the best checkpoint in run_dir/best (0 = only at the end).")
   flags.DEFINE_integer("eval_batch_size", 64, "Batch size for validation passes.")
   flags.DEFINE_integer("image_min_side", 0, "Typical image side of the dataset, for the "
                        "HyperRule resolution rule (0 = read it from the first image).")
+
+
+def define_supervised_binary_flags(**training_defaults) -> None:
+  """All flags of a supervised training binary (pretrain_supervised, finetune): the
+  --train_* and --val_* data, :func:`define_training_flags` with ``training_defaults``,
+  and :func:`define_supervised_flags`."""
+  data_flags.define_data_flags("train_")
+  data_flags.define_data_flags("val_")
+  define_training_flags(**training_defaults)
+  define_supervised_flags("full")
 
 
 def supervised_plan(num_examples: int, first_image_side: int) -> Dict[str, object]:
@@ -281,15 +327,8 @@ def image_side_from_flags(manifest) -> int:
 
 def run_supervised_from_flags(train, validation, stage: str):
   """Builds the supervised configs from flags and runs ``stages.run_supervised``."""
-  from remedis_tf import stages
-  from remedis_tf.train.supervised import SupervisedConfig
   plan = supervised_plan(len(train), image_side_from_flags(train))
-  config = SupervisedConfig(
-      variant=FLAGS.variant, global_batch_size=FLAGS.batch_size, train_mode=FLAGS.train_mode,
-      from_projection_layer=FLAGS.from_projection_layer,
-      projection_layers=FLAGS.projection_layers, projection_dim=FLAGS.projection_dim,
-      projection_hidden_dim=FLAGS.projection_hidden_dim, mixup_alpha=plan["mixup_alpha"],
-      init=FLAGS.init, seed=FLAGS.seed)
+  config = SUPERVISED.build(mixup_alpha=plan["mixup_alpha"])
   optimizer = optimizer_from_flags(plan["total_steps"], len(train) / FLAGS.batch_size,
                                    boundaries=plan["boundaries"])
   result = stages.run_supervised(

@@ -30,10 +30,13 @@ import os
 import re
 from typing import List, Optional, Tuple
 
+import tensorflow as tf
 from absl import flags
 
 from experiments import _cli
 from remedis_tf.errors import CheckpointError, ConfigError
+from remedis_tf.models.resnet_v2 import ResNetV2
+from remedis_tf.weights import bit_npz, checkpoint_io, preset, savedmodel, timm_bit
 
 FORMATS_IN = ("auto", "npz", "savedmodel", "checkpoint", "hub", "timm", "preset")
 FORMATS_OUT = ("auto", "npz", "savedmodel", "checkpoint", "preset")
@@ -73,8 +76,6 @@ FLAGS = flags.FLAGS
 def detect_input_format(path: str) -> str:
   """npz / hub / savedmodel / preset / timm / checkpoint from the path (a stat, or a file's
   first 16 bytes, at most)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from remedis_tf.weights import preset, timm_bit  # pylint: disable=g-import-not-at-top
   if path.endswith(".npz"):
     return "npz"
   if "://" in path and not path.startswith("gs://"):
@@ -89,7 +90,6 @@ def detect_input_format(path: str) -> str:
 
 
 def detect_output_format(path: str) -> str:
-  from remedis_tf.weights import preset  # pylint: disable=g-import-not-at-top
   if path.endswith(".npz"):
     return "npz"
   if preset.is_preset(path):
@@ -101,8 +101,6 @@ def detect_output_format(path: str) -> str:
 
 def inspect(path: str, fmt: str) -> List[Tuple[str, tuple, str]]:
   """``(name, shape, dtype)`` of every variable in ``path``, without running anything."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from remedis_tf.weights import bit_npz, checkpoint_io, preset, savedmodel, timm_bit  # pylint: disable=g-import-not-at-top
   if fmt == "npz":
     return [(k, tuple(v.shape), v.dtype.name) for k, v in sorted(bit_npz.read_npz(path).items())]
   if fmt == "timm":
@@ -127,7 +125,6 @@ def inspect_lines(path: str, fmt: str) -> List[str]:
 
 def _checkpoint_variant(prefix: str) -> Tuple[Optional[str], int]:
   """Variant and head size of the ``backbone`` item of one of our checkpoints."""
-  from remedis_tf.weights import bit_npz, checkpoint_io  # pylint: disable=g-import-not-at-top
   shapes = checkpoint_io.CheckpointGraph(prefix).variables_under(("backbone",))
   if not shapes:
     raise CheckpointError(f"{prefix} has no backbone item")
@@ -142,10 +139,21 @@ def _checkpoint_variant(prefix: str) -> Tuple[Optional[str], int]:
   return bit_npz.guess_variant(fake), (int(head[-1]) if head else 0)
 
 
+def _from_bit_arrays(arrays, path: str, variant: Optional[str], with_head: bool):
+  """``(model, "native")``: a ResNetV2 holding the BiT-named ``arrays`` read from
+  ``path``, its variant guessed from their shapes unless given, with the arrays' head
+  only when ``with_head``."""
+  variant = variant or bit_npz.guess_variant({k: v.shape for k, v in arrays.items()})
+  if variant is None:
+    raise ConfigError(f"--variant is needed: {path} matches no known variant")
+  classes = arrays[bit_npz.HEAD_BIAS].shape[0] if with_head and bit_npz.HEAD_BIAS in arrays else 0
+  model = ResNetV2(variant, num_classes=classes).build_for(32)
+  bit_npz.assign_bit_arrays(model, arrays, load_head=bool(classes), source=path)
+  return model, "native"
+
+
 def load(path: str, fmt: str, variant: Optional[str], with_head: bool):
   """Returns ``(model, how)`` with the weights of ``path`` loaded."""
-  from remedis_tf.models.resnet_v2 import ResNetV2  # pylint: disable=g-import-not-at-top
-  from remedis_tf.weights import bit_npz, checkpoint_io, preset, savedmodel, timm_bit  # pylint: disable=g-import-not-at-top
   if fmt == "timm":
     state = timm_bit.read_state_dict(path)
     variant = variant or timm_bit.guess_variant(state)
@@ -168,26 +176,13 @@ def load(path: str, fmt: str, variant: Optional[str], with_head: bool):
       backbone = headless
     return backbone, "native"
   if fmt == "npz":
-    arrays = bit_npz.read_npz(path)
-    variant = variant or bit_npz.guess_variant({k: v.shape for k, v in arrays.items()})
-    if variant is None:
-      raise ConfigError(f"--variant is needed: {path} matches no known variant")
-    classes = arrays[bit_npz.HEAD_BIAS].shape[0] if with_head and bit_npz.HEAD_BIAS in arrays else 0
-    model = ResNetV2(variant, num_classes=classes).build_for(32)
-    bit_npz.assign_bit_arrays(model, arrays, load_head=bool(classes), source=path)
-    return model, "native"
+    return _from_bit_arrays(bit_npz.read_npz(path), path, variant, with_head)
   if fmt in ("savedmodel", "hub"):
     if not with_head:
       loaded = savedmodel.load_backbone(path, variant)
       return loaded.model, loaded.how
     arrays, _ = savedmodel.savedmodel_bit_arrays(path)
-    variant = variant or bit_npz.guess_variant({k: v.shape for k, v in arrays.items()})
-    if variant is None:
-      raise ConfigError(f"--variant is needed: {path} matches no known variant")
-    classes = arrays[bit_npz.HEAD_BIAS].shape[0] if bit_npz.HEAD_BIAS in arrays else 0
-    model = ResNetV2(variant, num_classes=classes).build_for(32)
-    bit_npz.assign_bit_arrays(model, arrays, load_head=bool(classes), source=path)
-    return model, "native"
+    return _from_bit_arrays(arrays, path, variant, with_head)
   prefix = checkpoint_io.resolve_checkpoint(path)
   guessed, classes = _checkpoint_variant(prefix)
   variant = variant or guessed
@@ -201,9 +196,6 @@ def load(path: str, fmt: str, variant: Optional[str], with_head: bool):
 def save(model, path: str, fmt: str, with_head: bool, image_size: Optional[int],
          source: str = "") -> str:
   """Writes ``model`` to ``path`` in ``fmt``; returns what was written."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from remedis_tf.models.resnet_v2 import ResNetV2  # pylint: disable=g-import-not-at-top
-  from remedis_tf.weights import bit_npz, checkpoint_io, preset, savedmodel  # pylint: disable=g-import-not-at-top
   if fmt == "checkpoint":
     if tf.io.gfile.isdir(path):
       path = os.path.join(path, "backbone")

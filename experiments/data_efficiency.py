@@ -32,9 +32,7 @@ from experiments import _cli, common_flags, data_flags
 from remedis_tf.data.manifest import describe
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval import resampling, sweep
-from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train import finetune_plan
-from remedis_tf.train.supervised import SupervisedConfig
 
 FLAGS = flags.FLAGS
 
@@ -114,20 +112,12 @@ def template_from_flags(train) -> sweep.FinetuneTemplate:
   if FLAGS.train_steps < 0:
     raise ConfigError(f"--train_steps must be >= 0, got {FLAGS.train_steps}")
   rule = finetune_plan.default_steps_rule(FLAGS.train_steps, FLAGS.lr_schedule)
-  supervised = SupervisedConfig(
-      variant=FLAGS.variant, global_batch_size=FLAGS.batch_size, train_mode=FLAGS.train_mode,
-      from_projection_layer=FLAGS.from_projection_layer,
-      projection_layers=FLAGS.projection_layers, projection_dim=FLAGS.projection_dim,
-      projection_hidden_dim=FLAGS.projection_hidden_dim,
-      mixup_alpha=max(FLAGS.mixup_alpha, 0.0))
-  optimizer = OptimizerConfig(
-      name=FLAGS.optimizer, base_lr=FLAGS.learning_rate, lr_scaling=FLAGS.lr_scaling,
-      schedule=FLAGS.lr_schedule, warmup_steps=0,
+  # No --init/--seed here: each cell's init is its --models entry, its seed a --seeds value.
+  supervised = common_flags.SUPERVISED.build(mixup_alpha=max(FLAGS.mixup_alpha, 0.0))
+  optimizer = common_flags.OPTIMIZER.build(
+      warmup_steps=0,
       # Placeholder unless --train_steps: each cell's length comes from the steps rule.
-      total_steps=FLAGS.train_steps or 1000,
-      weight_decay=FLAGS.weight_decay, weight_decay_mode=FLAGS.weight_decay_mode,
-      momentum=FLAGS.momentum, trust_coefficient=FLAGS.trust_coefficient,
-      nesterov=FLAGS.nesterov)
+      total_steps=FLAGS.train_steps or 1000)
   return sweep.FinetuneTemplate(
       supervised=supervised, optimizer=optimizer,
       augment=common_flags.augment_from_flags(image_size), image_size=image_size,

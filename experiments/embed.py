@@ -19,6 +19,7 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import _cli, data_flags
+from remedis_tf.data import augment as augment_lib
 from remedis_tf.data.manifest import describe
 from remedis_tf.eval import embedding
 
@@ -40,8 +41,8 @@ flags.DEFINE_string("output", None, "Output .npz file, or a directory for .npy f
 flags.DEFINE_integer("image_size", 0, "Input resolution; 0 = the size the model was trained "
                      "at (required for .npz, hub SavedModels and bare checkpoints).")
 flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
-flags.DEFINE_float("crop_fraction", 0.875, "Centre crop (fraction of the shorter side) before "
-                   "resizing, as in evaluation; 1.0 = no crop.")
+flags.DEFINE_float("crop_fraction", augment_lib.EVAL_CROP_FRACTION, "Centre crop (fraction "
+                   "of the shorter side) before resizing, as in evaluation; 1.0 = no crop.")
 
 
 def main(argv):

@@ -23,16 +23,9 @@ from remedis_tf.errors import ConfigError
 
 FLAGS = flags.FLAGS
 
-data_flags.define_data_flags("train_")
-data_flags.define_data_flags("val_")
-common_flags.define_model_flags("r50x1")
-common_flags.define_projection_flags()
-common_flags.define_runtime_flags()
-common_flags.define_loop_flags(default_epochs=10)
-common_flags.define_optimizer_flags("sgd", 0.003, "linear", "bit_hyperrule",
-                                    warmup_epochs=0, weight_decay=0.0)
-common_flags.define_augment_flags("generic")
-common_flags.define_supervised_flags("full")
+common_flags.define_supervised_binary_flags(
+    epochs=10, optimizer="sgd", learning_rate=0.003, lr_schedule="bit_hyperrule",
+    warmup_epochs=0, weight_decay=0.0)
 flags.DEFINE_float("label_fraction", 1.0, "Train on this fraction of the labelled data: a "
                    "seeded, label-stratified, patient-level subset; subsets are nested "
                    "(the 1% subset is inside the 5% subset) for one --fraction_seed.")

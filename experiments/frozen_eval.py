@@ -23,6 +23,7 @@ from __future__ import annotations
 from absl import flags
 
 from experiments import _cli, data_flags
+from experiments.config_flags import ConfigFlags, Flag
 from remedis_tf import io_utils
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval import frozen
@@ -39,16 +40,17 @@ flags.DEFINE_string("output", None, "JSON file for the results (local or gs://).
                     required=True)
 flags.DEFINE_integer("image_size", 0, "Input resolution; 0 = the size each model was trained "
                      "at (required for .npz and hub SavedModels).")
-flags.DEFINE_integer("knn_k", 20, "Neighbours per test image in the kNN classifier.")
-flags.DEFINE_float("knn_temperature", 0.07, "Temperature of the kNN neighbour weights "
-                   "exp(cosine / T).")
-flags.DEFINE_float("probe_c", 1.0, "Inverse L2 strength C of the logistic-regression probe "
-                   "(features are standardised on the train set).")
-flags.DEFINE_integer("num_bootstrap", 1000, "Patient-level bootstrap resamples of the test "
-                     "set for the 95% CIs.")
-flags.DEFINE_integer("seed", 0, "Bootstrap seed.")
-flags.DEFINE_integer("batch_size", 64, "Images per forward pass when embedding.")
-
+FROZEN = ConfigFlags(frozen.FrozenEvalConfig, {
+    "knn_k": Flag(help="Neighbours per test image in the kNN classifier."),
+    "knn_temperature": Flag(help="Temperature of the kNN neighbour weights exp(cosine / T)."),
+    "probe_c": Flag(help="Inverse L2 strength C of the logistic-regression probe (features "
+                    "are standardised on the train set)."),
+    "num_bootstrap": Flag(help="Patient-level bootstrap resamples of the test set for the 95% "
+                          "CIs."),
+    "seed": Flag(),
+    "batch_size": Flag(),
+})
+FROZEN.define()
 
 def _models(values):
   models = {}
@@ -67,10 +69,7 @@ def main(argv):
   models = _models(FLAGS.model)
   train = data_flags.manifest_from_flags("train_")
   test = data_flags.manifest_from_flags("test_")
-  config = frozen.FrozenEvalConfig(knn_k=FLAGS.knn_k, knn_temperature=FLAGS.knn_temperature,
-                                   probe_c=FLAGS.probe_c, num_bootstrap=FLAGS.num_bootstrap,
-                                   seed=FLAGS.seed, batch_size=FLAGS.batch_size)
-  result = frozen.compare_models(models, train, test, FLAGS.image_size or None, config)
+  result = frozen.compare_models(models, train, test, FLAGS.image_size or None, FROZEN.build())
   io_utils.atomic_write_json(FLAGS.output, result)
   print(f"[frozen] wrote {FLAGS.output}")
 

@@ -17,12 +17,10 @@ import time
 
 from absl import flags
 
-from experiments import data_flags
+from experiments import _cli, data_flags
 from remedis_tf.data import tfrecords, tfds_source
 from remedis_tf.data.manifest import Record, describe
 from remedis_tf.errors import ConfigError
-
-from experiments._cli import run_main
 
 FLAGS = flags.FLAGS
 
@@ -99,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  run_main(main)
+  _cli.run_main(main)

@@ -10,39 +10,46 @@ Example (BiT-M init, CheXpert images, 2 GPUs):
 Re-running the same command resumes from the run directory's latest checkpoint.
 """
 
-from absl import app, flags
+from absl import flags
 
 from experiments import _cli, common_flags, data_flags
+from experiments.config_flags import ConfigFlags, Flag
 from remedis_tf import stages
 from remedis_tf.train.contrastive import ContrastiveConfig
 
 FLAGS = flags.FLAGS
 
+# The contrastive stage's fields; the model and projection ones are the shared flags.
+CONTRASTIVE = ConfigFlags(ContrastiveConfig, {
+    **common_flags.MODEL_FIELDS,
+    "global_batch_size": Flag("batch_size", help="Global batch size (items per step over "
+                              "all replicas: images, or cases with --micle; each gives two "
+                              "views)."),
+    "temperature": Flag(),
+    "micle": Flag(help="MICLe: positive pairs from two different images of the same "
+                  "patient/case (needs a patient column); single-image cases fall back to "
+                  "two views of one image. The stream then iterates over cases, so "
+                  "--train_epochs and --warmup_epochs count passes over the cases (steps "
+                  "per epoch = cases / --batch_size), not over the images."),
+    "linear_probe": Flag(help="Train an online linear probe (stop-gradient) when the data "
+                         "has labels."),
+    "init_projection": Flag(help="Also restore the projection head when --init is one of "
+                            "our contrastive checkpoints."),
+})
+# LoopConfig.eval_every is this binary's kNN-monitor cadence.
+LOOP = common_flags.LOOP.renamed(eval_every="monitor_every")
+
 data_flags.define_data_flags("")
 data_flags.define_data_flags("monitor_", role="kNN monitor (optional, labelled)")
-common_flags.define_model_flags("r50x1")
-common_flags.define_projection_flags()
-common_flags.define_runtime_flags()
-common_flags.define_loop_flags(default_epochs=100)
-common_flags.define_optimizer_flags("lars", 0.3, "linear", "warmup_cosine",
-                                    warmup_epochs=10, weight_decay=1e-6)
-common_flags.define_augment_flags("generic")
+common_flags.define_training_flags(epochs=100, optimizer="lars", learning_rate=0.3,
+                                   lr_schedule="warmup_cosine", warmup_epochs=10,
+                                   weight_decay=1e-6)
+CONTRASTIVE.define("global_batch_size", "temperature", "micle", "linear_probe",
+                   "init_projection")
 flags.DEFINE_integer("image_size", 224, "Side of the square training views in pixels.")
-flags.DEFINE_integer("batch_size", 512, "Global batch size (items per step over all "
-                     "replicas: images, or cases with --micle; each gives two views).")
-flags.DEFINE_float("temperature", 0.1, "NT-Xent temperature tau.")
-flags.DEFINE_bool("micle", False, "MICLe: positive pairs from two different images of the "
-                  "same patient/case (needs a patient column); single-image cases fall back "
-                  "to two views of one image. The stream then iterates over cases, so "
-                  "--train_epochs and --warmup_epochs count passes over the cases (steps "
-                  "per epoch = cases / --batch_size), not over the images.")
-flags.DEFINE_bool("linear_probe", True, "Train an online linear probe (stop-gradient) when "
-                  "the data has labels.")
 flags.DEFINE_integer("monitor_every", 0, "Run the kNN monitor on the --monitor_* set every "
                      "N steps (0 = only at the end; needs --monitor_source).")
 flags.DEFINE_integer("knn_k", 20, "Neighbours of the kNN monitor.")
-flags.DEFINE_bool("init_projection", False, "Also restore the projection head when --init "
-                  "is one of our contrastive checkpoints.")
 
 
 def steps_and_optimizer(manifest):
@@ -58,15 +65,10 @@ def main(argv):
   manifest = data_flags.manifest_from_flags("")
   monitor = data_flags.manifest_from_flags("monitor_", required=False)
   total, optimizer = steps_and_optimizer(manifest)
-  config = ContrastiveConfig(
-      variant=FLAGS.variant, global_batch_size=FLAGS.batch_size, temperature=FLAGS.temperature,
-      projection_layers=FLAGS.projection_layers, projection_dim=FLAGS.projection_dim,
-      projection_hidden_dim=FLAGS.projection_hidden_dim, micle=FLAGS.micle,
-      linear_probe=FLAGS.linear_probe, init=FLAGS.init, init_projection=FLAGS.init_projection,
-      seed=FLAGS.seed)
   result = stages.run_contrastive(
-      manifest, config, optimizer, common_flags.augment_from_flags(FLAGS.image_size),
-      common_flags.loop_from_flags(total, FLAGS.monitor_every if monitor else 0),
+      manifest, CONTRASTIVE.build(), optimizer,
+      common_flags.augment_from_flags(FLAGS.image_size),
+      common_flags.loop_from_flags(total, FLAGS.monitor_every if monitor else 0, LOOP),
       common_flags.runtime_from_flags(), monitor=monitor, knn_k=FLAGS.knn_k)
   common_flags.print_result(result, FLAGS.run_dir)
 

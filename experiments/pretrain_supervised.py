@@ -18,16 +18,9 @@ from experiments import _cli, common_flags, data_flags
 
 FLAGS = flags.FLAGS
 
-data_flags.define_data_flags("train_")
-data_flags.define_data_flags("val_")
-common_flags.define_model_flags("r50x1")
-common_flags.define_projection_flags()
-common_flags.define_runtime_flags()
-common_flags.define_loop_flags(default_epochs=90)
-common_flags.define_optimizer_flags("sgd", 0.1, "linear", "warmup_cosine",
-                                    warmup_epochs=5, weight_decay=1e-4)
-common_flags.define_augment_flags("generic")
-common_flags.define_supervised_flags("full")
+common_flags.define_supervised_binary_flags(
+    epochs=90, optimizer="sgd", learning_rate=0.1, lr_schedule="warmup_cosine",
+    warmup_epochs=5, weight_decay=1e-4)
 
 
 def main(argv):

@@ -116,10 +116,25 @@ def plan_finetune(num_examples: int, global_batch_size: int, schedule: str, *,
   if schedule == "bit_hyperrule":
     steps = schedules.scale_steps(rule["steps"], total / rule["steps"][-1])
     return FinetunePlan(steps[-1], steps[0], tuple(steps), mixup, image_size)
-  warmup = (warmup_steps if warmup_steps >= 0
-            else int(round(warmup_epochs * num_examples / global_batch_size)))
-  warmup = 0 if schedule == "constant" else min(warmup, max(total - 1, 0))
+  warmup = plan_warmup(schedule, total, num_examples / global_batch_size,
+                       warmup_steps=warmup_steps, warmup_epochs=warmup_epochs)
   return FinetunePlan(total, warmup, (), mixup, image_size)
+
+
+def plan_warmup(schedule: str, total_steps: int, steps_per_epoch: float, *,
+                warmup_steps: int = -1, warmup_epochs: float = 0.0) -> int:
+  """Linear warmup steps of a ``total_steps`` run (the rule of :func:`plan_finetune` and
+  of the training binaries' ``--warmup_steps`` / ``--warmup_epochs``).
+
+  ``warmup_steps`` if >= 0, else ``round(warmup_epochs · steps_per_epoch)``; capped at
+  ``total_steps - 1`` so the schedule reaches its peak before it ends; always 0 for the
+  ``constant`` schedule, which has no warmup.
+  """
+  if schedule == "constant":
+    return 0
+  warmup = (warmup_steps if warmup_steps >= 0
+            else int(round(warmup_epochs * steps_per_epoch)))
+  return min(warmup, max(total_steps - 1, 0))
 
 
 def typical_image_side(manifest: Manifest) -> int:

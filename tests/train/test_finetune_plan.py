@@ -69,6 +69,19 @@ def test_warmup_of_other_schedules():
   assert constant.warmup_steps == 0
 
 
+def test_plan_warmup_is_the_rule_plans_and_binaries_share():
+  # Steps win over epochs; epochs round; the cap keeps one step after the warmup.
+  assert fp.plan_warmup("warmup_cosine", 100, 7.5, warmup_steps=3, warmup_epochs=9) == 3
+  assert fp.plan_warmup("warmup_cosine", 100, 7.5, warmup_epochs=2) == 15
+  assert fp.plan_warmup("bit_hyperrule", 10, 4.0, warmup_epochs=5) == 9
+  assert fp.plan_warmup("warmup_cosine", 1, 4.0, warmup_steps=5) == 0
+  assert fp.plan_warmup("constant", 100, 4.0, warmup_steps=5, warmup_epochs=1) == 0
+  plan = fp.plan_finetune(64, 8, "warmup_cosine", steps_rule="fixed", total_steps=20,
+                          warmup_epochs=1.5)
+  assert plan.warmup_steps == fp.plan_warmup("warmup_cosine", 20, 64 / 8,
+                                             warmup_epochs=1.5) == 12
+
+
 def test_bad_plans_are_config_errors():
   for kwargs, match in (({"steps_rule": "forever"}, "steps_rule"),
                         ({"steps_rule": "fixed"}, "total_steps"),
