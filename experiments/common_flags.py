@@ -17,7 +17,8 @@ from remedis_tf.data import augment as augment_lib
 from remedis_tf.errors import ConfigError
 from remedis_tf.optim import factory
 from remedis_tf.optim.factory import OptimizerConfig
-from remedis_tf.stages import RuntimeConfig
+from remedis_tf.runs import stages
+from remedis_tf.runs.stages import RuntimeConfig
 from remedis_tf.train import finetune_plan
 from remedis_tf.train import strategy as strategy_lib
 from remedis_tf.train.loop import LoopConfig
@@ -82,8 +83,7 @@ def total_steps_from_flags(num_examples: int, global_batch_size: int) -> int:
   if FLAGS.train_epochs <= 0:
     raise ConfigError(f"--train_epochs must be > 0 when --train_steps=0, got "
                       f"{FLAGS.train_epochs}")
-  from remedis_tf import stages  # pylint: disable=g-import-not-at-top
-  return stages.steps_for_epochs(FLAGS.train_epochs, num_examples, global_batch_size)
+  return finetune_plan.steps_for_epochs(FLAGS.train_epochs, num_examples, global_batch_size)
 
 
 def loop_from_flags(total_steps: int, eval_every: int = 0) -> LoopConfig:
@@ -281,7 +281,6 @@ def image_side_from_flags(manifest) -> int:
 
 def run_supervised_from_flags(train, validation, stage: str):
   """Builds the supervised configs from flags and runs ``stages.run_supervised``."""
-  from remedis_tf import stages
   from remedis_tf.train.supervised import SupervisedConfig
   plan = supervised_plan(len(train), image_side_from_flags(train))
   config = SupervisedConfig(

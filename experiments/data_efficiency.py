@@ -31,8 +31,9 @@ from absl import flags
 from experiments import _cli, common_flags, data_flags
 from remedis_tf.data.manifest import describe
 from remedis_tf.errors import ConfigError
-from remedis_tf.eval import resampling, sweep
+from remedis_tf.eval import resampling
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import sweep
 from remedis_tf.train import finetune_plan
 from remedis_tf.train.supervised import SupervisedConfig
 

@@ -26,6 +26,7 @@ from experiments import _cli, data_flags
 from remedis_tf import io_utils
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval import frozen
+from remedis_tf.runs import frozen as frozen_runs
 
 FLAGS = flags.FLAGS
 
@@ -70,7 +71,7 @@ def main(argv):
   config = frozen.FrozenEvalConfig(knn_k=FLAGS.knn_k, knn_temperature=FLAGS.knn_temperature,
                                    probe_c=FLAGS.probe_c, num_bootstrap=FLAGS.num_bootstrap,
                                    seed=FLAGS.seed, batch_size=FLAGS.batch_size)
-  result = frozen.compare_models(models, train, test, FLAGS.image_size or None, config)
+  result = frozen_runs.compare_models(models, train, test, FLAGS.image_size or None, config)
   io_utils.atomic_write_json(FLAGS.output, result)
   print(f"[frozen] wrote {FLAGS.output}")
 

@@ -13,7 +13,7 @@ Re-running the same command resumes from the run directory's latest checkpoint.
 from absl import app, flags
 
 from experiments import _cli, common_flags, data_flags
-from remedis_tf import stages
+from remedis_tf.runs import stages
 from remedis_tf.train.contrastive import ContrastiveConfig
 
 FLAGS = flags.FLAGS

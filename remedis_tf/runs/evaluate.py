@@ -1,24 +1,12 @@
 """Evaluating a trained classifier on named evaluation sets (ID and zero-shot OOD).
 
-A *model source* is either
-
-* a fine-tuning run directory written by :func:`remedis_tf.stages.run_supervised`
-  (``config.json`` + checkpoints; the model-selection checkpoint in ``best/`` is used by
-  default),
-* a classifier Keras preset written by :func:`export_classifier_preset`
-  (``remedis_tf.weights.preset``: ``config.json`` with label names, task and image size,
-  ``metadata.json``, ``model.weights.h5``), or
-* a classifier SavedModel written by :func:`export_classifier_savedmodel`: a
-  ``tf.Module`` whose ``__call__(images)`` maps float32 ``[B,H,W,3]`` images in [0,1] to
-  probabilities ``[B,K]`` (sigmoid for multi-label/binary, softmax for multi-class, of
-  ``logits / temperature``), plus ``embed(images) -> [B,C]``, ``logits(images) -> [B,K]``
-  (raw) and the variable ``temperature`` ``[K]``; a JSON sidecar (:data:`SIDECAR_FILE`)
-  inside the directory records label names, task, image size and the temperature record.
+The model is any source :func:`remedis_tf.runs.classifier.load_model` takes: a
+fine-tuning run directory (its ``best/`` checkpoint by default, evaluated with the run's
+own eval centre crop), a classifier Keras preset or a classifier SavedModel.
 
 Calibration: a run directory's model-selection checkpoint comes with temperatures fitted
-on its validation set (``best/temperature.json``, see
-:mod:`remedis_tf.eval.calibration`); the model's probabilities are then
-``act(logits / T)`` both when evaluated from the run directory and in its export. Each
+on its validation set (``best/temperature.json``); the model's probabilities are then
+``act(logits / T)``. Each
 evaluated set gets ``<set>_calibration.json`` and ``<set>_reliability.png``: ECE with
 patient-level CIs and reliability curves before (T = 1) and after scaling. The
 temperatures are the model's own when it has them, else fitted here on ``val_set`` (then
@@ -71,296 +59,22 @@ import numpy as np
 import tensorflow as tf
 
 from remedis_tf import io_utils
+from remedis_tf.data.label_alignment import align_labels
 from remedis_tf.data.manifest import Manifest
-from remedis_tf.errors import CheckpointError, ConfigError, DataError
+from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval import calibration as calibration_lib
 from remedis_tf.eval import metrics as metrics_lib
 from remedis_tf.eval import predict as predict_lib
 from remedis_tf.eval import reliability_plot
 from remedis_tf.eval import subgroups as subgroups_lib
-from remedis_tf.models.classifier import Classifier
-from remedis_tf.weights import preset as preset_lib
+from remedis_tf.runs import classifier as classifier_lib
 
-SIDECAR_FILE = "remedis_classifier.json"
-SIDECAR_FORMAT = "remedis_tf.classifier_savedmodel"
 SUMMARY_COLUMNS = ("set", "metric", "value", "lower", "upper", "num_undefined", "num_examples",
                    "num_patients", "role")
 _SET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _RESERVED_NAMES = ("summary",)
 # Per-set output files are <set><suffix>.*, so a set name must not end in one.
 _SUFFIXES = ("_predictions", "_calibration", "_reliability", "_subgroups")
-
-
-# ------------------------------------------------------------------------------ models
-
-
-@dataclasses.dataclass
-class LoadedClassifier:
-  """A classifier ready to predict, whatever it was loaded from.
-
-  Attributes:
-    source: the model source string.
-    kind: ``"run_dir"``, ``"preset"`` or ``"savedmodel"``.
-    label_names: K output names, in output order.
-    task: ``multilabel`` | ``binary`` | ``multiclass``.
-    image_size: side of the square input images the model was trained at.
-    crop_fraction: evaluation centre crop applied before resizing.
-    forward: ``images [B,S,S,3] in [0,1] -> {"scores": [B,K] probabilities (of
-      logits / temperature), "logits": [B,K] raw, "embedding": [B,C]}``.
-    info: provenance (restored checkpoint, run config or sidecar contents).
-    temperature: the calibration record the scores use (None: T = 1).
-  """
-  source: str
-  kind: str
-  label_names: Tuple[str, ...]
-  task: str
-  image_size: int
-  crop_fraction: float
-  forward: Callable[[tf.Tensor], Dict[str, tf.Tensor]]
-  info: Dict[str, Any]
-  temperature: Optional[Dict[str, Any]] = None
-
-  def predict(self, manifest: Manifest, batch_size: int = 64,
-              keep: Tuple[str, ...] = ("scores",)) -> predict_lib.Predictions:
-    """Runs the model over ``manifest`` (evaluation preprocessing) in manifest order."""
-    return predict_lib.predict(self.forward, manifest, self.image_size, batch_size=batch_size,
-                               crop_fraction=self.crop_fraction, keep=keep)
-
-
-def is_classifier_savedmodel(path: str) -> bool:
-  """True when ``path`` is a directory written by :func:`export_classifier_savedmodel`."""
-  return (tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
-          and tf.io.gfile.exists(os.path.join(path, SIDECAR_FILE)))
-
-
-def read_sidecar(path: str) -> Dict[str, Any]:
-  """The JSON sidecar of a classifier SavedModel (DataError when it is not one)."""
-  sidecar = os.path.join(path, SIDECAR_FILE)
-  try:
-    info = io_utils.read_json(sidecar)
-  except (tf.errors.OpError, ValueError) as e:
-    raise CheckpointError(f"{sidecar}: unreadable classifier sidecar ({e})") from None
-  if info.get("format") != SIDECAR_FORMAT:
-    raise CheckpointError(f"{sidecar}: format is {info.get('format')!r}, expected "
-                          f"{SIDECAR_FORMAT!r}")
-  return info
-
-
-def load_model(model_source: str, which: str = "best") -> LoadedClassifier:
-  """Loads a classifier from a fine-tuning run directory or a classifier SavedModel.
-
-  Args:
-    model_source: run directory (``config.json`` of a supervised run), a classifier preset
-      (:func:`export_classifier_preset`) or a directory written by
-      :func:`export_classifier_savedmodel`.
-    which: for run directories, ``best`` (model-selection checkpoint, falling back to the
-      latest when the run had no validation set) or ``latest``.
-  """
-  if which not in ("best", "latest"):
-    raise ConfigError(f"which must be 'best' or 'latest', got {which!r}")
-  if not model_source:
-    raise ConfigError("no model given: pass a fine-tuning run directory or a classifier "
-                      "SavedModel")
-  if is_classifier_savedmodel(model_source):
-    info = read_sidecar(model_source)
-    module = tf.saved_model.load(model_source)
-
-    def forward(images):
-      images = tf.cast(images, tf.float32)
-      out = {"scores": module(images), "embedding": module.embed(images)}
-      if hasattr(module, "logits"):  # every export has them; kept optional for old ones
-        out["logits"] = module.logits(images)
-      return out
-
-    return LoadedClassifier(model_source, "savedmodel", tuple(info["label_names"]),
-                            info["task"], int(info["image_size"]),
-                            float(info.get("crop_fraction", 0.875)), forward, info,
-                            info.get("temperature"))
-  if preset_lib.is_preset(model_source):
-    return _load_preset_classifier(model_source)
-  if tf.io.gfile.exists(os.path.join(model_source, "saved_model.pb")):
-    raise ConfigError(f"{model_source} is a SavedModel without a {SIDECAR_FILE} sidecar "
-                      "(a backbone, not a classifier); evaluate a fine-tuning run or a model "
-                      "exported with export_classifier_savedmodel")
-  from remedis_tf import stages  # pylint: disable=g-import-not-at-top
-  if not tf.io.gfile.exists(os.path.join(model_source, "config.json")):
-    raise ConfigError(f"{model_source} is neither a fine-tuning run directory (no config.json)"
-                      " nor a classifier SavedModel")
-  task, run_config = stages.load_classifier(model_source, which=which)
-  return LoadedClassifier(model_source, "run_dir", tuple(task.manifest.label_names),
-                          task.manifest.task, int(task.image_size), 0.875,
-                          _task_forward(task), run_config, task.temperature)
-
-
-def _load_preset_classifier(path: str) -> LoadedClassifier:
-  info = preset_lib.preset_info(path)
-  if info["class_name"] != "Classifier" or not info.get("label_names") or not info.get("task"):
-    raise ConfigError(f"{path} is a {info['class_name']} preset without label names/task (a "
-                      "backbone, not a classifier); evaluate a classifier preset written by "
-                      "export_classifier_preset")
-  model = preset_lib.from_preset(path)
-  multiclass = info["task"] == "multiclass"
-  record = info.get("temperature")
-  temperature = tf.constant(calibration_lib.temperature_vector(record, info["label_names"]))
-
-  def forward(images):
-    out = model(tf.cast(images, tf.float32), training=False)
-    logits = tf.cast(out["logits"], tf.float32)
-    scaled = logits / temperature
-    return {"scores": tf.nn.softmax(scaled, axis=-1) if multiclass else tf.sigmoid(scaled),
-            "logits": logits, "embedding": tf.cast(out["embedding"], tf.float32)}
-
-  if not info.get("image_size"):
-    raise ConfigError(f"{path}/{preset_lib.CONFIG_FILE}: a classifier preset needs image_size")
-  return LoadedClassifier(path, "preset", tuple(info["label_names"]), info["task"],
-                          int(info["image_size"]), float(info.get("crop_fraction") or 0.875),
-                          forward, info, record)
-
-
-def export_classifier_preset(task, out_dir: str, source: str = "",
-                             crop_fraction: float = 0.875) -> str:
-  """Writes a trained ``SupervisedTask`` as a Keras classifier preset folder.
-
-  ``config.json`` records the backbone variant, the projection layer the head reads, the
-  head size, ``label_names``, ``task``, ``image_size`` and ``crop_fraction``;
-  the calibration record saved with the best checkpoint (``temperature``, None without one);
-  ``model.weights.h5`` holds backbone + (projection head) + classification head. Load it
-  with :func:`remedis_tf.weights.preset.from_preset` (a :class:`Classifier` returning
-  ``{"logits", "embedding"}``) or evaluate it with :func:`load_model`. Returns ``out_dir``.
-  """
-  if task.classification_head is None:
-    raise ConfigError("export_classifier_preset needs a built SupervisedTask")
-  model = Classifier(task.backbone, task.classification_head, task.projection_head,
-                     int(task.config.from_projection_layer))
-  return preset_lib.save_to_preset(model, out_dir, image_size=int(task.image_size),
-                                   label_names=list(task.manifest.label_names),
-                                   task=task.manifest.task, crop_fraction=float(crop_fraction),
-                                   source=source, temperature=task.temperature)
-
-
-def _task_forward(task, temperature: Optional[tf.Variable] = None
-                  ) -> Callable[[tf.Tensor], Dict[str, tf.Tensor]]:
-  """The model's outputs; probabilities use ``logits / temperature`` (default: the
-  task's calibration record, T = 1 without one)."""
-  if temperature is None:
-    temperature = tf.constant(calibration_lib.temperature_vector(
-        task.temperature, task.manifest.label_names))
-
-  def forward(images):
-    out = task.forward(images, training=False)
-    logits = tf.cast(out["logits"], tf.float32)
-    return {"scores": tf.cast(task.scores_from_logits(logits / temperature), tf.float32),
-            "logits": logits, "embedding": tf.cast(out["embedding"], tf.float32)}
-  return forward
-
-
-class _ClassifierModule(tf.Module):
-  """Holds the inference layers so ``tf.saved_model.save`` tracks their variables."""
-
-  def __init__(self, task):
-    super().__init__(name="remedis_classifier")
-    self.backbone = task.backbone
-    self.classification_head = task.classification_head
-    if task.projection_head is not None:
-      self.projection_head = task.projection_head
-
-
-def export_classifier_savedmodel(task, out_dir: str, source: str = "",
-                                 crop_fraction: float = 0.875,
-                                 temperature: Optional[Mapping[str, Any]] = None) -> str:
-  """Writes a trained ``SupervisedTask`` as a self-describing classifier SavedModel.
-
-  The SavedModel's root has ``__call__(images)`` → probabilities ``[B,K]`` float32 of
-  ``logits / temperature``, ``embed(images)`` → the features the head reads ``[B,C]``,
-  ``logits(images)`` → raw ``[B,K]``, all on float32 ``[B,H,W,3]`` images in [0,1] (any
-  H, W ≥ 32; train size in the sidecar), the variable ``temperature`` ``[K]`` and a
-  ``serving_default`` signature returning all three outputs. ``temperature`` is a
-  calibration record (:mod:`remedis_tf.eval.calibration`; default ``task.temperature``,
-  which ``stages.load_classifier`` sets for the best checkpoint; none → T = 1). The sidecar
-  :data:`SIDECAR_FILE` holds ``label_names``, ``task``, ``image_size``, ``variant``, the
-  preprocessing and the temperature record. Written into a temporary sibling and renamed
-  into place; an existing directory that is not a classifier SavedModel is never
-  replaced. Returns ``out_dir``.
-  """
-  if task.classification_head is None:
-    raise ConfigError("export_classifier_savedmodel needs a built SupervisedTask")
-  module = _ClassifierModule(task)
-  record = dict(temperature) if temperature is not None else task.temperature
-  module.temperature = tf.Variable(
-      calibration_lib.temperature_vector(record, task.manifest.label_names),
-      trainable=False, name="temperature")
-  spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
-  forward = _task_forward(task, module.temperature)
-
-  def logits_fn(images):
-    return tf.cast(task.forward(images, training=False)["logits"], tf.float32)
-
-  module.__call__ = tf.function(lambda images: forward(images)["scores"], input_signature=[spec])
-  module.embed = tf.function(lambda images: forward(images)["embedding"],
-                             input_signature=[spec])
-  module.logits = tf.function(logits_fn, input_signature=[spec])
-
-  @tf.function(input_signature=[spec])
-  def serve(images):
-    out = forward(images)
-    return {"probabilities": out["scores"], "embedding": out["embedding"],
-            "logits": logits_fn(images)}
-
-  sidecar = {
-      "format": SIDECAR_FORMAT, "version": 1,
-      "label_names": list(task.manifest.label_names), "task": task.manifest.task,
-      "image_size": int(task.image_size), "crop_fraction": float(crop_fraction),
-      "input": "float32 [B,H,W,3] RGB in [0,1], centre crop then resize to image_size",
-      "outputs": {"__call__": "probabilities [B,K] of logits / temperature",
-                  "embed": "features [B,C]", "logits": "raw logits [B,K]"},
-      "temperature": record,
-      "variant": task.config.variant,
-      "from_projection_layer": int(task.config.from_projection_layer),
-      "source": source,
-  }
-  out_dir = out_dir.rstrip("/")
-  if (tf.io.gfile.exists(out_dir) and tf.io.gfile.listdir(out_dir)
-      and not is_classifier_savedmodel(out_dir)):
-    raise CheckpointError(f"refusing to replace {out_dir}: it exists and is not a classifier "
-                          "SavedModel")
-  def write(tmp: str) -> None:
-    tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
-    io_utils.atomic_write_json(os.path.join(tmp, SIDECAR_FILE), sidecar)
-
-  return io_utils.replace_dir_atomically(out_dir, write)
-
-
-# ------------------------------------------------------------------------- label schema
-
-
-def align_labels(manifest: Manifest, label_names: Sequence[str], task: str,
-                 name: str = "") -> Manifest:
-  """Reorders/selects ``manifest``'s label columns to the model's ``label_names``.
-
-  Extra columns are dropped (e.g. MIMIC's 14 observations for a 5-condition model). A
-  model label missing from the set, or a task mismatch, raises DataError.
-  """
-  where = f"evaluation set {name!r} ({manifest.source})" if name else manifest.source
-  label_names = tuple(label_names)
-  if manifest.task == "unlabelled":
-    raise DataError(f"{where} has no labels; evaluation needs the model's labels "
-                    f"{list(label_names)}")
-  if (task == "multiclass") != (manifest.task == "multiclass"):
-    raise DataError(f"{where} is a {manifest.task} set but the model is {task}")
-  if manifest.label_names == label_names:
-    return dataclasses.replace(manifest, task=task)
-  missing = [n for n in label_names if n not in manifest.label_names]
-  if missing:
-    raise DataError(f"{where} lacks the model's label(s) {missing}; it has "
-                    f"{list(manifest.label_names)}")
-  if task == "multiclass" and len(manifest.label_names) != len(label_names):
-    raise DataError(f"{where} has classes {list(manifest.label_names)}, the model "
-                    f"{list(label_names)}")
-  idx = [manifest.label_names.index(n) for n in label_names]
-  records = tuple(dataclasses.replace(r, labels=tuple(r.labels[i] for i in idx),
-                                      mask=tuple(r.mask[i] for i in idx))
-                  for r in manifest.records)
-  return dataclasses.replace(manifest, records=records, label_names=label_names, task=task)
 
 
 # ----------------------------------------------------------------------- operating point
@@ -510,7 +224,8 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   """Evaluates one classifier on several named sets and writes the results.
 
   Args:
-    model_source: fine-tuning run directory or classifier SavedModel (see module doc).
+    model_source: fine-tuning run directory, classifier preset or classifier SavedModel
+      (:func:`remedis_tf.runs.classifier.load_model`).
     eval_sets: ``{name: Manifest}``; names become file names (``id_test``,
       ``ood_site_b``, ...). Label columns are matched to the model's by name.
     out_dir: output folder (local or ``gs://``).
@@ -547,7 +262,7 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   specs = subgroups_lib.parse_subgroup_specs(subgroups)
   if calibration_bins < 0:
     raise ConfigError(f"calibration_bins must be >= 0, got {calibration_bins}")
-  model = load_model(model_source, which)
+  model = classifier_lib.load_model(model_source, which)
   log(f"[evaluate] model {model_source} ({model.kind}; {model.task}, labels "
       f"{list(model.label_names)}, {model.image_size} px)")
   aligned = {name: align_labels(m, model.label_names, model.task, name)

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from remedis_tf import stages
 from remedis_tf.data import augment, recipes, synthetic
 from remedis_tf.data.manifest import Manifest, Record
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import stages
 from remedis_tf.train.contrastive import ContrastiveConfig
 from remedis_tf.train.loop import LoopConfig
 
