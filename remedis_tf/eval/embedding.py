@@ -54,7 +54,8 @@ def write_arrays(arrays: Dict[str, np.ndarray], out_path: str) -> None:
 
 
 def read_embeddings(path: str) -> Dict[str, np.ndarray]:
-  """Reads what :func:`remedis_tf.runs.embed.export_embeddings` wrote (``.npz`` or a ``.npy`` directory)."""
+  """Reads what :func:`remedis_tf.runs.embed.export_embeddings` wrote (``.npz`` or a
+  ``.npy`` directory)."""
   if path.endswith(".npz"):
     with tf.io.gfile.GFile(path, "rb") as f:
       data = np.load(io.BytesIO(f.read()), allow_pickle=False)

@@ -166,7 +166,9 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
   """Stage 1 or 3: supervised training; with ``validation``, the checkpoint with the best
   validation metric is kept in ``run_dir/best`` (``best.json`` records step and value),
   with calibration temperatures fitted on the same validation predictions
-  (``best/temperature.json``, see :mod:`remedis_tf.eval.calibration`)."""
+  (``best/temperature.json``, see :mod:`remedis_tf.eval.calibration`). The validation set
+  is predicted with the run's evaluation crop (``augment.eval_crop_fraction``;
+  ``EVAL_CROP_FRACTION`` without augmentation), as every later evaluation of the run is."""
   strategy, policy = _setup(runtime)
   log(f"[{stage}] {len(train)} training images from {train.source} ({train.task}, "
       f"{train.num_labels} outputs); {strategy.num_replicas_in_sync} replica(s); "

@@ -58,7 +58,8 @@ def test_best_checkpoint_has_its_temperature_and_export_uses_it(trained, tmp_pat
   assert not np.allclose(module(images).numpy(), _sigmoid(logits), atol=1e-3)
   served = module.signatures["serving_default"](images=images)
   np.testing.assert_allclose(served["probabilities"].numpy(), module(images).numpy())
-  assert classifier_export.read_sidecar(export)["temperature"]["temperature"] == forced["temperature"]
+  sidecar = classifier_export.read_sidecar(export)
+  assert sidecar["temperature"]["temperature"] == forced["temperature"]
   assert classifier.load_model(export).temperature["temperature"] == forced["temperature"]
 
 
