@@ -17,13 +17,13 @@ from absl import flags
 
 from experiments import data_flags
 from experiments.config_flags import ConfigFlags, Flag
-from remedis_tf import stages
 from remedis_tf.configs import field_docs
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.errors import ConfigError
 from remedis_tf.optim import factory, schedules
 from remedis_tf.optim.factory import OptimizerConfig
-from remedis_tf.stages import RuntimeConfig
+from remedis_tf.runs import stages
+from remedis_tf.runs.stages import RuntimeConfig
 from remedis_tf.train import finetune_plan
 from remedis_tf.train import strategy as strategy_lib
 from remedis_tf.train.loop import LoopConfig

@@ -31,7 +31,8 @@ from absl import flags
 from experiments import _cli, common_flags, data_flags
 from remedis_tf.data.manifest import describe
 from remedis_tf.errors import ConfigError
-from remedis_tf.eval import resampling, sweep
+from remedis_tf.eval import resampling
+from remedis_tf.runs import sweep
 from remedis_tf.train import finetune_plan
 
 FLAGS = flags.FLAGS

@@ -15,7 +15,7 @@ from absl import flags
 
 from experiments import _cli
 from remedis_tf import configs
-from remedis_tf.demo import DemoConfig, run_demo
+from remedis_tf.runs.demo import DemoConfig, run_demo
 
 FLAGS = flags.FLAGS
 _DOCS = configs.field_docs(DemoConfig)

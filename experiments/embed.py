@@ -21,7 +21,7 @@ from absl import flags
 from experiments import _cli, data_flags
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data.manifest import describe
-from remedis_tf.eval import embedding
+from remedis_tf.runs import embed
 
 FLAGS = flags.FLAGS
 
@@ -49,7 +49,7 @@ def main(argv):
   del argv
   manifest = data_flags.manifest_from_flags("")
   print(f"[data] {describe(manifest)}")
-  info = embedding.export_embeddings(
+  info = embed.export_embeddings(
       FLAGS.model, manifest, FLAGS.output, image_size=FLAGS.image_size or None,
       batch_size=FLAGS.batch_size, variant=FLAGS.variant, which=FLAGS.which,
       crop_fraction=FLAGS.crop_fraction)

@@ -35,10 +35,12 @@ import os
 from absl import flags
 
 from experiments import _cli, data_flags
-from remedis_tf import configs, stages
+from remedis_tf import configs
 from remedis_tf.errors import ConfigError
-from remedis_tf.eval import calibration, evaluation, subgroups, thresholds
-from remedis_tf.weights import preset
+from remedis_tf.eval import calibration, subgroups, thresholds
+from remedis_tf.runs import classifier, stages
+from remedis_tf.runs import evaluate as evaluate_lib
+from remedis_tf.weights import classifier_export, preset
 
 FLAGS = flags.FLAGS
 PREFIX = "eval_"
@@ -119,15 +121,15 @@ def parse_eval_sets(specs, default_source):
     sets[name] = (source, path)
   if not sets:
     raise ConfigError("give at least one --eval_set=NAME=[SOURCE:]PATH")
-  evaluation.check_set_names(list(sets))
+  evaluate_lib.check_set_names(list(sets))
   return sets
 
 
 def model_label_names(model: str):
   """The label names recorded with a run directory or classifier SavedModel (None if
   neither is recognisable; evaluate_model then reports the problem)."""
-  if evaluation.is_classifier_savedmodel(model):
-    return list(evaluation.read_sidecar(model)["label_names"])
+  if classifier_export.is_classifier_savedmodel(model):
+    return list(classifier_export.read_sidecar(model)["label_names"])
   if preset.is_preset(model):
     return preset.preset_info(model).get("label_names")
   if os.path.isdir(model) or model.startswith("gs://"):
@@ -170,7 +172,7 @@ def main(argv):
   labels = model_label_names(FLAGS.model)
   manifests = {name: _manifest(source, path, labels, keep)
                for name, (source, path) in sets.items()}
-  summary = evaluation.evaluate_model(
+  summary = evaluate_lib.evaluate_model(
       FLAGS.model, manifests, FLAGS.output_dir, num_bootstrap=FLAGS.num_bootstrap,
       operating_point=FLAGS.operating_point, val_set=FLAGS.val_set,
       batch_size=FLAGS.batch_size, seed=FLAGS.seed, which=FLAGS.which, metric=FLAGS.metric,
@@ -181,14 +183,17 @@ def main(argv):
     if summary["model_kind"] != "run_dir":
       flag = "--export_savedmodel" if FLAGS.export_savedmodel else "--export_preset"
       raise ConfigError(f"{flag} needs --model to be a run directory")
-    task, _ = stages.load_classifier(FLAGS.model, which=FLAGS.which)  # once for both exports
+    task, run_config = stages.load_classifier(FLAGS.model, which=FLAGS.which)  # once for both
+    crop = stages.eval_crop_fraction(run_config)
   if FLAGS.export_savedmodel:
-    evaluation.export_classifier_savedmodel(task, FLAGS.export_savedmodel, source=FLAGS.model)
+    classifier.export_classifier_savedmodel(task, FLAGS.export_savedmodel, source=FLAGS.model,
+                                            crop_fraction=crop)
     temps = "none (T = 1)" if task.temperature is None else task.temperature["temperature"]
     print(f"[export] classifier SavedModel written to {FLAGS.export_savedmodel} "
           f"(temperatures {temps})")
   if FLAGS.export_preset:
-    evaluation.export_classifier_preset(task, FLAGS.export_preset, source=FLAGS.model)
+    classifier.export_classifier_preset(task, FLAGS.export_preset, source=FLAGS.model,
+                                        crop_fraction=crop)
     print(f"[export] classifier preset written to {FLAGS.export_preset}")
   for name, row in summary["sets"].items():
     ci = "" if row["lower"] is None else f" [{row['lower']:.4f}, {row['upper']:.4f}]"

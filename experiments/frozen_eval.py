@@ -27,6 +27,7 @@ from experiments.config_flags import ConfigFlags, Flag
 from remedis_tf import io_utils
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval import frozen
+from remedis_tf.runs import frozen as frozen_runs
 
 FLAGS = flags.FLAGS
 
@@ -69,7 +70,8 @@ def main(argv):
   models = _models(FLAGS.model)
   train = data_flags.manifest_from_flags("train_")
   test = data_flags.manifest_from_flags("test_")
-  result = frozen.compare_models(models, train, test, FLAGS.image_size or None, FROZEN.build())
+  result = frozen_runs.compare_models(models, train, test, FLAGS.image_size or None,
+                                      FROZEN.build())
   io_utils.atomic_write_json(FLAGS.output, result)
   print(f"[frozen] wrote {FLAGS.output}")
 

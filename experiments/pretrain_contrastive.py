@@ -14,7 +14,7 @@ from absl import flags
 
 from experiments import _cli, common_flags, data_flags
 from experiments.config_flags import ConfigFlags, Flag
-from remedis_tf import stages
+from remedis_tf.runs import stages
 from remedis_tf.train.contrastive import ContrastiveConfig
 
 FLAGS = flags.FLAGS

@@ -21,11 +21,12 @@ from remedis_tf.data.manifest import Manifest
 from remedis_tf.data.pipeline import contrastive_dataset, eval_dataset, supervised_dataset
 from remedis_tf.data.recipes import chexpert, generic_csv, mimic_cxr
 from remedis_tf.data.tfrecords import tfrecords_manifest
-from remedis_tf.eval.evaluation import evaluate_model, export_classifier_savedmodel
-from remedis_tf.eval.sweep import run_data_efficiency
 from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.optim.factory import OptimizerConfig
-from remedis_tf.stages import RuntimeConfig, run_contrastive, run_supervised
+from remedis_tf.runs.classifier import export_classifier_savedmodel
+from remedis_tf.runs.evaluate import evaluate_model
+from remedis_tf.runs.stages import RuntimeConfig, run_contrastive, run_supervised
+from remedis_tf.runs.sweep import run_data_efficiency
 from remedis_tf.train.contrastive import ContrastiveConfig
 from remedis_tf.train.finetune_plan import plan_finetune
 from remedis_tf.train.loop import LoopConfig

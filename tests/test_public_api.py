@@ -25,11 +25,12 @@ HOMES = {
     "eval_dataset": "data.pipeline", "AugmentConfig": "data.augment",
     "get_preset": "data.augment", "ContrastiveConfig": "train.contrastive",
     "SupervisedConfig": "train.supervised", "OptimizerConfig": "optim.factory",
-    "LoopConfig": "train.loop", "RuntimeConfig": "stages", "run_supervised": "stages",
-    "run_contrastive": "stages", "plan_finetune": "train.finetune_plan",
-    "evaluate_model": "eval.evaluation", "run_data_efficiency": "eval.sweep",
+    "LoopConfig": "train.loop", "RuntimeConfig": "runs.stages",
+    "run_supervised": "runs.stages", "run_contrastive": "runs.stages",
+    "plan_finetune": "train.finetune_plan",
+    "evaluate_model": "runs.evaluate", "run_data_efficiency": "runs.sweep",
     "export_savedmodel": "weights.savedmodel",
-    "export_classifier_savedmodel": "eval.evaluation",
+    "export_classifier_savedmodel": "runs.classifier",
     "from_preset": "weights.preset", "save_to_preset": "weights.preset",
 }
 

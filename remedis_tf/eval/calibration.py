@@ -29,7 +29,7 @@ finding whose validation labels are all one class keeps ``T = 1`` (noted).
 
 The fitted temperatures of a fine-tuning run are written next to its model-selection
 checkpoint (``run_dir/best/temperature.json``, :data:`TEMPERATURE_FILE`) and exported
-with the classifier SavedModel (see :mod:`remedis_tf.eval.evaluation`).
+with the classifier SavedModel (see :mod:`remedis_tf.runs.classifier`).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import decode, pipeline
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import DataError
@@ -36,9 +37,9 @@ class Predictions:
 
 
 def predict(forward: Callable[[tf.Tensor], Dict[str, tf.Tensor]], manifest: Manifest,
-            image_size: int, batch_size: int = 64, crop_fraction: float = 0.875,
-            keep: tuple = ("scores",), progress: Optional[Callable[[int, int], None]] = None
-            ) -> Predictions:
+            image_size: int, batch_size: int = 64,
+            crop_fraction: float = augment_lib.EVAL_CROP_FRACTION, keep: tuple = ("scores",),
+            progress: Optional[Callable[[int, int], None]] = None) -> Predictions:
   """Runs ``forward(images) -> {"scores": [B,K], "embedding": [B,C], "logits": [B,K]}``
   over ``manifest``.
 

@@ -1,6 +1,6 @@
 """Report sections for what clinical reviewers ask for: calibration and subgroups.
 
-Built from the files ``evaluate_model`` (remedis_tf.runs) writes
+Built from the files :func:`remedis_tf.runs.evaluate.evaluate_model` writes
 (``<set>_calibration.json``, ``<set>_reliability.png``, ``<set>_subgroups.json``), so any
 caller with evaluation folders (the demo, a user's own report) gets the same tables.
 """

@@ -175,18 +175,24 @@ class SupervisedTask(TaskBase):
       features = outs[self.config.from_projection_layer]
     return {"logits": self.classification_head(features), "embedding": features}
 
-  def inference_fn(self) -> Callable[[tf.Tensor], Dict[str, tf.Tensor]]:
+  def inference_fn(self, temperature: Optional[tf.Tensor] = None
+                   ) -> Callable[[tf.Tensor], Dict[str, tf.Tensor]]:
     """``images -> {"scores": [B,K] probabilities, "logits": [B,K], "embedding": [B,C]}``
-    (float32, no temperature scaling), the same callable on every call so prediction
-    passes trace once."""
-    if self._inference is None:
-      def infer(images):
-        out = self.forward(images, training=False)
-        logits = tf.cast(out["logits"], tf.float32)
-        return {"scores": self.scores_from_logits(logits), "logits": logits,
-                "embedding": tf.cast(out["embedding"], tf.float32)}
+    (float32). ``scores`` are of ``logits / temperature`` (a ``[K]`` tensor or variable,
+    e.g. a calibration record's vector); without one, of the raw logits, and the same
+    callable is returned on every call so prediction passes trace once."""
+    if temperature is None and self._inference is not None:
+      return self._inference
+
+    def infer(images):
+      out = self.forward(images, training=False)
+      logits = tf.cast(out["logits"], tf.float32)
+      scaled = logits if temperature is None else logits / temperature
+      return {"scores": tf.cast(self.scores_from_logits(scaled), tf.float32), "logits": logits,
+              "embedding": tf.cast(out["embedding"], tf.float32)}
+    if temperature is None:
       self._inference = infer
-    return self._inference
+    return infer
 
   def scores_from_logits(self, logits: tf.Tensor) -> tf.Tensor:
     """Probabilities: sigmoid for multi-label/binary, softmax for multi-class."""

@@ -8,11 +8,13 @@ import os
 import shutil
 import sys
 
-from remedis_tf import demo, stages, synthetic
+from remedis_tf import synthetic
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import recipes
 from remedis_tf.eval import frozen
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import demo, stages
+from remedis_tf.runs import frozen as frozen_runs
 from remedis_tf.train.contrastive import ContrastiveConfig
 from remedis_tf.train.loop import LoopConfig
 
@@ -34,7 +36,7 @@ stages.run_contrastive(
     aug, LoopConfig(run_dir=run_dir, total_steps=steps, steps_per_loop=10,
                     checkpoint_every=steps, summary_every=10, log_every=100),
     log=lambda l: print(l) if "step 600" in l or "step 300" in l else None)
-frozen.compare_models({"stage1": os.path.join(out, "runs", "stage1_upstream"),
-                       f"stage2_micle{int(micle)}_{views}": run_dir},
-                      sets["site_a/train"], sets["site_a/test"], 64,
-                      frozen.FrozenEvalConfig(num_bootstrap=500))
+frozen_runs.compare_models({"stage1": os.path.join(out, "runs", "stage1_upstream"),
+                            f"stage2_micle{int(micle)}_{views}": run_dir},
+                           sets["site_a/train"], sets["site_a/test"], 64,
+                           frozen.FrozenEvalConfig(num_bootstrap=500))

@@ -9,10 +9,11 @@ import math
 import shutil
 import sys
 
-from remedis_tf import stages, synthetic
+from remedis_tf import synthetic
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import recipes
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import stages
 from remedis_tf.train.contrastive import ContrastiveConfig
 from remedis_tf.train.loop import LoopConfig
 

@@ -8,12 +8,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from remedis_tf import stages
 from remedis_tf.data import augment as A
 from remedis_tf.data import micle
 from remedis_tf.data import pipeline as P
 from remedis_tf.data.manifest import Manifest, Record
 from remedis_tf.errors import DataError
+from remedis_tf.runs import stages
+from remedis_tf.train import finetune_plan
 
 # Case sizes: multi-image and single-image cases mixed; 7 cases, 14 images.
 CASE_SIZES = {"a": 3, "b": 2, "c": 1, "d": 1, "e": 4, "f": 1, "g": 2}
@@ -104,7 +105,7 @@ def test_an_epoch_is_the_cases_with_micle_and_the_images_without(manifest):
   assert stages.contrastive_epoch_size(manifest, micle=True) == (7, "cases")
   assert stages.contrastive_epoch_size(manifest, micle=False) == (14, "images")
   # One epoch's steps at batch 7 (= 1 step) show every case exactly once.
-  steps = stages.steps_for_epochs(1, 7, 7)
+  steps = finetune_plan.steps_for_epochs(1, 7, 7)
   ds = P.contrastive_dataset(manifest, augment=IDENTITY, global_batch_size=7, seed=0,
                              micle=True)
   patients = np.array(manifest.patients())

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from remedis_tf import stages
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import stages
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
 from tests.eval.tiny_data import brightness_set

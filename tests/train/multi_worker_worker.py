@@ -27,10 +27,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import tensorflow as tf  # noqa: E402
 
-from remedis_tf import configs, run_lock, stages, synthetic  # noqa: E402
+from remedis_tf import configs, run_lock, synthetic  # noqa: E402
 from remedis_tf.data import augment as augment_lib  # noqa: E402
 from remedis_tf.data import recipes  # noqa: E402
 from remedis_tf.optim.factory import OptimizerConfig  # noqa: E402
+from remedis_tf.runs import stages  # noqa: E402
 from remedis_tf.train.contrastive import ContrastiveConfig  # noqa: E402
 from remedis_tf.train.loop import LoopConfig  # noqa: E402
 from remedis_tf.train.supervised import SupervisedConfig  # noqa: E402

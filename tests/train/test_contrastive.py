@@ -8,10 +8,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from remedis_tf import stages, synthetic
+from remedis_tf import synthetic
 from remedis_tf.data import augment, recipes
 from remedis_tf.data.manifest import Manifest, Record
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import stages
 from remedis_tf.train.contrastive import ContrastiveConfig
 from remedis_tf.train.loop import LoopConfig
 

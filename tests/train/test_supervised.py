@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from remedis_tf import stages
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import CheckpointError
 from remedis_tf.models.heads import ProjectionHead
 from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import stages
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig, SupervisedTask
 from remedis_tf.weights import bit_npz

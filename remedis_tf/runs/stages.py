@@ -3,7 +3,9 @@
 * :func:`run_contrastive` — stage 2 (SimCLR / MICLe).
 * :func:`run_supervised` — stage 1 (BiT-style upstream) and stage 3 (fine-tuning), with
   model selection on a validation set (the best checkpoint is kept in ``run_dir/best``).
-* :func:`load_classifier` — rebuilds a trained classifier from its run directory.
+* :func:`load_classifier` — rebuilds a trained classifier from its run directory;
+  :func:`eval_crop_fraction` — the evaluation centre crop it was trained with.
+* :func:`evaluate_task` — predicts a manifest with a task's model and scores it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 
 import tensorflow as tf
 
@@ -27,7 +29,6 @@ from remedis_tf.eval import task_metrics
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train import loop as loop_lib
 from remedis_tf.train import strategy as strategy_lib
-from remedis_tf.train.finetune_plan import steps_for_epochs  # re-exported (public API)
 from remedis_tf.train.contrastive import ContrastiveConfig, ContrastiveTask
 from remedis_tf.train.supervised import SupervisedConfig, SupervisedTask
 
@@ -48,6 +49,10 @@ class RuntimeConfig:
     num_cpu_devices: logical CPU devices for ``mirrored`` on a GPU-less machine.
     precision: float32 | bfloat16 | float16 (mixed policies).
   """
+  # Where a run computes may change when it resumes (e.g. restarted on another machine);
+  # the precision may not (see remedis_tf.configs.resumable_fields).
+  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = ("strategy", "num_cpu_devices", "tpu")
+
   strategy: str = "default"
   tpu: str = ""
   num_cpu_devices: int = 0
@@ -58,7 +63,7 @@ def contrastive_epoch_size(manifest: Manifest, micle: bool) -> Tuple[int, str]:
   """What one epoch of the contrastive stream iterates: ``(count, "images")``, or with
   ``micle`` ``(count, "cases")``, since the MICLe stream is a permutation of cases (one
   pair of images per case, see ``data/micle.py``). Convert epochs to steps with this
-  count (:func:`steps_for_epochs`), not the image count."""
+  count (:func:`remedis_tf.train.finetune_plan.steps_for_epochs`), not the image count."""
   if micle and len(manifest):
     return len(micle_lib.case_table(manifest)[1]), "cases"
   return len(manifest), "images"
@@ -110,15 +115,27 @@ def run_contrastive(manifest: Manifest, config: ContrastiveConfig,
                              **loop_kwargs)
 
 
+def eval_crop_fraction(run_config: Mapping[str, Any]) -> float:
+  """The evaluation centre crop of a run: ``eval_crop_fraction`` of the augment section
+  of its ``config.json`` (:class:`remedis_tf.data.augment.AugmentConfig`), or
+  ``EVAL_CROP_FRACTION`` for a run trained without augmentation (``"augment": null``)."""
+  augment = run_config.get("augment") or {}
+  return float(augment.get("eval_crop_fraction", augment_lib.EVAL_CROP_FRACTION))
+
+
 def evaluate_task(task: SupervisedTask, manifest: Manifest, image_size: int,
                   batch_size: int = 64, num_bootstrap: int = 0, seed: int = 0,
-                  operating_point=None, keep_scores: bool = False):
+                  operating_point=None, keep_scores: bool = False,
+                  crop_fraction: float = augment_lib.EVAL_CROP_FRACTION):
   """Predicts ``manifest`` with ``task``'s model and computes the task metrics.
 
+  ``crop_fraction`` is the evaluation centre crop; pass the run's own (its
+  ``AugmentConfig.eval_crop_fraction``, :func:`eval_crop_fraction` of a run config).
   Returns ``(result dict, Predictions)`` (predictions with scores and raw logits).
   """
   preds = predict_lib.predict(task.inference_fn(), manifest, image_size,
-                              batch_size=batch_size, keep=("scores", "logits"))
+                              batch_size=batch_size, crop_fraction=crop_fraction,
+                              keep=("scores", "logits"))
   kwargs = {}
   if operating_point is not None:
     kwargs["operating_point"] = operating_point
@@ -139,7 +156,9 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
   """Stage 1 or 3: supervised training; with ``validation``, the checkpoint with the best
   validation metric is kept in ``run_dir/best`` (``best.json`` records step and value),
   with calibration temperatures fitted on the same validation predictions
-  (``best/temperature.json``, see :mod:`remedis_tf.eval.calibration`)."""
+  (``best/temperature.json``, see :mod:`remedis_tf.eval.calibration`). The validation set
+  is predicted with the run's evaluation crop (``augment.eval_crop_fraction``;
+  ``EVAL_CROP_FRACTION`` without augmentation), as every later evaluation of the run is."""
   strategy, policy = _setup(runtime)
   log(f"[{stage}] {len(train)} training images from {train.source} ({train.task}, "
       f"{train.num_labels} outputs); {strategy.num_replicas_in_sync} replica(s); "
@@ -154,8 +173,9 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
                          "task": train.task, "label_names": list(train.label_names)}}
   eval_hook = None
   if validation is not None:
+    crop = augment.eval_crop_fraction if augment is not None else augment_lib.EVAL_CROP_FRACTION
     eval_hook = _model_selection_hook(task, validation, image_size, eval_batch_size,
-                                      loop.run_dir, strategy)
+                                      loop.run_dir, strategy, crop)
   try:
     with run_guard.guarded_run(loop.run_dir, train.source, DATA_HINT):
       return loop_lib.run_loop(task, strategy, loop, run_config, log=log, eval_hook=eval_hook,
@@ -167,13 +187,14 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
 
 
 def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size: int,
-                          batch_size: int, run_dir: str, strategy):
+                          batch_size: int, run_dir: str, strategy, crop_fraction: float):
   best_dir = os.path.join(run_dir, BEST_SUBDIR)
   info_path = os.path.join(best_dir, BEST_INFO)
   state = {"manager": None}
 
   def hook(step: int) -> Dict[str, float]:
-    result, preds = evaluate_task(task, validation, image_size, batch_size)
+    result, preds = evaluate_task(task, validation, image_size, batch_size,
+                                  crop_fraction=crop_fraction)
     name, ci = task_metrics.main_metric(result, task_metrics.SELECTION_METRICS)
     value = float(ci["value"])
     best = io_utils.read_json(info_path) if tf.io.gfile.exists(info_path) else None
@@ -207,7 +228,8 @@ def load_classifier(run_dir: str, which: str = "best") -> Tuple[SupervisedTask, 
     which: ``best`` (model-selection checkpoint, falling back to latest when the run had no
       validation set) or ``latest``.
   Returns:
-    ``(task, run_config)``; use ``task.forward`` / ``evaluate_task``. When the best
+    ``(task, run_config)``; use ``task.forward`` / ``evaluate_task`` (with
+    ``crop_fraction=eval_crop_fraction(run_config)``). When the best
     checkpoint is restored, ``task.temperature`` holds its calibration record (if any).
   """
   run_config = configs.read_run_config(run_dir)

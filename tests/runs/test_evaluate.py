@@ -1,18 +1,20 @@
-"""evaluate_model on a tiny fine-tuned run, operating points, and the classifier SavedModel."""
+"""evaluate_model on a tiny fine-tuned run, operating points, and the classifier SavedModel
+and preset (remedis_tf.runs.classifier)."""
 
 import csv
-import dataclasses
 import json
 import os
 
 import numpy as np
 import pytest
 
-from remedis_tf import stages
-from remedis_tf.data.manifest import Manifest, Record
+from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
-from remedis_tf.eval import calibration, evaluation
+from remedis_tf.eval import calibration
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import classifier, stages
+from remedis_tf.runs import evaluate as evaluation
+from remedis_tf.weights import classifier_export
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
 from tests.eval.tiny_data import brightness_set
@@ -124,27 +126,27 @@ def test_operating_point_chosen_on_validation_and_failures_keep_results(trained,
 
 def test_classifier_savedmodel_gives_the_same_scores(trained, tmp_path):
   task, _ = stages.load_classifier(trained["run_dir"])
-  export = evaluation.export_classifier_savedmodel(task, str(tmp_path / "clf"),
+  export = classifier.export_classifier_savedmodel(task, str(tmp_path / "clf"),
                                                    source=trained["run_dir"])
-  sidecar = evaluation.read_sidecar(export)
+  sidecar = classifier_export.read_sidecar(export)
   assert sidecar["label_names"] == ["Bright", "Noise"]
   assert sidecar["task"] == "multilabel" and sidecar["image_size"] == SIZE
   manifest = trained["sets"]["id_test"]
-  from_run = evaluation.load_model(trained["run_dir"]).predict(manifest)
-  from_saved = evaluation.load_model(export).predict(manifest)
+  from_run = classifier.load_model(trained["run_dir"]).predict(manifest)
+  from_saved = classifier.load_model(export).predict(manifest)
   np.testing.assert_allclose(from_saved.scores, from_run.scores, atol=1e-5)
   # Logits travel with the scores (multi-class ranks are computed from them).
-  from_run = evaluation.load_model(trained["run_dir"]).predict(manifest, keep=("scores", "logits"))
-  from_saved = evaluation.load_model(export).predict(manifest, keep=("scores", "logits"))
+  from_run = classifier.load_model(trained["run_dir"]).predict(manifest, keep=("scores", "logits"))
+  from_saved = classifier.load_model(export).predict(manifest, keep=("scores", "logits"))
   np.testing.assert_allclose(from_saved.logits, from_run.logits, atol=1e-4)
   # Scores are the calibrated probabilities of those logits (T = 1 without a fitted record).
   temps = calibration.temperature_vector(task.temperature, task.manifest.label_names)
   np.testing.assert_allclose(1.0 / (1.0 + np.exp(-from_run.logits / temps)), from_run.scores,
                              atol=1e-6)
   # A classifier preset carries the same temperatures, so its calibrated scores agree too.
-  preset_dir = evaluation.export_classifier_preset(task, str(tmp_path / "clf_preset"))
-  from_preset = evaluation.load_model(preset_dir).predict(manifest, keep=("scores", "logits"))
-  assert evaluation.load_model(preset_dir).temperature == task.temperature
+  preset_dir = classifier.export_classifier_preset(task, str(tmp_path / "clf_preset"))
+  from_preset = classifier.load_model(preset_dir).predict(manifest, keep=("scores", "logits"))
+  assert classifier.load_model(preset_dir).temperature == task.temperature
   np.testing.assert_allclose(from_preset.scores, from_run.scores, atol=1e-5)
   np.testing.assert_allclose(from_preset.logits, from_run.logits, atol=1e-4)
   out_a, out_b = str(tmp_path / "a"), str(tmp_path / "b")
@@ -156,25 +158,25 @@ def test_classifier_savedmodel_gives_the_same_scores(trained, tmp_path):
   assert b["sets"]["id_test"]["value"] == pytest.approx(a["sets"]["id_test"]["value"],
                                                         abs=1e-6)
   # Re-exporting over it works; a foreign non-empty directory is never replaced.
-  evaluation.export_classifier_savedmodel(task, export)
+  classifier.export_classifier_savedmodel(task, export)
   foreign = tmp_path / "foreign"
   foreign.mkdir()
   (foreign / "keep.txt").write_text("x")
   with pytest.raises(Exception, match="refusing"):
-    evaluation.export_classifier_savedmodel(task, str(foreign))
+    classifier.export_classifier_savedmodel(task, str(foreign))
   assert (foreign / "keep.txt").exists()
 
 
 def test_classifier_preset_gives_the_same_scores(trained, tmp_path):
   task, _ = stages.load_classifier(trained["run_dir"])
-  export = evaluation.export_classifier_preset(task, str(tmp_path / "preset"),
+  export = classifier.export_classifier_preset(task, str(tmp_path / "preset"),
                                                source=trained["run_dir"])
-  loaded = evaluation.load_model(export)
+  loaded = classifier.load_model(export)
   assert loaded.kind == "preset" and loaded.label_names == ("Bright", "Noise")
   assert loaded.task == "multilabel" and loaded.image_size == SIZE
   assert loaded.info["metadata"]["source"] == trained["run_dir"]
   manifest = trained["sets"]["id_test"]
-  from_run = evaluation.load_model(trained["run_dir"]).predict(manifest)
+  from_run = classifier.load_model(trained["run_dir"]).predict(manifest)
   from_preset = loaded.predict(manifest)
   # Same layers, same weights, same ops: identical scores.
   np.testing.assert_array_equal(from_preset.scores, from_run.scores)
@@ -182,24 +184,9 @@ def test_classifier_preset_gives_the_same_scores(trained, tmp_path):
   from remedis_tf.weights import preset  # pylint: disable=g-import-not-at-top
   backbone = preset.save_to_preset(task.backbone, str(tmp_path / "bb"))
   with pytest.raises(ConfigError, match="a backbone, not a classifier"):
-    evaluation.load_model(backbone)
+    classifier.load_model(backbone)
 
 
-def test_align_labels_reorders_and_drops_columns():
-  rec = Record("x.png", "x", (1.0, 0.0, 1.0), (1.0, 0.0, 1.0), patient_id="p")
-  m = Manifest((rec,), ("A", "B", "C"), "multilabel", "m")
-  out = evaluation.align_labels(m, ("C", "A"), "multilabel")
-  assert out.label_names == ("C", "A")
-  assert out.records[0].labels == (1.0, 1.0) and out.records[0].mask == (1.0, 1.0)
-  out = evaluation.align_labels(m, ("B",), "binary")
-  assert out.task == "binary" and out.records[0].mask == (0.0,)
-  with pytest.raises(DataError, match="'D'"):
-    evaluation.align_labels(m, ("D",), "binary")
-  with pytest.raises(DataError, match="multiclass"):
-    evaluation.align_labels(m, ("A", "B", "C"), "multiclass")
-  unlabelled = dataclasses.replace(m, label_names=(), task="unlabelled")
-  with pytest.raises(DataError, match="no labels"):
-    evaluation.align_labels(unlabelled, ("A",), "binary")
 
 
 def test_bad_set_names_and_sources(tmp_path):
@@ -208,4 +195,4 @@ def test_bad_set_names_and_sources(tmp_path):
   with pytest.raises(ConfigError):
     evaluation.check_set_names(["a/b"])
   with pytest.raises(ConfigError, match="neither"):
-    evaluation.load_model(str(tmp_path))
+    classifier.load_model(str(tmp_path))

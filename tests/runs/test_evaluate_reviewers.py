@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from remedis_tf import stages
 from remedis_tf.errors import DataError
-from remedis_tf.eval import calibration, evaluation, subgroups
-from tests.eval.test_evaluation import SIZE, trained  # noqa: F401  (module fixture)
+from remedis_tf.eval import calibration, subgroups
+from remedis_tf.runs import classifier, stages
+from remedis_tf.runs import evaluate as evaluation
+from remedis_tf.weights import classifier_export
+from tests.runs.test_evaluate import SIZE, trained  # noqa: F401  (module fixture)
 from tests.eval.test_calibration import _loop_ece
 
 
@@ -31,7 +33,7 @@ def test_best_checkpoint_has_its_temperature_and_export_uses_it(trained, tmp_pat
   record = calibration.read_temperature(os.path.join(trained["run_dir"], stages.BEST_SUBDIR))
   assert record is not None and record["label_names"] == ["Bright", "Noise"]
   assert record["scope"] == "per finding"
-  model = evaluation.load_model(trained["run_dir"])
+  model = classifier.load_model(trained["run_dir"])
   assert model.temperature == record
   val = model.predict(trained["sets"]["val"], keep=("scores", "logits"))
   # Independent refit on the same validation logits gives the saved temperatures.
@@ -42,11 +44,11 @@ def test_best_checkpoint_has_its_temperature_and_export_uses_it(trained, tmp_pat
   temps = calibration.temperature_vector(record, ["Bright", "Noise"])
   np.testing.assert_allclose(val.scores, _sigmoid(val.logits / temps), atol=1e-5)
   # The latest checkpoint is not the one the temperatures were fitted for.
-  assert evaluation.load_model(trained["run_dir"], which="latest").temperature is None
+  assert classifier.load_model(trained["run_dir"], which="latest").temperature is None
 
   task, _ = stages.load_classifier(trained["run_dir"])
   forced = {**record, "temperature": {"Bright": 2.5, "Noise": 0.5}}
-  export = evaluation.export_classifier_savedmodel(task, str(tmp_path / "clf"),
+  export = classifier.export_classifier_savedmodel(task, str(tmp_path / "clf"),
                                                    temperature=forced)
   module = tf.saved_model.load(export)
   np.testing.assert_allclose(module.temperature.numpy(), [2.5, 0.5])
@@ -56,8 +58,9 @@ def test_best_checkpoint_has_its_temperature_and_export_uses_it(trained, tmp_pat
   assert not np.allclose(module(images).numpy(), _sigmoid(logits), atol=1e-3)
   served = module.signatures["serving_default"](images=images)
   np.testing.assert_allclose(served["probabilities"].numpy(), module(images).numpy())
-  assert evaluation.read_sidecar(export)["temperature"]["temperature"] == forced["temperature"]
-  assert evaluation.load_model(export).temperature["temperature"] == forced["temperature"]
+  sidecar = classifier_export.read_sidecar(export)
+  assert sidecar["temperature"]["temperature"] == forced["temperature"]
+  assert classifier.load_model(export).temperature["temperature"] == forced["temperature"]
 
 
 def _with_attributes(manifest):

@@ -10,9 +10,11 @@ import tensorflow as tf
 
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval import data_efficiency as de
-from remedis_tf.eval import resampling, sweep
+from remedis_tf.eval import resampling
+from remedis_tf.eval.result_store import ResultStore
 from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import sweep
 from remedis_tf.train.supervised import SupervisedConfig
 from tests.eval.tiny_data import brightness_set
 
@@ -71,7 +73,7 @@ def test_sweep_end_to_end_and_resume(tmp_path):
     assert headline["interpolated_fraction"] == pytest.approx(expected.interpolated_fraction)
   # Intervals and bands: the seed × test-patient bootstrap of the saved cell predictions.
   assert headline["interval"]["num_samples"] == 20, headline.get("interval_note")
-  reps, why = sweep.combined_from_store(de.ResultStore(os.path.join(out, sweep.RESULTS_FILE)),
+  reps, why = sweep.combined_from_store(ResultStore(os.path.join(out, sweep.RESULTS_FILE)),
                                         "mean_auc", 20, 0)
   assert reps is not None, why
   want = resampling.combined_rows(reps)

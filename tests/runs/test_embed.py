@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from remedis_tf import stages
 from remedis_tf.data import pipeline
 from remedis_tf.errors import ConfigError
-from remedis_tf.eval import embedding, evaluation
+from remedis_tf.eval import embedding
 from remedis_tf.models.heads import ProjectionHead
 from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import classifier, embed, stages
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
 from remedis_tf.weights import bit_npz
@@ -59,7 +59,7 @@ def test_contrastive_checkpoint_to_npz(data, tmp_path):
     json.dump({"stage": "contrastive", "contrastive": {"variant": "tiny"},
                "augment": {"image_size": SIZE}}, f)
   out = str(tmp_path / "emb.npz")
-  info = embedding.export_embeddings(run_dir, manifest, out, log=lambda _: None)
+  info = embed.export_embeddings(run_dir, manifest, out, log=lambda _: None)
   assert info["image_size"] == SIZE and info["dim"] == backbone.output_channels
   with np.load(out, allow_pickle=False) as npz:
     arrays = {k: npz[k] for k in npz.files}
@@ -75,8 +75,8 @@ def test_bit_npz_to_npy_directory(data, tmp_path):
   npz = bit_npz.save_bit_npz(backbone, str(tmp_path / "tiny.npz"), include_head=False)
   out = str(tmp_path / "emb_dir")
   with pytest.raises(ConfigError, match="image size"):
-    embedding.export_embeddings(npz, manifest, out, variant="tiny", log=lambda _: None)
-  embedding.export_embeddings(npz, manifest, out, image_size=SIZE, variant="tiny",
+    embed.export_embeddings(npz, manifest, out, variant="tiny", log=lambda _: None)
+  embed.export_embeddings(npz, manifest, out, image_size=SIZE, variant="tiny",
                               log=lambda _: None)
   assert json.load(open(os.path.join(out, "embeddings.json")))["arrays"]["embeddings"][
       "shape"] == [len(manifest), backbone.output_channels]
@@ -93,20 +93,20 @@ def test_supervised_run_and_its_savedmodel_agree(data, tmp_path):
   stages.run_supervised(manifest, SupervisedConfig(variant="tiny", global_batch_size=5), opt,
                         None, SIZE, LoopConfig(run_dir, 2), log=lambda _: None)
   a = embedding.read_embeddings(
-      embedding.export_embeddings(run_dir, manifest, str(tmp_path / "a.npz"),
+      embed.export_embeddings(run_dir, manifest, str(tmp_path / "a.npz"),
                                   log=lambda _: None)["out_path"])
   task, _ = stages.load_classifier(run_dir)
   _check_arrays(a, manifest, task.backbone.output_channels)
   np.testing.assert_allclose(a["embeddings"], _pooled(task.backbone, manifest), atol=1e-5)
-  saved = evaluation.export_classifier_savedmodel(task, str(tmp_path / "clf"))
+  saved = classifier.export_classifier_savedmodel(task, str(tmp_path / "clf"))
   b = embedding.read_embeddings(
-      embedding.export_embeddings(saved, manifest, str(tmp_path / "b.npz"),
+      embed.export_embeddings(saved, manifest, str(tmp_path / "b.npz"),
                                   log=lambda _: None)["out_path"])
   np.testing.assert_allclose(b["embeddings"], a["embeddings"], atol=1e-5)
   # The classifier preset gives the same features at its recorded image size.
-  exported = evaluation.export_classifier_preset(task, str(tmp_path / "clf_preset"))
+  exported = classifier.export_classifier_preset(task, str(tmp_path / "clf_preset"))
   c = embedding.read_embeddings(
-      embedding.export_embeddings(exported, manifest, str(tmp_path / "c.npz"),
+      embed.export_embeddings(exported, manifest, str(tmp_path / "c.npz"),
                                   log=lambda _: None)["out_path"])
   np.testing.assert_array_equal(c["embeddings"], a["embeddings"])
 
@@ -116,7 +116,7 @@ def test_bare_checkpoint_needs_variant_and_object_arrays_refused(data, tmp_path)
   prefix = tf.train.Checkpoint(backbone=ResNetV2("tiny").build_for(SIZE)).write(
       str(tmp_path / "ckpt" / "bare"))
   with pytest.raises(ConfigError, match="variant"):
-    embedding.export_embeddings(prefix, manifest, str(tmp_path / "x.npz"), image_size=SIZE,
+    embed.export_embeddings(prefix, manifest, str(tmp_path / "x.npz"), image_size=SIZE,
                                 log=lambda _: None)
   with pytest.raises(ConfigError, match="pickle"):
     embedding.write_arrays({"bad": np.array([{"a": 1}], dtype=object)},

@@ -40,15 +40,18 @@ import tensorflow as tf
 
 from remedis_tf import configs, io_utils
 from remedis_tf.data import augment as augment_lib
+from remedis_tf.data.label_alignment import align_labels
 from remedis_tf.data.label_fraction import select_fraction
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval import data_efficiency as de
-from remedis_tf.eval import evaluation
 from remedis_tf.eval import plots
 from remedis_tf.eval import resampling
 from remedis_tf.eval import task_metrics
+from remedis_tf.eval.result_store import ResultStore
 from remedis_tf.optim.factory import OptimizerConfig
+from remedis_tf.runs import evaluate as evaluate_lib
+from remedis_tf.runs import stages
 from remedis_tf.train import finetune_plan
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
@@ -249,7 +252,7 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
     seeds: subset/training seeds, e.g. ``(0, 1, 2)``.
     template: fine-tuning settings shared by all cells.
     out_dir: output folder (results, runs, table, plot).
-    runtime: :class:`remedis_tf.stages.RuntimeConfig` (default: one device, float32).
+    runtime: :class:`remedis_tf.runs.stages.RuntimeConfig` (default: one device, float32).
     num_bootstrap: patient-level bootstrap resamples of each cell's test metric.
     metric: metric to tabulate (default mean AUC; top-1 accuracy for multi-class; e.g.
       ``top3_accuracy`` for dermatology).
@@ -257,20 +260,19 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
     bootstrap_seed: seed of the test-set bootstrap.
     log: progress lines.
   """
-  from remedis_tf import stages  # pylint: disable=g-import-not-at-top
   runtime = runtime or stages.RuntimeConfig()
   _check_names(models)
   _check_grid(fractions, seeds)
   if len(test) == 0:
     raise ConfigError(f"the test set {test.source} is empty")
-  evaluation.align_labels(test, train.label_names, train.task, "test")
+  align_labels(test, train.label_names, train.task, "test")
   setup = {"format": "remedis_tf.data_efficiency", "version": 1,
            "train": _manifest_fingerprint(train), "test": _manifest_fingerprint(test),
            "template": _template_fingerprint(template), "num_bootstrap": int(num_bootstrap),
            "bootstrap_seed": int(bootstrap_seed), "metric": metric or "",
            "models": dict(models)}
   _check_sweep(out_dir, setup, models)
-  store = de.ResultStore(os.path.join(out_dir, RESULTS_FILE))
+  store = ResultStore(os.path.join(out_dir, RESULTS_FILE))
   computed: List[de.Cell] = []
   skipped: List[de.Cell] = []
   cells = [de.Cell(m, float(f), int(s)) for m in models for f in sorted(fractions)
@@ -298,10 +300,11 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
       log(f"{tag}: preempted; run the same sweep again to resume")
       interrupted = True
       break
-    task, _ = stages.load_classifier(run_dir, which="latest")
+    task, run_config = stages.load_classifier(run_dir, which="latest")
     evaluated, preds = stages.evaluate_task(task, test, template.image_size,
-                                        batch_size=template.eval_batch_size,
-                                        num_bootstrap=num_bootstrap, seed=bootstrap_seed)
+                                            batch_size=template.eval_batch_size,
+                                            num_bootstrap=num_bootstrap, seed=bootstrap_seed,
+                                            crop_fraction=stages.eval_crop_fraction(run_config))
     name, ci = task_metrics.main_metric(evaluated, metric)
     task_metrics.write_metrics(evaluated, os.path.join(run_dir, "test_metrics.json"),
                                os.path.join(run_dir, "test_metrics.csv"))
@@ -334,7 +337,7 @@ def load_predictions(path: str) -> Dict[str, np.ndarray]:
     return {k: data[k] for k in data.files}
 
 
-def combined_from_store(store: de.ResultStore, metric_name: str, num_bootstrap: int,
+def combined_from_store(store: ResultStore, metric_name: str, num_bootstrap: int,
                         seed: int) -> Tuple[Optional[resampling.Replicates], str]:
   """Two-level bootstrap replicates of every stored cell, or ``(None, reason)``."""
   if num_bootstrap < 1:
@@ -361,7 +364,7 @@ def combined_from_store(store: de.ResultStore, metric_name: str, num_bootstrap: 
   return reps, ""
 
 
-def _summarise(store: de.ResultStore, out_dir: str, computed, skipped, metric,
+def _summarise(store: ResultStore, out_dir: str, computed, skipped, metric,
                reference_model, candidate_model, reference_fraction, interrupted, log,
                num_bootstrap: int = 0, bootstrap_seed: int = 0) -> SweepResult:
   rows = store.rows("metric")

@@ -1,0 +1,39 @@
+"""Matching a labelled set's columns to a model's outputs, by label name."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+from remedis_tf.data.manifest import Manifest
+from remedis_tf.errors import DataError
+
+
+def align_labels(manifest: Manifest, label_names: Sequence[str], task: str,
+                 name: str = "") -> Manifest:
+  """Reorders/selects ``manifest``'s label columns to the model's ``label_names``.
+
+  Extra columns are dropped (e.g. MIMIC's 14 observations for a 5-condition model). A
+  model label missing from the set, or a task mismatch, raises DataError.
+  """
+  where = f"evaluation set {name!r} ({manifest.source})" if name else manifest.source
+  label_names = tuple(label_names)
+  if manifest.task == "unlabelled":
+    raise DataError(f"{where} has no labels; evaluation needs the model's labels "
+                    f"{list(label_names)}")
+  if (task == "multiclass") != (manifest.task == "multiclass"):
+    raise DataError(f"{where} is a {manifest.task} set but the model is {task}")
+  if manifest.label_names == label_names:
+    return dataclasses.replace(manifest, task=task)
+  missing = [n for n in label_names if n not in manifest.label_names]
+  if missing:
+    raise DataError(f"{where} lacks the model's label(s) {missing}; it has "
+                    f"{list(manifest.label_names)}")
+  if task == "multiclass" and len(manifest.label_names) != len(label_names):
+    raise DataError(f"{where} has classes {list(manifest.label_names)}, the model "
+                    f"{list(label_names)}")
+  idx = [manifest.label_names.index(n) for n in label_names]
+  records = tuple(dataclasses.replace(r, labels=tuple(r.labels[i] for i in idx),
+                                      mask=tuple(r.mask[i] for i in idx))
+                  for r in manifest.records)
+  return dataclasses.replace(manifest, records=records, label_names=label_names, task=task)

@@ -1,0 +1,211 @@
+"""Trained classifiers on disk: the self-describing classifier SavedModel, and loading a
+classifier SavedModel or Keras classifier preset back as a forward function.
+
+A classifier SavedModel (:func:`write_classifier_savedmodel`) is a ``tf.Module`` whose
+``__call__(images)`` maps float32 ``[B,H,W,3]`` images in [0,1] to probabilities
+``[B,K]`` (sigmoid for multi-label/binary, softmax for multi-class, of
+``logits / temperature``), plus ``embed(images) -> [B,C]``, ``logits(images) -> [B,K]``
+(raw), the variable ``temperature`` ``[K]`` and a ``serving_default`` signature returning
+all three; a JSON sidecar (:data:`SIDECAR_FILE`) inside the directory records label
+names, task, image size, eval crop and the temperature record. A classifier preset is a
+:mod:`remedis_tf.weights.preset` folder of a :class:`remedis_tf.models.classifier.Classifier`
+whose config records label names, task and image size.
+
+Everything here works on a model function and its metadata, never on a training task:
+``remedis_tf.runs.classifier`` passes those from a trained ``SupervisedTask``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from remedis_tf import io_utils
+from remedis_tf.data import augment as augment_lib
+from remedis_tf.errors import CheckpointError, ConfigError
+from remedis_tf.eval import calibration as calibration_lib
+from remedis_tf.weights import preset as preset_lib
+
+SIDECAR_FILE = "remedis_classifier.json"
+SIDECAR_FORMAT = "remedis_tf.classifier_savedmodel"
+
+# images [B,H,W,3] -> {"logits": [B,K], "embedding": [B,C]} (any float dtype).
+ModelFn = Callable[[tf.Tensor], Dict[str, tf.Tensor]]
+# images [B,H,W,3] -> {"scores", "logits", "embedding"}, all float32.
+Forward = Callable[[tf.Tensor], Dict[str, tf.Tensor]]
+
+
+def classifier_outputs(model_fn: ModelFn, task: str, temperature: tf.Tensor) -> Forward:
+  """The scoring forward of a classifier: float32 raw ``logits``, ``embedding`` and
+  ``scores`` = sigmoid (multi-label/binary) or softmax (multi-class) of
+  ``logits / temperature`` (``temperature``: ``[K]`` tensor or variable)."""
+  multiclass = task == "multiclass"
+
+  def forward(images):
+    out = model_fn(images)
+    logits = tf.cast(out["logits"], tf.float32)
+    scaled = logits / temperature
+    return {"scores": tf.nn.softmax(scaled, axis=-1) if multiclass else tf.sigmoid(scaled),
+            "logits": logits, "embedding": tf.cast(out["embedding"], tf.float32)}
+  return forward
+
+
+@dataclasses.dataclass
+class StoredClassifier:
+  """A classifier read back from a SavedModel or preset.
+
+  Attributes:
+    forward: ``images [B,S,S,3] in [0,1] -> {"scores", "logits", "embedding"}`` float32.
+    label_names: K output names, in output order.
+    task: ``multilabel`` | ``binary`` | ``multiclass``.
+    image_size: training image side.
+    crop_fraction: evaluation centre crop recorded with it (``EVAL_CROP_FRACTION`` when
+      none is recorded).
+    temperature: the calibration record its scores use (None: T = 1).
+    info: the sidecar (SavedModel) or preset info it was read from.
+  """
+  forward: Forward
+  label_names: Tuple[str, ...]
+  task: str
+  image_size: int
+  crop_fraction: float
+  temperature: Optional[Dict[str, Any]]
+  info: Dict[str, Any]
+
+
+def is_classifier_savedmodel(path: str) -> bool:
+  """True when ``path`` is a directory written by :func:`write_classifier_savedmodel`."""
+  return (tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
+          and tf.io.gfile.exists(os.path.join(path, SIDECAR_FILE)))
+
+
+def read_sidecar(path: str) -> Dict[str, Any]:
+  """The JSON sidecar of a classifier SavedModel (CheckpointError when it is not one)."""
+  sidecar = os.path.join(path, SIDECAR_FILE)
+  try:
+    info = io_utils.read_json(sidecar)
+  except (tf.errors.OpError, ValueError) as e:
+    raise CheckpointError(f"{sidecar}: unreadable classifier sidecar ({e})") from None
+  if info.get("format") != SIDECAR_FORMAT:
+    raise CheckpointError(f"{sidecar}: format is {info.get('format')!r}, expected "
+                          f"{SIDECAR_FORMAT!r}")
+  return info
+
+
+def load_classifier_savedmodel(path: str) -> StoredClassifier:
+  """Reads a classifier SavedModel (:func:`is_classifier_savedmodel` must hold)."""
+  info = read_sidecar(path)
+  module = tf.saved_model.load(path)
+
+  def forward(images):
+    images = tf.cast(images, tf.float32)
+    out = {"scores": module(images), "embedding": module.embed(images)}
+    if hasattr(module, "logits"):  # every export has them; kept optional for old ones
+      out["logits"] = module.logits(images)
+    return out
+
+  return StoredClassifier(forward, tuple(info["label_names"]), info["task"],
+                          int(info["image_size"]),
+                          float(info.get("crop_fraction", augment_lib.EVAL_CROP_FRACTION)),
+                          info.get("temperature"), info)
+
+
+def load_classifier_preset(path: str) -> StoredClassifier:
+  """Reads a classifier Keras preset (ConfigError for a backbone preset)."""
+  info = preset_lib.preset_info(path)
+  if info["class_name"] != "Classifier" or not info.get("label_names") or not info.get("task"):
+    raise ConfigError(f"{path} is a {info['class_name']} preset without label names/task (a "
+                      "backbone, not a classifier); evaluate a classifier preset written by "
+                      "export_classifier_preset")
+  model = preset_lib.from_preset(path)
+  record = info.get("temperature")
+  temperature = tf.constant(calibration_lib.temperature_vector(record, info["label_names"]))
+  forward = classifier_outputs(lambda images: model(tf.cast(images, tf.float32), training=False),
+                               info["task"], temperature)
+  if not info.get("image_size"):
+    raise ConfigError(f"{path}/{preset_lib.CONFIG_FILE}: a classifier preset needs image_size")
+  return StoredClassifier(forward, tuple(info["label_names"]), info["task"],
+                          int(info["image_size"]),
+                          float(info.get("crop_fraction") or augment_lib.EVAL_CROP_FRACTION),
+                          record, info)
+
+
+class _ClassifierModule(tf.Module):
+  """Holds the inference layers so ``tf.saved_model.save`` tracks their variables."""
+
+  def __init__(self, layers: Mapping[str, tf.Module]):
+    super().__init__(name="remedis_classifier")
+    for name, layer in layers.items():
+      setattr(self, name, layer)
+
+
+def write_classifier_savedmodel(model_fn: ModelFn, layers: Mapping[str, tf.Module],
+                                out_dir: str, *, label_names: Sequence[str], task: str,
+                                image_size: int, variant: str, from_projection_layer: int = 0,
+                                crop_fraction: float = augment_lib.EVAL_CROP_FRACTION,
+                                temperature: Optional[Mapping[str, Any]] = None,
+                                source: str = "") -> str:
+  """Writes a classifier as a self-describing SavedModel (see the module docstring).
+
+  Args:
+    model_fn: ``images -> {"logits": [B,K], "embedding": [B,C]}`` in inference mode.
+    layers: ``{attribute name: layer}`` holding every variable ``model_fn`` reads (e.g.
+      ``backbone``, ``classification_head``, ``projection_head``); they become
+      attributes of the saved module.
+    out_dir: output directory (local or ``gs://``).
+    label_names, task, image_size, variant, from_projection_layer: recorded in the sidecar.
+    crop_fraction: the evaluation centre crop the model expects (recorded).
+    temperature: calibration record (:mod:`remedis_tf.eval.calibration`; None → T = 1).
+    source: provenance note (e.g. the run directory).
+
+  Any H, W ≥ 32 works; the training size is in the sidecar. Written into a temporary
+  sibling and renamed into place; an existing directory that is not a classifier
+  SavedModel is never replaced. Returns ``out_dir``.
+  """
+  module = _ClassifierModule(layers)
+  record = None if temperature is None else dict(temperature)
+  module.temperature = tf.Variable(calibration_lib.temperature_vector(record, label_names),
+                                   trainable=False, name="temperature")
+  spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+  forward = classifier_outputs(model_fn, task, module.temperature)
+
+  def logits_fn(images):
+    return tf.cast(model_fn(images)["logits"], tf.float32)
+
+  module.__call__ = tf.function(lambda images: forward(images)["scores"], input_signature=[spec])
+  module.embed = tf.function(lambda images: forward(images)["embedding"],
+                             input_signature=[spec])
+  module.logits = tf.function(logits_fn, input_signature=[spec])
+
+  @tf.function(input_signature=[spec])
+  def serve(images):
+    out = forward(images)
+    return {"probabilities": out["scores"], "embedding": out["embedding"],
+            "logits": logits_fn(images)}
+
+  sidecar = {
+      "format": SIDECAR_FORMAT, "version": 1,
+      "label_names": list(label_names), "task": task,
+      "image_size": int(image_size), "crop_fraction": float(crop_fraction),
+      "input": "float32 [B,H,W,3] RGB in [0,1], centre crop then resize to image_size",
+      "outputs": {"__call__": "probabilities [B,K] of logits / temperature",
+                  "embed": "features [B,C]", "logits": "raw logits [B,K]"},
+      "temperature": record,
+      "variant": variant,
+      "from_projection_layer": int(from_projection_layer),
+      "source": source,
+  }
+  out_dir = out_dir.rstrip("/")
+  if (tf.io.gfile.exists(out_dir) and tf.io.gfile.listdir(out_dir)
+      and not is_classifier_savedmodel(out_dir)):
+    raise CheckpointError(f"refusing to replace {out_dir}: it exists and is not a classifier "
+                          "SavedModel")
+
+  def write(tmp: str) -> None:
+    tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
+    io_utils.atomic_write_json(os.path.join(tmp, SIDECAR_FILE), sidecar)
+
+  return io_utils.replace_dir_atomically(out_dir, write)

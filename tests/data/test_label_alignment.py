@@ -1,0 +1,26 @@
+"""Matching a set's label columns to a model's, by name."""
+
+import dataclasses
+
+import pytest
+
+from remedis_tf.data.label_alignment import align_labels
+from remedis_tf.data.manifest import Manifest, Record
+from remedis_tf.errors import DataError
+
+
+def test_align_labels_reorders_and_drops_columns():
+  rec = Record("x.png", "x", (1.0, 0.0, 1.0), (1.0, 0.0, 1.0), patient_id="p")
+  m = Manifest((rec,), ("A", "B", "C"), "multilabel", "m")
+  out = align_labels(m, ("C", "A"), "multilabel")
+  assert out.label_names == ("C", "A")
+  assert out.records[0].labels == (1.0, 1.0) and out.records[0].mask == (1.0, 1.0)
+  out = align_labels(m, ("B",), "binary")
+  assert out.task == "binary" and out.records[0].mask == (0.0,)
+  with pytest.raises(DataError, match="'D'"):
+    align_labels(m, ("D",), "binary")
+  with pytest.raises(DataError, match="multiclass"):
+    align_labels(m, ("A", "B", "C"), "multiclass")
+  unlabelled = dataclasses.replace(m, label_names=(), task="unlabelled")
+  with pytest.raises(DataError, match="no labels"):
+    align_labels(unlabelled, ("A",), "binary")
