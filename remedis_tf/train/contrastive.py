@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict
+from typing import ClassVar, Dict, Tuple
 
 import keras
 import tensorflow as tf
@@ -46,6 +46,9 @@ class ContrastiveConfig:
   init: str = ""
   init_projection: bool = False
   seed: int = 0
+
+  # Init weights only matter to a fresh run: a resumed one restores its own checkpoint.
+  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = ("init",)
 
   def __post_init__(self):
     if self.temperature <= 0:

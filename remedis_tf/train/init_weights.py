@@ -16,7 +16,7 @@ or our checkpoint.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import keras
 import tensorflow as tf

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Dict, Optional
+from typing import Callable, ClassVar, Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -51,6 +51,9 @@ class SupervisedConfig:
   mixup_alpha: float = 0.0
   init: str = ""
   seed: int = 0
+
+  # Init weights only matter to a fresh run: a resumed one restores its own checkpoint.
+  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = ("init",)
 
   def __post_init__(self):
     if not _FREEZE.match(self.train_mode):

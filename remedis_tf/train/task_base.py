@@ -3,13 +3,13 @@ optimizer wiring, checkpoint items, init loading, input-stream options, summarie
 
 A task (``ContrastiveTask``, ``SupervisedTask``) derives from :class:`TaskBase` and adds only
 what differs: its heads (:meth:`TaskBase._build_heads`), which of them form the model
-(:meth:`TaskBase.modules`), its dataset, its loss and step. The result obeys the loop's
-``remedis_tf.train.loop.Task`` protocol.
+(:meth:`TaskBase.modules`), its dataset, its loss and step. :class:`Task` is the contract
+the loop relies on.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Protocol, Sequence
 
 import keras
 import tensorflow as tf
@@ -18,6 +18,38 @@ from remedis_tf.data import decode
 from remedis_tf.models.heads import ProjectionHead
 from remedis_tf.optim import factory as optim_factory
 from remedis_tf.train import init_weights
+
+
+class Task(Protocol):
+  """What ``remedis_tf.train.loop.run_loop`` needs from a training stage (TaskBase below
+  implements it; tests drive the loop with small tasks of their own)."""
+
+  #: names of the scalar metrics ``train_step`` returns; the first is the loss.
+  metric_names: Sequence[str]
+  #: global batch size (examples per step, all replicas together).
+  global_batch_size: int
+
+  def build(self, strategy: tf.distribute.Strategy) -> None:
+    """Creates models and optimizer (called inside ``strategy.scope()``)."""
+
+  def checkpoint_items(self) -> Dict[str, Any]:
+    """Trackables saved in checkpoints (backbone, heads, optimizer, ...)."""
+
+  def initialize(self) -> List[str]:
+    """Loads init weights for a fresh run; returns human-readable lines on what loaded."""
+
+  def dataset_fn(self, input_context: Optional[tf.distribute.InputContext],
+                 start_step: int) -> tf.data.Dataset:
+    """Per-input-pipeline dataset positioned at ``start_step``."""
+
+  def train_step(self, batch: Dict[str, tf.Tensor], step: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """One per-replica step: forward, loss, gradients, update. Returns scalar metrics."""
+
+  def extra_summaries(self) -> Dict[str, float]:
+    """Host-side scalars for TensorBoard (learning rate, weight norm, ...)."""
+
+  def summarize_inputs(self) -> None:
+    """Writes input summaries (e.g. augmented view pairs) into the default summary writer."""
 
 
 class TaskBase:
