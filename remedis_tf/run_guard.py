@@ -21,7 +21,7 @@ import tensorflow as tf
 from remedis_tf.errors import (ConfigError, DataError, RemedisError, RunDirLockedError,
                                TrainingError)
 
-CHECKPOINT_SUBDIR = "checkpoints"  # as in remedis_tf.train.loop
+CHECKPOINT_SUBDIR = "checkpoints"  # as in remedis_tf.train.checkpoints
 
 # Messages of TF's image decode kernels and of our own unknown-format assertion.
 _DECODE_ERROR = re.compile(

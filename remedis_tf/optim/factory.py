@@ -25,7 +25,7 @@ LARS, ``decoupled`` for AdamW and LAMB. LAMB's trust ratio is applied to every v
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import ClassVar, Iterable, List, Optional, Sequence, Tuple, Union
 
 import keras
 import tensorflow as tf
@@ -89,6 +89,10 @@ class OptimizerConfig:
   nesterov: bool = False
   reference_batch_size: Optional[int] = None
   boundaries: Tuple[int, ...] = ()
+
+  # A run made longer on resume stretches its schedule with it (the binaries derive the
+  # schedule length from the step count).
+  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = ("total_steps",)
 
   def __post_init__(self):
     def bad(field, why):

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional
+from typing import ClassVar, Dict, Tuple
 
 import keras
 import tensorflow as tf
 
 from remedis_tf import losses
 from remedis_tf.data import augment as augment_lib
-from remedis_tf.data import decode, pipeline
+from remedis_tf.data import pipeline
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError
-from remedis_tf.models.heads import ClassificationHead, ProjectionHead
+from remedis_tf.models.heads import ClassificationHead
 from remedis_tf.optim.factory import OptimizerConfig
-from remedis_tf.train import init_weights
 from remedis_tf.train.task_base import TaskBase
 
 
@@ -48,6 +47,9 @@ class ContrastiveConfig:
   init_projection: bool = False
   seed: int = 0
 
+  # Init weights only matter to a fresh run: a resumed one restores its own checkpoint.
+  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = ("init",)
+
   def __post_init__(self):
     if self.temperature <= 0:
       raise ConfigError(f"temperature must be > 0, got {self.temperature}")
@@ -63,64 +65,32 @@ class ContrastiveTask(TaskBase):
   def __init__(self, config: ContrastiveConfig, optimizer_config: OptimizerConfig,
                augment_config: augment_lib.AugmentConfig, manifest: Manifest,
                precision_policy: str = "float32"):
-    super().__init__()
-    self.config = config
-    self.optimizer_config = optimizer_config
-    self.augment_config = augment_config
-    self.manifest = manifest
-    self.precision_policy = precision_policy
-    self.global_batch_size = config.global_batch_size
+    super().__init__(config, optimizer_config, augment_config, manifest,
+                     augment_config.image_size, precision_policy)
     self.use_probe = config.linear_probe and manifest.task != "unlabelled"
     self.metric_names = ["loss", "contrastive_loss", "contrastive_accuracy",
                          "contrastive_entropy"] + (["probe_loss"] if self.use_probe else [])
-    self.projection_head = None
     self.probe_head = None
-    self._init_notes: List[str] = []
     self._embed = None
 
-  def build(self, strategy: tf.distribute.Strategy) -> None:
-    del strategy
-    keras.utils.set_random_seed(self.config.seed)
-    size = self.augment_config.image_size
-    self.backbone, self._init_notes = init_weights.build_backbone(
-        self.config.variant, self.config.init, size)
-    width = int(self.backbone.output_channels)
-    self.projection_head = ProjectionHead(
-        self.config.projection_layers, self.config.projection_hidden_dim or width,
-        self.config.projection_dim, name="projection_head")
-    self.projection_head(tf.zeros((2, width)), training=False)
-    modules = [self.backbone, self.projection_head]
+  def _build_heads(self, width: int) -> None:
+    self._build_projection_head(width)
     if self.use_probe:
       self.probe_head = ClassificationHead(self.manifest.num_labels, name="probe_head")
       self.probe_head(tf.zeros((1, width)))
-      modules.append(self.probe_head)
-    self.optimizer = self._make_optimizer(self.optimizer_config, modules,
-                                          self.precision_policy)
 
-  def trainable_variables(self):
-    variables = list(self.backbone.trainable_variables)
-    variables += list(self.projection_head.trainable_variables)
-    if self.probe_head is not None:
-      variables += list(self.probe_head.trainable_variables)
-    return variables
-
-  def checkpoint_items(self) -> Dict[str, object]:
-    items = {"backbone": self.backbone, "projection_head": self.projection_head,
-             "optimizer": self.optimizer}
+  def modules(self) -> Dict[str, keras.layers.Layer]:
+    items = {"backbone": self.backbone, "projection_head": self.projection_head}
     if self.probe_head is not None:
       items["probe_head"] = self.probe_head
     return items
 
-  def initialize(self) -> List[str]:
-    return self._init_notes + init_weights.load_init(
-        self.config.init, self.backbone, self.projection_head, self.config.init_projection)
+  def _restore_projection(self) -> bool:
+    return self.config.init_projection
 
   def dataset_fn(self, input_context, start_step: int) -> tf.data.Dataset:
-    return pipeline.contrastive_dataset(
-        self.manifest, augment=self.augment_config,
-        global_batch_size=self.config.global_batch_size, seed=self.config.seed,
-        micle=self.config.micle, input_context=input_context, start_step=start_step,
-        max_image_size=decode.working_size(self.augment_config.image_size))
+    return pipeline.contrastive_dataset(self.manifest, micle=self.config.micle,
+                                        **self._stream_options(input_context, start_step))
 
   def train_step(self, batch: Dict[str, tf.Tensor], step: tf.Tensor) -> Dict[str, tf.Tensor]:
     del step

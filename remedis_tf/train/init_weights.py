@@ -16,14 +16,14 @@ or our checkpoint.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import keras
 import tensorflow as tf
 
 from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.models.resnet_v2 import ResNetV2
-from remedis_tf.weights import preset, timm_bit
+from remedis_tf.weights import bit_npz, checkpoint_io, preset, savedmodel, timm_bit
 
 INIT_KINDS = ("none", "npz", "timm", "preset", "savedmodel", "checkpoint")
 
@@ -62,7 +62,6 @@ def build_backbone(variant: str, init: str = "", image_size: int = 64
     if variant is None:
       raise ConfigError(f"{init}: shapes match no known timm BiT model; give the variant")
   if kind == "savedmodel":
-    from remedis_tf.weights import savedmodel
     backbone, how = savedmodel.load_backbone(init, variant=variant or None)
     return backbone, [f"backbone from SavedModel {init} ({how})"]
   return ResNetV2(variant).build_for(image_size), []
@@ -81,7 +80,6 @@ def load_init(init: str, backbone: keras.Model, projection_head=None,
   if kind == "savedmodel":
     return [f"weights already loaded from SavedModel {init}"]
   if kind == "npz":
-    from remedis_tf.weights import bit_npz
     report = bit_npz.load_bit_npz(backbone, init, load_head=False)
     return [f"backbone from BiT npz {init}: {report}"]
   if kind == "timm":
@@ -98,7 +96,6 @@ def load_init(init: str, backbone: keras.Model, projection_head=None,
       n = preset.copy_projection_head(loaded, projection_head, source=f"--init {init}")
       notes.append(f"projection head ({n} variables) from preset {init}")
     return notes
-  from remedis_tf.weights import checkpoint_io
   items: Dict[str, object] = {"backbone": backbone}
   if restore_projection:
     if projection_head is None:

@@ -6,29 +6,19 @@ wins over init weights), runs ``strategy.run(task.train_step)`` inside a ``tf.fu
 that performs up to ``steps_per_loop`` steps per call (what TPUs need), and between calls
 writes TensorBoard summaries, prints progress with images/s and ETA, saves checkpoints,
 stops on a non-finite loss without touching the last good checkpoint, and saves then
-exits cleanly on SIGTERM (preemption).
+exits cleanly on SIGTERM (preemption, :mod:`remedis_tf.train.coordination`).
 
 Exact resumption: the input pipeline is a pure function of (seed, step) and the task's
 per-step randomness is derived from the step, so a resumed run produces the same weights
-as an uninterrupted one.
+as an uninterrupted one. A run directory written by a different config is refused; each
+config declares the fields a resumed run may change (``RESUMABLE_FIELDS``).
 
 Multi-worker (``MultiWorkerMirroredStrategy``): every worker runs this loop in lock step.
-Only the chief writes summaries and ``config.json``; every worker saves checkpoints (TF
-requires it), non-chief workers into a scratch directory that is deleted at the end. All
-workers restore from the chief's ``checkpoints/`` (so ``run_dir`` must be shared, e.g.
-``gs://``), and they check that they restored the same step. A SIGTERM on any worker is
-shared with the others at the next host-loop boundary (one tiny all-reduce per call), so
-all of them save the same step and stop together.
-
-Preemption uses a plain SIGTERM flag, not ``tf.distribute.experimental.
-PreemptionCheckpointHandler``: that handler is a no-op on Cloud TPU / CPU VMs, exits the
-process itself and keeps its own run counter in the checkpoint (docs/tpu.md).
-
-Checkpoint atomicity: TF writes a checkpoint's shards into ``ckpt-N_temp/``, merges them
-into ``ckpt-N.index``/``ckpt-N.data-*`` and only then rewrites the ``checkpoint`` state
-file (write to a temp file + rename), so a crash during a save leaves the state pointing
-at the previous, complete checkpoint. On resume, a latest checkpoint that cannot be read
-is skipped in favour of the previous one (tests/train/test_preemption.py).
+Only the chief writes summaries and ``config.json``; every worker saves checkpoints
+(:mod:`remedis_tf.train.checkpoints`). All workers restore from the chief's
+``checkpoints/`` (so ``run_dir`` must be shared, e.g. ``gs://``), and they check that they
+restored the same step. A SIGTERM on any worker is shared with the others at the next
+host-loop boundary, so all of them save the same step and stop together.
 """
 
 from __future__ import annotations
@@ -36,10 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import signal
-import threading
-import time
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -47,15 +34,12 @@ import tensorflow as tf
 from remedis_tf import configs, io_utils, remote_io, run_lock
 from remedis_tf.errors import (CheckpointError, ConfigError, RunDirLockedError, StorageError,
                                TrainingError)
+from remedis_tf.train import checkpoints, coordination, steps
 from remedis_tf.train import strategy as strategy_lib
-
-CHECKPOINT_SUBDIR = "checkpoints"
-
-# Config fields a resumed run may change without being a "different run".
-_RESUME_MUTABLE = ("total_steps", "log_every", "summary_every", "checkpoint_every",
-                   "keep_checkpoints", "steps_per_loop", "strategy", "num_cpu_devices", "tpu",
-                   "image_summary_steps", "eval_every", "run_dir", "init", "xla",
-                   "lock_timeout_s", "steal_lock")
+from remedis_tf.train.checkpoints import CHECKPOINT_SUBDIR
+from remedis_tf.train.coordination import Preemption, WorkerSync
+from remedis_tf.train.progress import Progress
+from remedis_tf.train.task_base import Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +81,12 @@ class LoopConfig:
   lock_timeout_s: float = run_lock.DEFAULT_TIMEOUT_S
   steal_lock: bool = False
 
+  # Cadences, bookkeeping and the step target: a resumed run may change them all except
+  # handle_sigterm. (run_dir may differ in spelling, e.g. a moved or re-mounted directory.)
+  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = (
+      "run_dir", "total_steps", "steps_per_loop", "checkpoint_every", "keep_checkpoints",
+      "summary_every", "log_every", "eval_every", "xla", "lock_timeout_s", "steal_lock")
+
   def __post_init__(self):
     for name in ("total_steps", "steps_per_loop", "checkpoint_every", "keep_checkpoints",
                  "summary_every", "log_every"):
@@ -106,37 +96,6 @@ class LoopConfig:
       raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
     if not self.lock_timeout_s > 0:
       raise ConfigError(f"lock_timeout_s must be > 0, got {self.lock_timeout_s}")
-
-
-class Task(Protocol):
-  """What the loop needs from a training stage (see ContrastiveTask / SupervisedTask)."""
-
-  #: names of the scalar metrics ``train_step`` returns; the first is the loss.
-  metric_names: Sequence[str]
-  #: global batch size (examples per step, all replicas together).
-  global_batch_size: int
-
-  def build(self, strategy: tf.distribute.Strategy) -> None:
-    """Creates models and optimizer (called inside ``strategy.scope()``)."""
-
-  def checkpoint_items(self) -> Dict[str, Any]:
-    """Trackables saved in checkpoints (backbone, heads, optimizer, ...)."""
-
-  def initialize(self) -> List[str]:
-    """Loads init weights for a fresh run; returns human-readable lines on what loaded."""
-
-  def dataset_fn(self, input_context: Optional[tf.distribute.InputContext],
-                 start_step: int) -> tf.data.Dataset:
-    """Per-input-pipeline dataset positioned at ``start_step``."""
-
-  def train_step(self, batch: Dict[str, tf.Tensor], step: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """One per-replica step: forward, loss, gradients, update. Returns scalar metrics."""
-
-  def extra_summaries(self) -> Dict[str, float]:
-    """Host-side scalars for TensorBoard (learning rate, weight norm, ...)."""
-
-  def summarize_inputs(self) -> None:
-    """Writes input summaries (e.g. augmented view pairs) into the default summary writer."""
 
 
 @dataclasses.dataclass
@@ -150,142 +109,46 @@ class LoopResult:
   checkpoint_path: Optional[str]
 
 
-class _Preemption:
-  """Records SIGTERM so the loop can save and stop between host-loop calls.
+# A section given as a plain dict rather than its config (tests, hand-written run configs)
+# declares nothing, except this module's own one.
+_DICT_SECTION_TYPES = {"loop": LoopConfig}
 
-  Only the main thread can install signal handlers; elsewhere this never fires.
+
+def resumable_paths(run_config: Mapping[str, Any]) -> Set[str]:
+  """Dotted ``section.field`` paths of ``run_config`` that a resumed run may change.
+
+  Each section's config declares its own fields (``RESUMABLE_FIELDS``, read through
+  :func:`remedis_tf.configs.resumable_fields`); sections that are not configs (``stage``,
+  ``data``, ...) have none.
   """
-
-  def __init__(self, enabled: bool):
-    self.requested = False
-    self._previous = None
-    self._enabled = enabled and threading.current_thread() is threading.main_thread()
-
-  def __enter__(self):
-    if self._enabled:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._enabled:
-      signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+  paths: Set[str] = set()
+  for section, value in run_config.items():
+    owner = value if dataclasses.is_dataclass(value) else _DICT_SECTION_TYPES.get(section)
+    paths.update(f"{section}.{name}" for name in configs.resumable_fields(owner))
+  return paths
 
 
 def check_run_config(run_dir: str, run_config: Dict[str, Any]) -> None:
-  """Refuses to resume into ``run_dir`` if it was written by a different config.
+  """Refuses to resume into ``run_dir`` if its ``config.json`` was written by a different
+  config.
 
-  Fields listed in ``_RESUME_MUTABLE`` may differ (e.g. a longer ``total_steps``). Raises
-  ConfigError listing the differing fields; writes ``config.json`` when absent.
+  Fields of :func:`resumable_paths` may differ (e.g. a longer ``loop.total_steps``). Raises
+  ConfigError listing the differing fields; a run directory without ``config.json`` passes.
   """
   path = os.path.join(run_dir, configs.RUN_CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     return
   diffs = configs.config_differences(io_utils.read_json(path), configs.jsonable(run_config),
-                                     ignore=_RESUME_MUTABLE, recorded_label="run dir has")
+                                     ignore=resumable_paths(run_config),
+                                     recorded_label="run dir has")
   if diffs:
     raise ConfigError(
         f"run directory {run_dir} was written by a different config ({'; '.join(diffs[:6])}"
         f"{' ...' if len(diffs) > 6 else ''}); use a new --run_dir or the original settings")
 
 
-def _format_eta(seconds: float) -> str:
-  if not math.isfinite(seconds):
-    return "?"
-  seconds = int(seconds)
-  h, rem = divmod(seconds, 3600)
-  m, s = divmod(rem, 60)
-  return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
-
-
 def _next_boundary(step: int, every: int) -> int:
   return (step // every + 1) * every
-
-
-def make_checkpoint_manager(checkpoint: tf.train.Checkpoint, run_dir: str, keep: int,
-                            strategy: tf.distribute.Strategy) -> tf.train.CheckpointManager:
-  """CheckpointManager in ``run_dir/checkpoints``; non-chief workers write to a scratch dir
-  (TF requires every worker to save, but only the chief's copy is kept)."""
-  directory = os.path.join(run_dir, CHECKPOINT_SUBDIR)
-  if not strategy_lib.is_chief(strategy):
-    directory = os.path.join(run_dir, f".worker{strategy_lib.worker_id(strategy)}_tmp")
-  return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=keep,
-                                    step_counter=None)
-
-
-def _step_function(task: Task, strategy: tf.distribute.Strategy, xla: bool,
-                   log: Callable[[str], None]) -> Callable:
-  """The per-replica step, XLA-compiled when asked and possible."""
-  if not xla:
-    return task.train_step
-  if strategy_lib.is_tpu(strategy):
-    log("[xla] TPUStrategy compiles every step with XLA already; --xla changes nothing")
-    return task.train_step
-  if strategy.num_replicas_in_sync > 1:
-    raise ConfigError(
-        f"--xla needs a single replica per process, but {type(strategy).__name__} has "
-        f"{strategy.num_replicas_in_sync}: cross-replica collectives (gradient all-reduce, "
-        f"NT-Xent all_gather) cannot run inside a jit-compiled step off TPU. Drop --xla, or "
-        f"use --strategy=default / --strategy=tpu")
-  return tf.function(task.train_step, jit_compile=True)
-
-
-class _WorkerSync:
-  """Tiny cross-worker collectives that keep multi-worker runs in lock step.
-
-  Every worker must call the methods in the same order (they are collectives). With one
-  worker they are plain local computations.
-  """
-
-  def __init__(self, strategy: tf.distribute.Strategy):
-    self._strategy = strategy
-    self._multi = strategy_lib.num_workers(strategy) > 1
-    if self._multi:
-      @tf.function
-      def gather(value):
-        per_replica = strategy.run(lambda v: tf.reshape(v, [1]), args=(value,))
-        return strategy.gather(per_replica, axis=0)
-      self._gather = gather
-
-  def gather(self, value: int) -> np.ndarray:
-    """This value from every replica of every worker (int64 vector)."""
-    if not self._multi:
-      return np.asarray([value], np.int64)
-    return self._gather(tf.constant(value, tf.int64)).numpy()
-
-  def any(self, flag: bool) -> bool:
-    """True when ``flag`` is true on at least one worker."""
-    return bool(np.any(self.gather(int(bool(flag)))))
-
-
-def _restore_latest(checkpoint: tf.train.Checkpoint, directory: str,
-                    log: Callable[[str], None]) -> Optional[str]:
-  """Restores the newest readable checkpoint in ``directory``; None when there is none.
-
-  A checkpoint whose files cannot be read (deleted, truncated by a crash outside TF's own
-  write protocol) is skipped for the previous one, with a log line. A checkpoint of a
-  different model raises (that is a configuration error, not damage).
-  """
-  state = tf.train.get_checkpoint_state(directory)
-  if state is None or not state.model_checkpoint_path:
-    return None
-  candidates = [state.model_checkpoint_path] + [
-      p for p in reversed(state.all_model_checkpoint_paths) if p != state.model_checkpoint_path]
-  problems = []
-  for path in candidates:
-    try:
-      checkpoint.restore(path).assert_existing_objects_matched()
-      return path
-    # Read failures only (missing/truncated files: TF raises an OpError, or IndexError
-    # for a short read); a model mismatch is an AssertionError/ValueError and propagates.
-    except (tf.errors.OpError, IndexError) as e:
-      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      problems.append(f"{os.path.basename(path)}: {first_line[:200]}")
-      log(f"[resume] cannot read {path} ({type(e).__name__}); trying the previous checkpoint")
-  raise CheckpointError(f"no readable checkpoint in {directory}: {'; '.join(problems)}")
 
 
 def run_loop(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
@@ -314,151 +177,173 @@ def run_loop(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
     written then), StorageError when remote writes keep failing (the last complete
     checkpoint is kept; the same call resumes from it).
   """
-  chief = strategy_lib.is_chief(strategy)
-  if not chief:
-    base_log = log
-    log = lambda line: base_log(f"[worker {strategy_lib.worker_id(strategy)}] {line}")
-  run_dir = config.run_dir
-  sync = _WorkerSync(strategy)
-  # One writer per run directory: the chief locks it for the whole job, before anything
-  # is written, and every worker stops when it cannot.
-  lock, refused = None, None
-  if chief:
-    lock = run_lock.RunLock(run_dir, timeout_s=config.lock_timeout_s,
-                            steal=config.steal_lock, log=log)
+  return _TrainingRun(task, strategy, config, log, after_steps, eval_hook, retry).run(
+      run_config)
+
+
+class _TrainingRun:
+  """One :func:`run_loop` call: lock the run directory, check and record the config, build,
+  restore (or init), then host-loop calls, each followed by whichever of the log, summary,
+  eval and save steps falls due at its last step."""
+
+  def __init__(self, task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
+               log: Callable[[str], None],
+               after_steps: Optional[Callable[[int, Dict[str, float]], None]],
+               eval_hook: Optional[Callable[[int], Dict[str, float]]],
+               retry: remote_io.RetryPolicy):
+    self.task, self.strategy, self.config = task, strategy, config
+    self.after_steps, self.eval_hook, self.retry = after_steps, eval_hook, retry
+    self.chief = strategy_lib.is_chief(strategy)
+    if not self.chief:
+      worker = strategy_lib.worker_id(strategy)
+      self.log = lambda line: log(f"[worker {worker}] {line}")
+    else:
+      self.log = log
+    self.names = list(task.metric_names)
+    self.sync = WorkerSync(strategy)
+    self.writes = checkpoints.RetryingWrites(config.run_dir, retry, self.log)
+    self.lock: Optional[run_lock.RunLock] = None
+    # Set by _run_locked / _train.
+    self.preemption: Optional[Preemption] = None
+    self.step_var: Optional[tf.Variable] = None
+    self.checkpoint: Optional[tf.train.Checkpoint] = None
+    self.manager: Optional[tf.train.CheckpointManager] = None
+    self.writer = None
+    self.saved_path: Optional[str] = None  # newest complete checkpoint (chief's path)
+    self.saved_step = 0  # the step it holds
+
+  def run(self, run_config: Optional[Dict[str, Any]]) -> LoopResult:
+    self.lock = coordination.lock_run_dir(self.config.run_dir, self.chief, self.sync,
+                                          self.config.lock_timeout_s, self.config.steal_lock,
+                                          self.retry, self.log)
     try:
-      remote_io.with_retries(lock.acquire, run_dir, "run directory", retry, log)
-    except RunDirLockedError as e:
-      refused = e
-  if sync.any(refused is not None):
-    raise refused or RunDirLockedError(
-        f"the chief could not lock run directory {run_dir} (another job uses it)")
-  try:
-    return _run_locked(task, strategy, config, run_config, log, after_steps, eval_hook,
-                       retry, chief, sync, lock)
-  finally:
-    if lock is not None:
-      lock.release()
-
-
-def _run_locked(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
-                run_config: Optional[Dict[str, Any]], log: Callable[[str], None],
-                after_steps, eval_hook, retry: remote_io.RetryPolicy, chief: bool,
-                sync: "_WorkerSync", lock: Optional[run_lock.RunLock]) -> LoopResult:
-  """run_loop once the run directory is locked."""
-  run_dir = config.run_dir
-  if not chief:
-    io_utils.ensure_dir(run_dir)
-  if run_config is not None:
-    check_run_config(run_dir, run_config)
-    if chief:
-      configs.write_run_config(run_dir, **run_config)
-  step_fn = _step_function(task, strategy, config.xla, log)
-
-  with _Preemption(config.handle_sigterm) as preemption:
-    with strategy.scope():
-      task.build(strategy)
-      step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
-                             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-      checkpoint = tf.train.Checkpoint(step=step_var, **task.checkpoint_items())
-    manager = make_checkpoint_manager(checkpoint, run_dir, config.keep_checkpoints, strategy)
-    try:
-      return _train(task, strategy, config, checkpoint, step_var, manager, step_fn,
-                    preemption, chief, log, after_steps, eval_hook,
-                    _Writes(run_dir, retry, log), sync, lock)
+      return self._run_locked(run_config)
     finally:
-      if not chief and tf.io.gfile.exists(manager.directory):
-        tf.io.gfile.rmtree(manager.directory)
+      if self.lock is not None:
+        self.lock.release()
 
+  def _run_locked(self, run_config: Optional[Dict[str, Any]]) -> LoopResult:
+    run_dir, task, strategy = self.config.run_dir, self.task, self.strategy
+    if not self.chief:
+      io_utils.ensure_dir(run_dir)
+    if run_config is not None:
+      check_run_config(run_dir, run_config)
+      if self.chief:
+        configs.write_run_config(run_dir, **run_config)
+    step_fn = steps.step_function(task, strategy, self.config.xla, self.log)
+    with Preemption(self.config.handle_sigterm) as self.preemption:
+      with strategy.scope():
+        task.build(strategy)
+        self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.checkpoint = tf.train.Checkpoint(step=self.step_var, **task.checkpoint_items())
+      self.manager = checkpoints.make_checkpoint_manager(
+          self.checkpoint, run_dir, self.config.keep_checkpoints, strategy)
+      try:
+        return self._train(step_fn)
+      finally:
+        if not self.chief and tf.io.gfile.exists(self.manager.directory):
+          tf.io.gfile.rmtree(self.manager.directory)
 
-def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
-           checkpoint: tf.train.Checkpoint, step_var: tf.Variable,
-           manager: tf.train.CheckpointManager, step_fn: Callable, preemption: _Preemption,
-           chief: bool, log: Callable[[str], None],
-           after_steps: Optional[Callable[[int, Dict[str, float]], None]],
-           eval_hook: Optional[Callable[[int], Dict[str, float]]], writes: "_Writes",
-           sync: _WorkerSync, lock: Optional[run_lock.RunLock]) -> LoopResult:
-  """run_loop's body once models, checkpoint and manager exist."""
-  run_dir = config.run_dir
-  latest = _restore_latest(checkpoint, os.path.join(run_dir, CHECKPOINT_SUBDIR), log)
-  if latest:
-    log(f"[resume] restored {latest} at step {int(step_var.numpy())}")
-  else:
-    for line in task.initialize():
-      log(f"[init] {line}")
-  start_step = int(step_var.numpy())
-  steps = sync.gather(start_step)
-  if np.any(steps != start_step):
-    raise CheckpointError(
-        f"workers restored different steps {sorted(set(steps.tolist()))} from "
-        f"{os.path.join(run_dir, CHECKPOINT_SUBDIR)}: run_dir must be one directory that all "
-        f"workers share (e.g. gs://bucket/run), not a local path on each host")
-  resumed_from = start_step
+  def _restore(self) -> int:
+    """Restores the latest checkpoint, or loads the task's init weights; returns the step
+    every worker starts from (they must agree)."""
+    directory = os.path.join(self.config.run_dir, CHECKPOINT_SUBDIR)
+    latest = checkpoints.restore_latest(self.checkpoint, directory, self.log)
+    if latest:
+      self.log(f"[resume] restored {latest} at step {int(self.step_var.numpy())}")
+    else:
+      for line in self.task.initialize():
+        self.log(f"[init] {line}")
+    start_step = int(self.step_var.numpy())
+    restored = self.sync.gather(start_step)
+    if np.any(restored != start_step):
+      raise CheckpointError(
+          f"workers restored different steps {sorted(set(restored.tolist()))} from "
+          f"{directory}: run_dir must be one directory that all "
+          f"workers share (e.g. gs://bucket/run), not a local path on each host")
+    self.saved_path, self.saved_step = latest, start_step
+    return start_step
 
-  writer = (writes.call(lambda: tf.summary.create_file_writer(writes.summary_dir),
-                        writes.summary_dir, "TensorBoard summaries") if chief
-            else tf.summary.create_noop_writer())
+  def _train(self, step_fn: Callable) -> LoopResult:
+    config, task = self.config, self.task
+    start_step = self._restore()
+    self.writer = (self.writes.call(lambda: tf.summary.create_file_writer(
+        self.writes.summary_dir), self.writes.summary_dir, "TensorBoard summaries")
+                   if self.chief else tf.summary.create_noop_writer())
+    iterator = iter(self.strategy.distribute_datasets_from_function(
+        lambda ctx: task.dataset_fn(ctx, start_step)))
+    run_steps = steps.host_loop(self.strategy, step_fn, self.step_var, self.names)
+    history: List[Dict[str, float]] = []
+    last_metrics: Dict[str, float] = {}
+    step = start_step
+    if self.chief and start_step == 0:
+      self._summarize(0, task.summarize_inputs)
+    preempted = False
+    progress = Progress(config.total_steps, task.global_batch_size, self.names, step)
+    if step >= config.total_steps:
+      self.log(f"[done] run already at step {step} >= total_steps {config.total_steps}")
+    while step < config.total_steps:
+      if self._stop_requested(step):
+        preempted = True
+        break
+      n = self._steps_to_next_event(step)
+      metrics = self._run_steps(run_steps, iterator, step, n)
+      step += n
+      metrics["step"] = step
+      history.append(metrics)
+      last_metrics = metrics
+      if self._due(step, config.log_every):
+        self.log(progress.line(step, metrics))
+      if self._due(step, config.summary_every):
+        self._summary_step(step, metrics)
+      if self.eval_hook is not None and self._due(step, config.eval_every):
+        self._eval_step(step, metrics)
+      if self._due(step, config.checkpoint_every):
+        self._save(step)
+      if self.after_steps is not None:
+        self.after_steps(step, metrics)
+    self._summarize(step, lambda: None)  # flushes
+    return LoopResult(final_step=step, resumed_from=start_step, preempted=preempted,
+                      last_metrics=last_metrics, history=history,
+                      checkpoint_path=self.saved_path)
 
-  def summarize(step: int, write: Callable[[], None]) -> None:
-    """``write()``'s summaries at ``step``; when they cannot be written even after the
-    retries, saves a checkpoint of this step and stops."""
-    try:
-      writes.summaries(writer, step, write)
-    except StorageError as e:
-      path = saved_path if step == saved_step else writes.save(manager, step, chief,
-                                                               saved_path)
-      where = (f"checkpoint {path} holds step {step}: run the same command to resume"
-               if path else "nothing trained yet: run the same command again")
-      raise StorageError(f"{e} (stopped; {where})") from None
-
-  dist_dataset = strategy.distribute_datasets_from_function(
-      lambda ctx: task.dataset_fn(ctx, start_step))
-  iterator = iter(dist_dataset)
-  names = list(task.metric_names)
-
-  @tf.function
-  def run_steps(iterator, num_steps):
-    sums = {k: tf.constant(0.0) for k in names}
-    for i in tf.range(num_steps):
-      batch = next(iterator)
-      per_replica = strategy.run(step_fn, args=(batch, step_var + tf.cast(i, tf.int64)))
-      sums = {k: sums[k] + tf.cast(strategy.reduce(tf.distribute.ReduceOp.MEAN,
-                                                   per_replica[k], axis=None), tf.float32)
-              for k in names}
-    step_var.assign_add(tf.cast(num_steps, tf.int64))
-    return {k: v / tf.cast(num_steps, tf.float32) for k, v in sums.items()}
-
-  history: List[Dict[str, float]] = []
-  last_metrics: Dict[str, float] = {}
-  step = start_step
-  saved_path, saved_step = latest, start_step
-  if chief and start_step == 0:
-    summarize(0, task.summarize_inputs)
-  preempted = False
-  t_start = time.time()
-  t_window, step_window = t_start, step
-  if step >= config.total_steps:
-    log(f"[done] run already at step {step} >= total_steps {config.total_steps}")
-  while step < config.total_steps:
-    # All workers decide together (a collective), so they save the same step.
-    shared = sync.gather(int(preemption.requested) | 2 * int(lock is not None and lock.lost))
+  def _stop_requested(self, step: int) -> bool:
+    """True (after saving ``step``) when any worker got SIGTERM; raises when the chief lost
+    the run directory's lock. All workers decide together (a collective), so they save the
+    same step."""
+    lock = self.lock
+    shared = self.sync.gather(int(self.preemption.requested)
+                              | 2 * int(lock is not None and lock.lost))
     if np.any(shared & 2):
       raise RunDirLockedError(lock.lost_message() if lock is not None and lock.lost else
-                              f"the chief lost the lock on run directory {run_dir}")
-    if np.any(shared & 1):
-      if step != saved_step:
-        saved_path, saved_step = writes.save(manager, step, chief, saved_path), step
-      log(f"[preempted] SIGTERM received: checkpoint {saved_path or '(none yet)'} holds "
-          f"step {saved_step}; run the same command to resume")
-      preempted = True
-      break
+                              f"the chief lost the lock on run directory {self.config.run_dir}")
+    if not np.any(shared & 1):
+      return False
+    if step != self.saved_step:
+      self._save(step)
+    self.log(f"[preempted] SIGTERM received: checkpoint {self.saved_path or '(none yet)'} "
+             f"holds step {self.saved_step}; run the same command to resume")
+    return True
+
+  def _due(self, step: int, every: int) -> bool:
+    """Whether an event of cadence ``every`` (0 = only at the end) happens at ``step``."""
+    return step == self.config.total_steps or bool(every and step % every == 0)
+
+  def _steps_to_next_event(self, step: int) -> int:
+    """Steps until the end, the host-loop length, or the next checkpoint, summary, log or
+    eval step, whichever comes first."""
+    config = self.config
     boundaries = [config.total_steps, step + config.steps_per_loop,
                   _next_boundary(step, config.checkpoint_every),
                   _next_boundary(step, config.summary_every),
                   _next_boundary(step, config.log_every)]
     if config.eval_every:
       boundaries.append(_next_boundary(step, config.eval_every))
-    n = min(boundaries) - step
+    return min(boundaries) - step
+
+  def _run_steps(self, run_steps: Callable, iterator, step: int, n: int) -> Dict[str, float]:
+    """Trains steps ``step+1 .. step+n``; their mean metrics (the loss must be finite)."""
     try:
       metrics = {k: float(v) for k, v in run_steps(iterator, tf.constant(n)).items()}
     except tf.errors.OpError as e:  # e.g. gs:// training images unreachable mid-run
@@ -466,83 +351,42 @@ def _train(task: Task, strategy: tf.distribute.Strategy, config: LoopConfig,
       if error is None:
         raise
       raise StorageError(f"{error} (while training steps {step + 1}-{step + n}; the last "
-                         f"complete checkpoint {saved_path or '(none)'} is kept: run the "
-                         f"same command to resume)") from None
-    step += n
-    loss = metrics[names[0]]
+                         f"complete checkpoint {self.saved_path or '(none)'} is kept: run "
+                         f"the same command to resume)") from None
+    loss = metrics[self.names[0]]
     if not math.isfinite(loss):
       raise TrainingError(
-          f"non-finite loss ({loss}) in steps {step - n + 1}-{step} in {run_dir}; the last "
-          f"good checkpoint "
-          f"({saved_path or 'none'}) is untouched. Lower the learning rate or check the data")
-    metrics["step"] = step
-    history.append(metrics)
-    last_metrics = metrics
-    if step % config.log_every == 0 or step == config.total_steps:
-      now = time.time()
-      rate = (step - step_window) * task.global_batch_size / max(now - t_window, 1e-9)
-      steps_per_s = (step - step_window) / max(now - t_window, 1e-9)
-      eta = (config.total_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
-      shown = " ".join(f"{k} {metrics[k]:.4f}" for k in names)
-      log(f"[train] step {step}/{config.total_steps} {shown} | {rate:.1f} img/s | "
-          f"ETA {_format_eta(eta)}")
-      t_window, step_window = now, step
-    if step % config.summary_every == 0 or step == config.total_steps:
-      scalars = {k: metrics[k] for k in names}
-      scalars.update(task.extra_summaries())
-      summarize(step, lambda: [tf.summary.scalar(k, v) for k, v in scalars.items()])
-    if eval_hook is not None and ((config.eval_every and step % config.eval_every == 0)
-                                  or step == config.total_steps):
-      eval_metrics = eval_hook(step)
-      if eval_metrics:
-        metrics.update(eval_metrics)  # kept in LoopResult.history for reports
-        log("[eval] step {} {}".format(
-            step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())))
-        summarize(step, lambda: [tf.summary.scalar(f"eval/{k}", v)
-                                 for k, v in eval_metrics.items()])
-    if step % config.checkpoint_every == 0 or step == config.total_steps:
-      saved_path, saved_step = writes.save(manager, step, chief, saved_path), step
-    if after_steps is not None:
-      after_steps(step, metrics)
-  summarize(step, lambda: None)  # flushes
-  return LoopResult(final_step=step, resumed_from=resumed_from, preempted=preempted,
-                    last_metrics=last_metrics, history=history, checkpoint_path=saved_path)
+          f"non-finite loss ({loss}) in steps {step + 1}-{step + n} in {self.config.run_dir}; "
+          f"the last good checkpoint ({self.saved_path or 'none'}) is untouched. Lower the "
+          f"learning rate or check the data")
+    return metrics
 
+  def _summary_step(self, step: int, metrics: Dict[str, float]) -> None:
+    scalars = {k: metrics[k] for k in self.names}
+    scalars.update(self.task.extra_summaries())
+    self._summarize(step, lambda: [tf.summary.scalar(k, v) for k, v in scalars.items()])
 
-class _Writes:
-  """Checkpoint saves and summary flushes with bounded retries on ``gs://`` hiccups."""
+  def _eval_step(self, step: int, metrics: Dict[str, float]) -> None:
+    eval_metrics = self.eval_hook(step)
+    if eval_metrics:
+      metrics.update(eval_metrics)  # kept in LoopResult.history for reports
+      self.log("[eval] step {} {}".format(
+          step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items())))
+      self._summarize(step, lambda: [tf.summary.scalar(f"eval/{k}", v)
+                                     for k, v in eval_metrics.items()])
 
-  def __init__(self, run_dir: str, retry: remote_io.RetryPolicy, log: Callable[[str], None]):
-    self.run_dir, self.retry, self.log = run_dir, retry, log
-    self.summary_dir = os.path.join(run_dir, "train")
+  def _save(self, step: int) -> None:
+    self.saved_path = self.writes.save(self.manager, step, self.chief, self.saved_path)
+    self.saved_step = step
 
-  def call(self, fn: Callable[[], Any], path: str, what: str) -> Any:
-    return remote_io.with_retries(fn, path, what, self.retry, self.log)
-
-  def summaries(self, writer, step: int, write: Callable[[], Any]) -> None:
-    """Runs ``write`` (tf.summary calls) with ``writer`` as the default writer at
-    ``step``. The writer flushes when that block ends, which is where a remote write
-    fails; a retry writes the block again."""
-    def block():
-      with writer.as_default(step=step):
-        write()
-    self.call(block, self.summary_dir, "TensorBoard summaries")
-
-  def save(self, manager: tf.train.CheckpointManager, step: int, chief: bool,
-           previous: Optional[str]) -> str:
-    """Saves ``ckpt-<step>``; returns the chief's path (what a resume will read).
-
-    StorageError after the retries names the previous complete checkpoint (``previous``),
-    which a rerun of the same command resumes from.
-    """
-    directory = os.path.join(self.run_dir, CHECKPOINT_SUBDIR)
+  def _summarize(self, step: int, write: Callable[[], None]) -> None:
+    """``write()``'s summaries at ``step``; when they cannot be written even after the
+    retries, saves a checkpoint of this step and stops."""
     try:
-      path = self.call(lambda: manager.save(checkpoint_number=step), directory,
-                       "checkpoint save to")
+      self.writes.summaries(self.writer, step, write)
     except StorageError as e:
-      raise StorageError(f"{e} (stopped at step {step}; the last complete checkpoint "
-                         f"{previous or '(none)'} is kept: run the same command to "
-                         f"resume)") from None
-    if chief:
-      return path
-    return os.path.join(directory, os.path.basename(path))
+      path = (self.saved_path if step == self.saved_step else
+              self.writes.save(self.manager, step, self.chief, self.saved_path))
+      where = (f"checkpoint {path} holds step {step}: run the same command to resume"
+               if path else "nothing trained yet: run the same command again")
+      raise StorageError(f"{e} (stopped; {where})") from None

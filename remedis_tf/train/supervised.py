@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Callable, Dict, List, Optional
+from typing import Callable, ClassVar, Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
 from remedis_tf import losses
 from remedis_tf.data import augment as augment_lib
-from remedis_tf.data import decode, pipeline
+from remedis_tf.data import pipeline
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError
-from remedis_tf.models.heads import ClassificationHead, ProjectionHead
+from remedis_tf.models.heads import ClassificationHead
 from remedis_tf.optim.factory import OptimizerConfig
-from remedis_tf.train import init_weights
 from remedis_tf.train.task_base import TaskBase
 
 _FREEZE = re.compile(r"^(full|linear|freeze:[0-4])$")
@@ -53,6 +52,9 @@ class SupervisedConfig:
   init: str = ""
   seed: int = 0
 
+  # Init weights only matter to a fresh run: a resumed one restores its own checkpoint.
+  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = ("init",)
+
   def __post_init__(self):
     if not _FREEZE.match(self.train_mode):
       raise ConfigError(f"train_mode must be full, linear or freeze:N (N=0..4), "
@@ -72,51 +74,30 @@ class SupervisedTask(TaskBase):
   def __init__(self, config: SupervisedConfig, optimizer_config: OptimizerConfig,
                augment_config: Optional[augment_lib.AugmentConfig], image_size: int,
                manifest: Manifest, precision_policy: str = "float32"):
-    super().__init__()
     if manifest.task == "unlabelled":
       raise ConfigError(f"supervised training needs labels; {manifest.source} is unlabelled")
-    self.config = config
-    self.optimizer_config = optimizer_config
-    self.augment_config = augment_config
-    self.image_size = image_size
-    self.manifest = manifest
-    self.precision_policy = precision_policy
-    self.global_batch_size = config.global_batch_size
+    super().__init__(config, optimizer_config, augment_config, manifest, image_size,
+                     precision_policy)
     self.metric_names = ["loss"]
-    self.projection_head = None
     self.classification_head = None
     # Calibration temperatures of the restored checkpoint (a remedis_tf.eval.calibration
     # record, set by stages.load_classifier); None = none fitted (T = 1).
     self.temperature = None
-    self._init_notes: List[str] = []
     self._inference = None
 
   @property
   def frozen_backbone(self) -> bool:
     return self.config.train_mode == "linear"
 
-  def build(self, strategy: tf.distribute.Strategy) -> None:
-    del strategy
-    keras.utils.set_random_seed(self.config.seed)
-    self.backbone, self._init_notes = init_weights.build_backbone(
-        self.config.variant, self.config.init, self.image_size)
-    width = int(self.backbone.output_channels)
+  def _build_heads(self, width: int) -> None:
     features = width
-    modules = [self.backbone]
     if self.config.from_projection_layer > 0:
-      self.projection_head = ProjectionHead(
-          self.config.projection_layers, self.config.projection_hidden_dim or width,
-          self.config.projection_dim, name="projection_head")
-      outs = self.projection_head(tf.zeros((2, width)), training=False)
+      outs = self._build_projection_head(width)
       features = int(outs[self.config.from_projection_layer].shape[-1])
-      modules.append(self.projection_head)
     self.classification_head = ClassificationHead(self.manifest.num_labels,
                                                   name="classification_head")
     self.classification_head(tf.zeros((1, features)))
-    modules.append(self.classification_head)
     self._apply_freezing()
-    self.optimizer = self._make_optimizer(self.optimizer_config, modules,
-                                          self.precision_policy)
 
   def _apply_freezing(self) -> None:
     mode = self.config.train_mode
@@ -134,37 +115,23 @@ class SupervisedTask(TaskBase):
         for unit in units:
           unit.trainable = False
 
-  def trainable_variables(self):
-    variables = list(self.backbone.trainable_variables)
-    if self.projection_head is not None:
-      variables += list(self.projection_head.trainable_variables)
-    return variables + list(self.classification_head.trainable_variables)
-
-  def checkpoint_items(self) -> Dict[str, object]:
-    items = {"backbone": self.backbone, "classification_head": self.classification_head,
-             "optimizer": self.optimizer}
+  def modules(self) -> Dict[str, keras.layers.Layer]:
+    items = {"backbone": self.backbone}
     if self.projection_head is not None:
       items["projection_head"] = self.projection_head
+    items["classification_head"] = self.classification_head
     return items
 
   def model_items(self) -> Dict[str, object]:
     """The weights needed for inference (what a best-model checkpoint keeps)."""
-    items = {"backbone": self.backbone, "classification_head": self.classification_head}
-    if self.projection_head is not None:
-      items["projection_head"] = self.projection_head
-    return items
+    return self.modules()
 
-  def initialize(self) -> List[str]:
-    return self._init_notes + init_weights.load_init(
-        self.config.init, self.backbone, self.projection_head,
-        restore_projection=self.config.from_projection_layer > 0)
+  def _restore_projection(self) -> bool:
+    return self.config.from_projection_layer > 0
 
   def dataset_fn(self, input_context, start_step: int) -> tf.data.Dataset:
-    return pipeline.supervised_dataset(
-        self.manifest, augment=self.augment_config, image_size=self.image_size,
-        global_batch_size=self.config.global_batch_size, seed=self.config.seed,
-        input_context=input_context, start_step=start_step,
-        max_image_size=decode.working_size(self.image_size))
+    return pipeline.supervised_dataset(self.manifest, image_size=self.image_size,
+                                       **self._stream_options(input_context, start_step))
 
   def forward(self, images: tf.Tensor, training: bool = False) -> Dict[str, tf.Tensor]:
     """images ``[B,H,W,3]`` in [0,1] → ``{"logits": [B,K] f32, "embedding": [B,C]}``."""
