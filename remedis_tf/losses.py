@@ -18,7 +18,7 @@ Reduction contract (the train step's job, not this module's):
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Tuple, Union
 
 import tensorflow as tf
 

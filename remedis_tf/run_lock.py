@@ -38,7 +38,7 @@ from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 
-from remedis_tf import io_utils, remote_io
+from remedis_tf import io_utils
 from remedis_tf.errors import ConfigError, RunDirLockedError
 
 LOCK_FILE = "run.lock"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import weakref
 from typing import Callable, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from remedis_tf import io_utils
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import decode, pipeline
 from remedis_tf.data.manifest import Manifest
@@ -88,3 +90,20 @@ def _compiled(forward):
 
 def _to_str(values: np.ndarray) -> np.ndarray:
   return np.asarray([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values])
+
+
+def save_predictions(path: str, preds: Predictions, task: str) -> None:
+  """Writes ``preds``' scores/labels/mask/patients and ``task`` to ``path`` (``.npz``, no
+  pickle; local or gs://)."""
+  buf = io.BytesIO()
+  np.savez(buf, scores=np.asarray(preds.scores, np.float32), labels=preds.labels,
+           mask=preds.mask, patients=np.asarray(preds.patients, dtype=np.str_),
+           task=np.asarray(task))
+  io_utils.atomic_write_bytes(path, buf.getvalue())
+
+
+def load_predictions(path: str) -> Dict[str, np.ndarray]:
+  """What :func:`save_predictions` wrote."""
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = np.load(io.BytesIO(f.read()), allow_pickle=False)
+    return {k: data[k] for k in data.files}

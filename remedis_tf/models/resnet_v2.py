@@ -12,7 +12,7 @@ names); :func:`bit_variable_map` gives the exact BiT key of every variable.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf

@@ -47,12 +47,11 @@ predicted and scored, so a failing run leaves earlier results untouched):
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import os
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow as tf
 

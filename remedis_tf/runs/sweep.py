@@ -31,7 +31,6 @@ refused instead of mixing incomparable cells. New models, fractions or seeds may
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -46,11 +45,11 @@ from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval import data_efficiency as de
 from remedis_tf.eval import plots
+from remedis_tf.eval import predict as predict_lib
 from remedis_tf.eval import resampling
 from remedis_tf.eval import task_metrics
 from remedis_tf.eval.result_store import ResultStore
 from remedis_tf.optim.factory import OptimizerConfig
-from remedis_tf.runs import evaluate as evaluate_lib
 from remedis_tf.runs import stages
 from remedis_tf.train import finetune_plan
 from remedis_tf.train.loop import LoopConfig
@@ -308,7 +307,7 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
     name, ci = task_metrics.main_metric(evaluated, metric)
     task_metrics.write_metrics(evaluated, os.path.join(run_dir, "test_metrics.json"),
                                os.path.join(run_dir, "test_metrics.csv"))
-    save_predictions(os.path.join(run_dir, PREDICTIONS_FILE), preds, test.task)
+    predict_lib.save_predictions(os.path.join(run_dir, PREDICTIONS_FILE), preds, test.task)
     store.add(cell, {"metric": ci, "metric_name": name, "n_train": len(subset),
                      "n_train_patients": len({r for r in subset.patients()}),
                      "global_batch_size": plan.supervised.global_batch_size,
@@ -319,22 +318,6 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
   return _summarise(store, out_dir, computed, skipped, metric, reference_model,
                     candidate_model, reference_fraction, interrupted, log,
                     num_bootstrap=num_bootstrap, bootstrap_seed=bootstrap_seed)
-
-
-def save_predictions(path: str, preds, task: str) -> None:
-  """Test scores/labels/mask/patients of one cell (``.npz``, no pickle)."""
-  buf = io.BytesIO()
-  np.savez(buf, scores=np.asarray(preds.scores, np.float32), labels=preds.labels,
-           mask=preds.mask, patients=np.asarray(preds.patients, dtype=np.str_),
-           task=np.asarray(task))
-  io_utils.atomic_write_bytes(path, buf.getvalue())
-
-
-def load_predictions(path: str) -> Dict[str, np.ndarray]:
-  """What :func:`save_predictions` wrote."""
-  with tf.io.gfile.GFile(path, "rb") as f:
-    data = np.load(io.BytesIO(f.read()), allow_pickle=False)
-    return {k: data[k] for k in data.files}
 
 
 def combined_from_store(store: ResultStore, metric_name: str, num_bootstrap: int,
@@ -350,7 +333,7 @@ def combined_from_store(store: ResultStore, metric_name: str, num_bootstrap: int
     path = os.path.join(entry.get("run_dir", ""), PREDICTIONS_FILE)
     if not entry.get("run_dir") or not tf.io.gfile.exists(path):
       return None, f"no saved test predictions for {cell.key()}"
-    data = load_predictions(path)
+    data = predict_lib.load_predictions(path)
     if ref is None:
       ref = data
     elif not np.array_equal(ref["patients"], data["patients"]):
