@@ -46,6 +46,15 @@ def scaled_learning_rate(base_lr: float, global_batch_size: int, scaling: str = 
   raise ConfigError(f"unknown lr scaling {scaling!r}; valid: {', '.join(LR_SCALINGS)}")
 
 
+def _after_linear_warmup(step: tf.Tensor, peak: tf.Tensor, warmup_steps: float,
+                         after: tf.Tensor) -> tf.Tensor:
+  """``peak * step / warmup_steps`` before ``warmup_steps``, ``after`` from then on (and
+  everywhere when there is no warmup). The warmup of both schedules below."""
+  if warmup_steps == 0:
+    return after
+  return tf.where(step < warmup_steps, peak * step / warmup_steps, after)
+
+
 @keras.saving.register_keras_serializable(package="remedis_tf")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
   """Linear warmup 0 -> ``peak_lr`` over ``warmup_steps``, then cosine to 0 at ``total_steps``.
@@ -74,9 +83,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     decay_steps = float(max(1, self.total_steps - self.warmup_steps))
     progress = tf.clip_by_value((step - warmup) / decay_steps, 0.0, 1.0)
     cosine = peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
-    if self.warmup_steps == 0:
-      return cosine
-    return tf.where(step < warmup, peak * step / warmup, cosine)
+    return _after_linear_warmup(step, peak, warmup, cosine)
 
   def get_config(self):
     return {"peak_lr": self.peak_lr, "warmup_steps": self.warmup_steps,
@@ -182,10 +189,7 @@ class BiTHyperRuleSchedule(keras.optimizers.schedules.LearningRateSchedule):
     for boundary in self.boundaries[1:-1]:
       decays += tf.cast(step >= float(boundary), tf.float32)
     plateau = peak * tf.pow(0.1, decays)
-    warmup = float(self.boundaries[0])
-    if warmup == 0:
-      return plateau
-    return tf.where(step < warmup, peak * step / warmup, plateau)
+    return _after_linear_warmup(step, peak, float(self.boundaries[0]), plateau)
 
   def get_config(self):
     return {"peak_lr": self.peak_lr, "boundaries": list(self.boundaries), "name": self.name}
