@@ -8,6 +8,7 @@
 
 import ast
 import os
+import re
 from typing import Dict, List, Set, Tuple
 
 import pytest
@@ -187,3 +188,33 @@ def test_layer_rules_catch_a_violation():
   assert ("weights", "train") in FORBIDDEN
   with pytest.raises(AssertionError):
     layer("remedis_tf.unknown_place.module")
+
+
+def _documented_modules() -> Set[str]:
+  """Module files named in docs/architecture.md's module tables, relative to remedis_tf/.
+
+  A row names files as ``pkg/mod.py``, or as a folder ``pkg/`` followed by ``mod.py``
+  names that live in it."""
+  text = open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8").read()
+  text = text.split("## Modules", 1)[1]
+  found = set()
+  for line in text.splitlines():
+    if not line.startswith("| `"):
+      continue
+    cell = line.split("|")[1]
+    prefix = ""
+    for token in re.findall(r"`([\w/]+(?:\.py|/))`", cell):
+      if token.endswith("/"):
+        prefix = token
+      else:
+        found.add(token if "/" in token else prefix + token)
+  return found
+
+
+def test_architecture_doc_names_every_module():
+  actual = {os.path.relpath(p, os.path.join(ROOT, "remedis_tf")) for n, p in MODULES.items()
+            if n.startswith("remedis_tf") and (
+                not p.endswith("__init__.py") or n == "remedis_tf")}
+  documented = _documented_modules()
+  assert not documented - actual, f"documented but absent: {sorted(documented - actual)}"
+  assert not actual - documented, f"not in docs/architecture.md: {sorted(actual - documented)}"
