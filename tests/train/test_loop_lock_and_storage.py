@@ -83,13 +83,18 @@ def test_holder_that_loses_the_lock_stops_without_saving(remote_dir):
     del metrics
     if step != 2:
       return
-    io_utils.atomic_write_json(lock_path, {"token": "r" * 32, "host": "rival-host",
-                                           "pid": 99, "started": 1.0, "heartbeat": 2.0,
-                                           "heartbeat_every_s": 1.0})
+    rival = {"token": "r" * 32, "host": "rival-host", "pid": 99, "started": 1.0,
+             "heartbeat": 2.0, "heartbeat_every_s": 1.0}
+    io_utils.atomic_write_json(lock_path, rival)
     deadline = time.time() + 10
-    # The heartbeat thread (every 0.05 s) sees the foreign token and ends.
+    # The heartbeat thread (every 0.05 s) sees the foreign token and ends. A beat already
+    # past its read-back can still overwrite the rival's file once (read, then write is
+    # not atomic); a live rival beats too, so it writes its lock again, as here.
     while any(t.name == "run-lock-heartbeat" for t in threading.enumerate()):
       assert time.time() < deadline, "the takeover was not noticed within 10 s"
+      with tf.io.gfile.GFile(lock_path) as f:
+        if json.load(f).get("token") != rival["token"]:
+          io_utils.atomic_write_json(lock_path, rival)
       time.sleep(0.02)
 
   with pytest.raises(RunDirLockedError, match="taken over by pid 99 on host rival-host"):
