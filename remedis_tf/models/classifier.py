@@ -6,9 +6,10 @@ separate checkpoint items (``remedis_tf.train.supervised``).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from remedis_tf.models.heads import ClassificationHead, ProjectionHead
@@ -45,3 +46,25 @@ class Classifier(keras.Model):
     """Creates all variables by calling the model once on zeros; returns self."""
     self(ops.zeros((1, image_size, image_size, 3)), training=False)
     return self
+
+
+def scoring_forward(model_fn: Callable[[tf.Tensor], Dict[str, tf.Tensor]], task: str,
+                    temperature: Optional[tf.Tensor] = None
+                    ) -> Callable[[tf.Tensor], Dict[str, tf.Tensor]]:
+  """The scoring forward of a classifier, the one rule every model source shares.
+
+  ``model_fn``: ``images -> {"logits": [B,K], "embedding": [B,C]}`` (any float dtype).
+  Returns ``images -> {"scores", "logits", "embedding"}``, all float32: raw ``logits``,
+  ``embedding``, and ``scores`` = sigmoid (multi-label/binary) or softmax (multi-class)
+  of ``logits / temperature`` (``temperature``: a ``[K]`` tensor or variable; None: of
+  the raw logits).
+  """
+  multiclass = task == "multiclass"
+
+  def forward(images):
+    out = model_fn(images)
+    logits = tf.cast(out["logits"], tf.float32)
+    scaled = logits if temperature is None else logits / temperature
+    return {"scores": tf.nn.softmax(scaled, axis=-1) if multiclass else tf.sigmoid(scaled),
+            "logits": logits, "embedding": tf.cast(out["embedding"], tf.float32)}
+  return forward

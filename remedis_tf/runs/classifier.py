@@ -153,7 +153,7 @@ def export_classifier_savedmodel(task: SupervisedTask, out_dir: str, source: str
   """
   _require_built(task, "export_classifier_savedmodel")
   return classifier_export.write_classifier_savedmodel(
-      lambda images: task.forward(images, training=False), task.model_items(), out_dir,
+      lambda images: task.forward(images, training=False), task.modules(), out_dir,
       label_names=task.manifest.label_names, task=task.manifest.task,
       image_size=int(task.image_size), variant=task.config.variant,
       from_projection_layer=int(task.config.from_projection_layer),

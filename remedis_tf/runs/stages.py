@@ -202,7 +202,7 @@ def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size
                                 (not math.isfinite(best["value"]) or value > best["value"]))
     if improved:
       if state["manager"] is None:
-        checkpoint = tf.train.Checkpoint(**task.model_items())
+        checkpoint = tf.train.Checkpoint(**task.modules())
         directory = best_dir if strategy_lib.is_chief(strategy) else os.path.join(
             run_dir, f".best_worker{strategy_lib.worker_id(strategy)}_tmp")
         state["manager"] = tf.train.CheckpointManager(checkpoint, directory, max_to_keep=1)
@@ -253,7 +253,7 @@ def load_classifier(run_dir: str, which: str = "best") -> Tuple[SupervisedTask, 
     path = tf.train.latest_checkpoint(os.path.join(run_dir, loop_lib.CHECKPOINT_SUBDIR))
   if path is None:
     raise CheckpointError(f"no checkpoint found in {run_dir}")
-  tf.train.Checkpoint(**task.model_items()).restore(path).expect_partial(
+  tf.train.Checkpoint(**task.modules()).restore(path).expect_partial(
       ).assert_existing_objects_matched()
   best_dir = os.path.join(run_dir, BEST_SUBDIR)
   if os.path.normpath(os.path.dirname(path)) == os.path.normpath(best_dir):

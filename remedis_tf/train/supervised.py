@@ -16,6 +16,7 @@ from remedis_tf.data import augment as augment_lib
 from remedis_tf.data import pipeline
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError
+from remedis_tf.models.classifier import scoring_forward
 from remedis_tf.models.heads import ClassificationHead
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.train.task_base import TaskBase
@@ -116,15 +117,13 @@ class SupervisedTask(TaskBase):
           unit.trainable = False
 
   def modules(self) -> Dict[str, keras.layers.Layer]:
+    """Backbone, projection head (when built) and classification head: also all that
+    inference needs, so a best-model checkpoint and an export keep exactly these."""
     items = {"backbone": self.backbone}
     if self.projection_head is not None:
       items["projection_head"] = self.projection_head
     items["classification_head"] = self.classification_head
     return items
-
-  def model_items(self) -> Dict[str, object]:
-    """The weights needed for inference (what a best-model checkpoint keeps)."""
-    return self.modules()
 
   def _restore_projection(self) -> bool:
     return self.config.from_projection_layer > 0
@@ -150,22 +149,11 @@ class SupervisedTask(TaskBase):
     callable is returned on every call so prediction passes trace once."""
     if temperature is None and self._inference is not None:
       return self._inference
-
-    def infer(images):
-      out = self.forward(images, training=False)
-      logits = tf.cast(out["logits"], tf.float32)
-      scaled = logits if temperature is None else logits / temperature
-      return {"scores": tf.cast(self.scores_from_logits(scaled), tf.float32), "logits": logits,
-              "embedding": tf.cast(out["embedding"], tf.float32)}
+    infer = scoring_forward(lambda images: self.forward(images, training=False),
+                            self.manifest.task, temperature)
     if temperature is None:
       self._inference = infer
     return infer
-
-  def scores_from_logits(self, logits: tf.Tensor) -> tf.Tensor:
-    """Probabilities: sigmoid for multi-label/binary, softmax for multi-class."""
-    if self.manifest.task == "multiclass":
-      return tf.nn.softmax(logits, axis=-1)
-    return tf.sigmoid(logits)
 
   def train_step(self, batch: Dict[str, tf.Tensor], step: tf.Tensor) -> Dict[str, tf.Tensor]:
     images, labels, mask = batch["image"], batch["label"], batch["mask"]

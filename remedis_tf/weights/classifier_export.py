@@ -27,6 +27,7 @@ from remedis_tf import io_utils
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.eval import calibration as calibration_lib
+from remedis_tf.models.classifier import scoring_forward
 from remedis_tf.weights import preset as preset_lib
 
 SIDECAR_FILE = "remedis_classifier.json"
@@ -36,21 +37,6 @@ SIDECAR_FORMAT = "remedis_tf.classifier_savedmodel"
 ModelFn = Callable[[tf.Tensor], Dict[str, tf.Tensor]]
 # images [B,H,W,3] -> {"scores", "logits", "embedding"}, all float32.
 Forward = Callable[[tf.Tensor], Dict[str, tf.Tensor]]
-
-
-def classifier_outputs(model_fn: ModelFn, task: str, temperature: tf.Tensor) -> Forward:
-  """The scoring forward of a classifier: float32 raw ``logits``, ``embedding`` and
-  ``scores`` = sigmoid (multi-label/binary) or softmax (multi-class) of
-  ``logits / temperature`` (``temperature``: ``[K]`` tensor or variable)."""
-  multiclass = task == "multiclass"
-
-  def forward(images):
-    out = model_fn(images)
-    logits = tf.cast(out["logits"], tf.float32)
-    scaled = logits / temperature
-    return {"scores": tf.nn.softmax(scaled, axis=-1) if multiclass else tf.sigmoid(scaled),
-            "logits": logits, "embedding": tf.cast(out["embedding"], tf.float32)}
-  return forward
 
 
 @dataclasses.dataclass
@@ -123,8 +109,8 @@ def load_classifier_preset(path: str) -> StoredClassifier:
   model = preset_lib.from_preset(path)
   record = info.get("temperature")
   temperature = tf.constant(calibration_lib.temperature_vector(record, info["label_names"]))
-  forward = classifier_outputs(lambda images: model(tf.cast(images, tf.float32), training=False),
-                               info["task"], temperature)
+  forward = scoring_forward(lambda images: model(tf.cast(images, tf.float32), training=False),
+                            info["task"], temperature)
   if not info.get("image_size"):
     raise ConfigError(f"{path}/{preset_lib.CONFIG_FILE}: a classifier preset needs image_size")
   return StoredClassifier(forward, tuple(info["label_names"]), info["task"],
@@ -170,7 +156,7 @@ def write_classifier_savedmodel(model_fn: ModelFn, layers: Mapping[str, tf.Modul
   module.temperature = tf.Variable(calibration_lib.temperature_vector(record, label_names),
                                    trainable=False, name="temperature")
   spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
-  forward = classifier_outputs(model_fn, task, module.temperature)
+  forward = scoring_forward(model_fn, task, module.temperature)
 
   def logits_fn(images):
     return tf.cast(model_fn(images)["logits"], tf.float32)
