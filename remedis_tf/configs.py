@@ -84,9 +84,8 @@ def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
   """What differs between a stored config and the current one, one line per key.
 
   Both are nested dicts as written to JSON (pass ``current`` through ``jsonable``). Nested
-  dicts are compared key by key and reported with dotted paths; ``ignore`` holds dotted
-  paths (``"loop.total_steps"``) or bare keys (``"total_steps"``, at any depth) whose
-  values may differ. Returns ``["loop.seed: recorded 0, now 1", ...]`` (``recorded_label``
+  dicts are compared key by key and reported with dotted paths; ``ignore`` holds the dotted
+  paths (``"loop.total_steps"``) whose values may differ. Returns ``["loop.seed: recorded 0, now 1", ...]`` (``recorded_label``
   replaces "recorded") sorted by key;
   empty when they match. This one rule serves every "does this directory hold my setup"
   check: resumed runs, sweep directories, the synthetic benchmark.
@@ -94,8 +93,7 @@ def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
   diffs: List[str] = []
 
   def walk(a: Any, b: Any, path: str) -> None:
-    key = path.rpartition(".")[2]
-    if path in ignore or key in ignore:
+    if path in ignore:
       return
     if isinstance(a, Mapping) and isinstance(b, Mapping):
       for k in sorted(set(a) | set(b), key=str):
@@ -105,6 +103,12 @@ def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
 
   walk(recorded, current, "")
   return diffs
+
+
+def format_differences(diffs: List[str], limit: int = 6) -> str:
+  """The first ``limit`` lines of :func:`config_differences`, ``; ``-joined (`` ...`` when
+  there are more), for one-line errors."""
+  return "; ".join(diffs[:limit]) + (" ..." if len(diffs) > limit else "")
 
 
 def field_docs(cls: type) -> Dict[str, str]:

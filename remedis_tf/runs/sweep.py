@@ -227,8 +227,8 @@ def _check_sweep(out_dir: str, setup: Dict[str, Any], models: Mapping[str, str])
         {**setup, "models": {n: setup["models"][n] for n in models if n in recorded_models}})
     if diffs:
       raise ConfigError(f"{out_dir} holds results of a different sweep setup "
-                        f"({'; '.join(diffs[:6])}{' ...' if len(diffs) > 6 else ''}); use a "
-                        "new output directory or the original settings")
+                        f"({configs.format_differences(diffs)}); use a new output "
+                        "directory or the original settings")
     setup["models"] = {**old.get("models", {}), **setup["models"]}
   io_utils.atomic_write_json(path, setup)
 

@@ -143,8 +143,9 @@ def check_run_config(run_dir: str, run_config: Dict[str, Any]) -> None:
                                      recorded_label="run dir has")
   if diffs:
     raise ConfigError(
-        f"run directory {run_dir} was written by a different config ({'; '.join(diffs[:6])}"
-        f"{' ...' if len(diffs) > 6 else ''}); use a new --run_dir or the original settings")
+        f"run directory {run_dir} was written by a different config "
+        f"({configs.format_differences(diffs)}); use a new --run_dir or the original "
+        "settings")
 
 
 def _next_boundary(step: int, every: int) -> int:
