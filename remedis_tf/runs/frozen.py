@@ -6,7 +6,7 @@ model's frozen backbone, then score a linear probe and a kNN classifier on the f
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -19,17 +19,21 @@ from remedis_tf.eval.frozen import (METHODS, FrozenEvalConfig, evaluate_features
 from remedis_tf.runs import embed as embed_lib
 
 
-def embed(model_source: str, manifest: Manifest, image_size: Optional[int] = None,
+def embed(model_source: str, manifests: Sequence[Manifest], image_size: Optional[int] = None,
           config: FrozenEvalConfig = FrozenEvalConfig(), variant: Optional[str] = None,
-          which: str = "best") -> Dict[str, np.ndarray]:
-  """Pooled backbone features of ``manifest`` under ``model_source`` (any source
-  :func:`remedis_tf.runs.embed.load_embedder` takes) → the dict
-  :func:`evaluate_features` reads."""
+          which: str = "best") -> List[Dict[str, np.ndarray]]:
+  """Pooled backbone features of each of ``manifests`` under ``model_source`` (any source
+  :func:`remedis_tf.runs.embed.load_embedder` takes; loaded once for all of them) → one
+  dict per manifest, as :func:`evaluate_features` reads it."""
   forward, size, _ = embed_lib.load_embedder(model_source, variant, image_size, which)
-  preds = predict_lib.predict(forward, manifest, size, batch_size=config.batch_size,
-                              crop_fraction=config.crop_fraction, keep=("embedding",))
-  return {"embeddings": np.asarray(preds.embeddings, np.float32), "labels": preds.labels,
-          "mask": preds.mask, "patients": np.asarray(preds.patients)}
+  out = []
+  for manifest in manifests:
+    preds = predict_lib.predict(forward, manifest, size, batch_size=config.batch_size,
+                                crop_fraction=config.crop_fraction, keep=("embedding",))
+    out.append({"embeddings": np.asarray(preds.embeddings, np.float32),
+                "labels": preds.labels, "mask": preds.mask,
+                "patients": np.asarray(preds.patients)})
+  return out
 
 
 def _ci(entry: Mapping, fmt: str = ".3f") -> str:
@@ -66,8 +70,7 @@ def compare_models(models: Mapping[str, str], train: Manifest, test: Manifest,
                     f"(e.g. {sorted(shared)[0]}); the frozen evaluation needs disjoint sets")
   results, scores, test_arrays = {}, {}, None
   for name, source in models.items():
-    tr = embed(source, train, image_size, config)
-    te = embed(source, test, image_size, config)
+    tr, te = embed(source, (train, test), image_size, config)
     test_arrays = te
     res = evaluate_features(tr, te, train.task, config)
     scores[name] = {m: r.pop("scores") for m, r in res.items()}
