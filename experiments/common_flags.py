@@ -16,7 +16,7 @@ from typing import Dict
 from absl import flags
 
 from experiments import data_flags
-from experiments.config_flags import ConfigFlags, Flag
+from experiments.config_flags import ConfigFlags, Flag, define_field_flag
 from remedis_tf.configs import field_docs
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.errors import ConfigError
@@ -196,15 +196,8 @@ def define_augment_flags(default_preset: str) -> None:
     if field.name == "image_size":
       continue
     name = AUG_PREFIX + field.name
-    help_text = f"{docs.get(field.name, field.name)} (unset = the preset's value)"
-    if field.type in ("bool", bool):
-      flags.DEFINE_bool(name, None, help_text)
-    elif field.type in ("int", int):
-      flags.DEFINE_integer(name, None, help_text)
-    elif field.type in ("float", float):
-      flags.DEFINE_float(name, None, help_text)
-    else:
-      flags.DEFINE_string(name, None, help_text)
+    define_field_flag(field, name, None,
+                      f"{docs.get(field.name, field.name)} (unset = the preset's value)")
 
 
 def augment_from_flags(image_size: int) -> augment_lib.AugmentConfig:

@@ -37,6 +37,14 @@ _DEFINE = {"bool": flags.DEFINE_bool, "int": flags.DEFINE_integer,
            "float": flags.DEFINE_float, "str": flags.DEFINE_string}
 
 
+def define_field_flag(field: dataclasses.Field, name: str, default: Any, help_text: str,
+                      flag_values: flags.FlagValues = flags.FLAGS, **extra: Any) -> None:
+  """Defines flag ``--name`` of the absl type of ``field``'s annotation (bool, int, float
+  or str; KeyError for any other: such a field needs its own flag declaration)."""
+  kind = field.type if isinstance(field.type, str) else field.type.__name__
+  _DEFINE[kind](name, default, help_text, flag_values=flag_values, **extra)
+
+
 @dataclasses.dataclass(frozen=True)
 class Flag:
   """How one config field appears on the command line.
@@ -99,8 +107,7 @@ class ConfigFlags:
         flags.DEFINE_enum(name, default, list(spec.choices), help_text,
                           flag_values=flag_values, **extra)
       else:
-        kind = info.type if isinstance(info.type, str) else info.type.__name__
-        _DEFINE[kind](name, default, help_text, flag_values=flag_values, **extra)
+        define_field_flag(info, name, default, help_text, flag_values, **extra)
     if defaults:
       raise ValueError(f"defaults for fields not defined here: {sorted(defaults)}")
 
