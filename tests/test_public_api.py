@@ -1,6 +1,6 @@
-"""The public API (``import remedis_tf as rt``), its documented script, and import order."""
+"""The public API (``import remedis_tf as rt``) and its documented script (import order and
+circles: tests/test_layering.py)."""
 
-import ast
 import importlib
 import os
 import pathlib
@@ -13,7 +13,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "eval"))
 from tiny_data import brightness_set  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "remedis_tf"
 
 # Where each public name lives (written out here, not derived from rt itself).
 HOMES = {
@@ -44,54 +43,6 @@ def test_all_names_are_the_objects_of_their_modules():
   namespace = {}
   exec("from remedis_tf import *", namespace)  # pylint: disable=exec-used
   assert set(rt.__all__) <= set(namespace)
-
-
-def _module_name(path: pathlib.Path) -> str:
-  parts = path.relative_to(ROOT).with_suffix("").parts
-  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _is_module(name: str) -> bool:
-  base = ROOT.joinpath(*name.split("."))
-  return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
-
-
-def _top_level_imports(path: pathlib.Path):
-  """remedis_tf modules imported by ``path`` when it is imported (not inside functions)."""
-  found = set()
-  nodes = list(ast.parse(path.read_text()).body)
-  while nodes:
-    node = nodes.pop()
-    if isinstance(node, (ast.If, ast.Try)):
-      nodes.extend(node.body + node.orelse + getattr(node, "finalbody", []) +
-                   [n for h in getattr(node, "handlers", []) for n in h.body])
-    elif isinstance(node, ast.Import):
-      found.update(a.name for a in node.names if a.name.startswith("remedis_tf."))
-    elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("remedis_tf"):
-      for alias in node.names:
-        sub = f"{node.module}.{alias.name}"
-        found.add(sub if _is_module(sub) else node.module)
-  return found
-
-
-def test_module_level_imports_have_no_circle():
-  graph = {_module_name(p): _top_level_imports(p) for p in PACKAGE.rglob("*.py")}
-  state = {}
-
-  def visit(node, trail):
-    if state.get(node) == "done":
-      return
-    assert state.get(node) != "open", "import circle: " + " -> ".join(
-        trail[trail.index(node):] + [node])
-    state[node] = "open"
-    for nxt in sorted(graph.get(node, ())):
-      visit(nxt, trail + [node])
-    state[node] = "done"
-
-  for node in sorted(graph):
-    visit(node, [])
-  # The package root re-exports; no library module may import from it.
-  assert not [m for m, deps in graph.items() if "remedis_tf" in deps]
 
 
 def _doc_script() -> str:
