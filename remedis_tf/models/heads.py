@@ -1,6 +1,6 @@
 """Heads that sit on the backbone's pooled features.
 
-* :class:`ProjectionHead` — SimCLR-v2 projection MLP (DESIGN.md §3).
+* :class:`ProjectionHead` — SimCLR-v2 projection MLP (docs/numerics.md).
 * :class:`ClassificationHead` — linear classifier for fine-tuning / linear eval.
 """
 

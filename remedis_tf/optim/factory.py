@@ -199,7 +199,7 @@ def build_optimizer(cfg: OptimizerConfig, global_batch_size: int,
     global_batch_size: batch summed over replicas (drives the lr scaling).
     variables: if given, the optimizer is built on them now (create it inside
       ``strategy.scope()``); do this before ``tf.train.Checkpoint.restore`` under
-      MirroredStrategy (DESIGN.md §6).
+      MirroredStrategy (docs/numerics.md, "Things measured").
     exclude: variable objects excluded from weight decay (and from LARS trust scaling),
       usually ``norm_and_bias_variables(model)``.
   """

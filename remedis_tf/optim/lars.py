@@ -1,7 +1,7 @@
 """LARS (layer-wise adaptive rate scaling) as a Keras 3 optimizer.
 
 Update for each variable ``w`` with gradient ``g`` (classic momentum, no Nesterov), as in
-SimCLR and DESIGN.md §3:
+SimCLR and docs/numerics.md:
 
     g     <- g + wd * w                       (unless w is excluded from weight decay)
     trust <- eta * ||w|| / ||g||  if ||w|| > 0 and ||g|| > 0, else 1

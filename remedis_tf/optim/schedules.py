@@ -1,4 +1,4 @@
-"""Learning-rate scaling and schedules (DESIGN.md §3).
+"""Learning-rate scaling and schedules (docs/numerics.md).
 
 * :func:`scaled_learning_rate` — the batch-size rule of SimCLR (linear ``base·B/256`` or
   ``base·sqrt(B)``) and of BiT (linear with reference batch 512).

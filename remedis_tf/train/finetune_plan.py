@@ -4,7 +4,7 @@ The one place that turns a dataset size (and its typical image side) into the nu
 fine-tuning run needs; the binaries (``experiments/``) and the data-efficiency sweep call
 :func:`plan_finetune` and :func:`typical_image_side` instead of each writing the rule.
 The HyperRule table itself is :func:`remedis_tf.optim.schedules.bit_hyperrule`
-(DESIGN.md §3).
+(docs/numerics.md).
 """
 
 from __future__ import annotations

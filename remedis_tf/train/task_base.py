@@ -133,7 +133,7 @@ class TaskBase:
   def _make_optimizer(self):
     """Builds the optimizer over ``trainable_variables`` and creates its slots now.
 
-    Slots must exist before a checkpoint restore under MirroredStrategy (DESIGN.md §6).
+    Slots must exist before a checkpoint restore under MirroredStrategy (docs/numerics.md).
     Norm parameters and biases are excluded from weight decay / LARS trust by object.
     """
     variables = self.trainable_variables()

@@ -1,7 +1,7 @@
 """BiT ``.npz`` interop: read, load into :class:`ResNetV2`, write back.
 
 BiT's released weights (``BiT-M-R50x1.npz`` etc.) are flat ``{key: array}`` files whose keys
-are listed in DESIGN.md §3. Conv kernels are HWIO, GroupNorm gamma/beta ``[C]``, and the head
+are listed in docs/numerics.md. Conv kernels are HWIO, GroupNorm gamma/beta ``[C]``, and the head
 kernel is a 1x1 conv ``[1, 1, C, K]`` (our Dense head holds ``[C, K]``; reshaped here).
 
 The matching logic (:func:`assign_bit_arrays`) is shared with the SavedModel importer: any

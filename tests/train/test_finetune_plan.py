@@ -1,4 +1,4 @@
-"""plan_finetune / typical_image_side against the BiT-HyperRule table of DESIGN.md §3."""
+"""plan_finetune / typical_image_side against the BiT-HyperRule table of docs/numerics.md."""
 
 import math
 import os
@@ -12,7 +12,7 @@ from remedis_tf.data.manifest import Manifest, Record
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.train import finetune_plan as fp
 
-# DESIGN.md §3, written out independently of schedules._HYPERRULE_STEPS.
+# docs/numerics.md, written out independently of schedules._HYPERRULE_STEPS.
 SMALL = (100, 200, 300, 400, 500)
 MEDIUM = (500, 3000, 6000, 9000, 10000)
 LARGE = (500, 6000, 12000, 18000, 20000)

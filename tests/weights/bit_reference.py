@@ -1,6 +1,6 @@
 """An independent, functional BiT ResNet-v2 for tests.
 
-Written from the architecture description in DESIGN.md §3 with plain ``tf.nn`` ops over a
+Written from the architecture description in docs/numerics.md with plain ``tf.nn`` ops over a
 dict of arrays keyed by BiT's checkpoint keys, so it checks both our Keras architecture and
 our key naming. Also writes BiT look-alike artifacts (``.npz`` files and SavedModels with
 BiT-like variable names) because nothing can be downloaded in tests.

@@ -32,7 +32,7 @@ OP_GRAY, OP_BLUR = 9, 10
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-  """Every augmentation knob. Defaults = SimCLR-v2 / REMEDIS generic (DESIGN.md §3).
+  """Every augmentation knob. Defaults = SimCLR-v2 / REMEDIS generic (docs/numerics.md).
 
   Attributes:
     image_size: output side S in pixels (views are ``[S, S, 3]``).

@@ -5,7 +5,7 @@ example at any position regardless of how many replicas read it. Each random cho
 its own sub-seed ``fold_in(seed, OP_...)`` (``config``), so switching one operation on or
 off does not change the randomness of the others.
 
-Order of a contrastive view (REMEDIS, DESIGN.md §3):
+Order of a contrastive view (REMEDIS, docs/numerics.md):
 histogram equalisation → elastic deformation → rotation → random resized crop →
 flips / 90° rotations → colour jitter + grayscale → Gaussian blur.
 """
