@@ -43,3 +43,36 @@ def _no_leaked_run_lock_heartbeat():
     time.sleep(0.05)
   leaked = _heartbeat_threads() - before
   assert not leaked, f"{len(leaked)} run-lock heartbeat thread(s) still running after the test"
+
+
+# The longest modules of the suite (from `pytest --durations`), longest first. Under
+# pytest-xdist (`--dist loadscope`, one module per worker at a time) they are sent out
+# first, so no worker is left running a five-minute module after the other has finished.
+# A stale or missing name only costs balance, never a test.
+_LONG_MODULES = (
+    "tests/experiments/test_demo.py",
+    "tests/reliability/test_bad_inputs.py",
+    "tests/experiments/test_eval_binaries.py",
+    "tests/train/test_xla.py",
+    "tests/train/test_multi_worker.py",
+    "tests/train/test_preemption.py",
+    "tests/runs/test_evaluate.py",
+    "tests/experiments/test_convert_weights.py",
+    "tests/experiments/test_helpfull.py",
+    "tests/train/test_run_dir_lock.py",
+    "tests/runs/test_sweep.py",
+    "tests/benchmarks/test_benchmarks_quick.py",
+    "tests/runs/test_evaluate_reviewers.py",
+    "tests/runs/test_embed.py",
+    "tests/test_public_api.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+  """Moves the long modules to the front, keeping every module's own test order."""
+  del config
+  rank = {name: i for i, name in enumerate(_LONG_MODULES)}
+  def key(item):
+    path = os.path.relpath(str(item.path), os.path.dirname(os.path.dirname(__file__)))
+    return rank.get(path.replace(os.sep, "/"), len(rank))
+  items.sort(key=key)  # stable: ties keep collection order
