@@ -141,7 +141,8 @@ class RemedisImageClassifier(keras_hub.models.ImageClassifier):
     backbone: a :class:`BiTBackbone`.
     num_classes: K outputs.
     preprocessor: a :class:`RemedisImageClassifierPreprocessor` (or None).
-    task: ``multilabel`` | ``binary`` (sigmoid scores) | ``multiclass`` (softmax).
+    task: ``multilabel`` | ``binary`` (sigmoid scores) | ``multiclass`` (softmax); None:
+      not recorded (sigmoid scores).
     label_names: K output names.
     temperature: K calibration temperatures (None: 1); scores are ``act(logits / T)``.
     calibration: the calibration record the temperatures came from (provenance only).
@@ -155,14 +156,14 @@ class RemedisImageClassifier(keras_hub.models.ImageClassifier):
   preprocessor_cls = RemedisImageClassifierPreprocessor
 
   def __init__(self, backbone: BiTBackbone, num_classes: int, preprocessor=None,
-               task: str = "multilabel", label_names: Optional[Sequence[str]] = None,
+               task: Optional[str] = "multilabel", label_names: Optional[Sequence[str]] = None,
                temperature: Optional[Sequence[float]] = None,
                calibration: Optional[Dict[str, Any]] = None,
                projection_head: Optional[Dict[str, int]] = None,
                from_projection_layer: int = 0, **kwargs):
     for name in ("pooling", "activation", "dropout", "head_dtype"):  # ImageClassifier's head
       kwargs.pop(name, None)
-    if task not in TASKS:
+    if task is not None and task not in TASKS:
       raise ValueError(f"task={task!r}: must be one of {', '.join(TASKS)}")
     if (projection_head is None) != (int(from_projection_layer) == 0):
       raise ValueError("from_projection_layer > 0 needs a projection head and vice versa")

@@ -161,8 +161,9 @@ def backbone_from_resnet(resnet: resnet_v2.ResNetV2) -> BiTBackbone:
   return backbone
 
 
-def classifier_from_native(model: Classifier, image_size: int, label_names: Sequence[str],
-                           task: str, crop_fraction: float = augment_lib.EVAL_CROP_FRACTION,
+def classifier_from_native(model: Classifier, image_size: Optional[int],
+                           label_names: Optional[Sequence[str]], task: Optional[str],
+                           crop_fraction: float = augment_lib.EVAL_CROP_FRACTION,
                            calibration: Optional[Mapping[str, Any]] = None
                            ) -> RemedisImageClassifier:
   """A :class:`RemedisImageClassifier` with a copy of a :class:`Classifier`'s weights and
@@ -170,13 +171,14 @@ def classifier_from_native(model: Classifier, image_size: int, label_names: Sequ
   from_layer = int(model.from_projection_layer)
   proj = model.projection_head
   temperature = None
-  if calibration is not None:
+  if calibration is not None and label_names:
     temperature = [float(calibration["temperature"][n]) for n in label_names]
-  converter = RemedisImageConverter(image_size=int(image_size), crop_fraction=crop_fraction)
+  converter = RemedisImageConverter(image_size=int(image_size) if image_size else None,
+                                    crop_fraction=crop_fraction)
   out = RemedisImageClassifier(
       backbone_from_resnet(model.backbone), int(model.classification_head.num_outputs),
       preprocessor=RemedisImageClassifierPreprocessor(converter), task=task,
-      label_names=list(label_names), temperature=temperature,
+      label_names=list(label_names) if label_names else None, temperature=temperature,
       calibration=None if calibration is None else dict(calibration),
       projection_head=None if proj is None else {
           "num_layers": proj.num_layers, "hidden_dim": proj.hidden_dim,
@@ -212,17 +214,16 @@ def save_to_preset(model: keras.Model, preset_dir: str, image_size: Optional[int
   """Writes a ``ResNetV2`` or :class:`Classifier` (or their KerasHub forms) as a KerasHub
   preset folder (local or ``gs://``), with its model card; returns ``preset_dir``.
 
-  Classifiers need ``image_size``, ``label_names`` and ``task``; ``temperature`` is the
+  For classifiers ``image_size``, ``label_names`` and ``task`` are recorded (a classifier
+  without them is not evaluable: ``runs.classifier.load_model`` refuses it); ``temperature`` is the
   calibration record (None: T = 1); ``card`` adds to the model card (``metrics``,
   ``license``, ``data``, ``intended_use``, see :mod:`remedis_tf.weights.model_card`). An
   existing preset folder is replaced; any other non-empty folder is refused.
   """
   if isinstance(model, Classifier):
-    if not (image_size and label_names and task):
-      raise CheckpointError("a classifier preset needs image_size, label_names and task")
     _check_native(model.backbone)
     hub_model: keras.Model = classifier_from_native(
-        model, int(image_size), label_names, task,
+        model, image_size, label_names, task,
         augment_lib.EVAL_CROP_FRACTION if crop_fraction is None else float(crop_fraction),
         temperature)
   elif isinstance(model, (BiTBackbone, RemedisImageClassifier)):
