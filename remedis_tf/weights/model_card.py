@@ -10,6 +10,7 @@ is written as "not recorded", never guessed.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, List, Mapping
 
 NOT_RECORDED = "not recorded"
@@ -38,15 +39,20 @@ def render(info: Mapping[str, Any], card: Mapping[str, Any]) -> str:
     card: what the caller knows: ``license`` (of the source weights), ``data`` (what it
       was trained / fine-tuned on), ``metrics`` (rows with ``set``, ``metric``, ``value``,
       ``lower``, ``upper``, ``num_examples``), ``intended_use``, ``title``.
+  A ``license`` that is one token (``Apache-2.0``) is also the front matter's ``license``
+  (lower-cased, as Hugging Face spells identifiers); anything else is ``other`` there.
   """
   classifier = info.get("class_name") == "Classifier"
   variant = (info.get("backbone") or {}).get("variant", "?")
   metadata: Dict[str, Any] = dict(info.get("metadata") or {})
   licence = card.get("license") or NOT_RECORDED
+  # Hugging Face's front matter wants an identifier (apache-2.0); free text is "other".
+  licence_id = (licence.lower() if re.fullmatch(r"[A-Za-z0-9.\-]+", str(licence))
+                and card.get("license") else "other")
   kind = "image classifier" if classifier else "image feature extractor (backbone)"
   title = card.get("title") or f"REMEDIS / BiT ResNet-v2 {variant} {kind}"
   lines = ["---", "library_name: keras-hub",
-           f"license: {card.get('license_id') or 'other'}",
+           f"license: {licence_id}",
            "tags:", "- remedis_tf", "- bit", "- medical-imaging",
            f"- {'image-classification' if classifier else 'image-feature-extraction'}",
            "---", "", f"# {title}", "",

@@ -24,7 +24,7 @@ from remedis_tf.models.heads import ClassificationHead, ProjectionHead
 from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.runs import classifier as classifier_lib
 from remedis_tf.train import init_weights
-from remedis_tf.weights import bit_npz, keras_hub_models, keras_hub_presets, preset
+from remedis_tf.weights import bit_npz, keras_hub_models, model_card, preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -201,3 +201,23 @@ def test_offline_hf_handle_is_one_error_line_from_the_binary(tmp_path):
   assert errors == [l for l in done.stderr.splitlines() if l.strip()][-1:]
   assert errors[0].startswith("error: could not fetch KerasHub preset hf://someone/remedis-none")
   assert "Traceback" not in done.stderr
+
+
+def test_model_card_lists_metrics_with_intervals_and_the_licence():
+  info = {"class_name": "Classifier", "backbone": {"variant": "r50x1"}, "task": "multilabel",
+          "label_names": ["Edema", "Effusion"], "image_size": 448, "crop_fraction": 0.875,
+          "temperature": {"temperature": {"Edema": 1.2, "Effusion": 0.9}},
+          "metadata": {"source": "/runs/cxr_remedis", "parameter_count": 23500352}}
+  card = model_card.render(info, {
+      "license": "Apache-2.0", "data": "fine-tuned on chexpert train.csv",
+      "metrics": [{"set": "id_test", "metric": "mean_auc", "value": 0.8123, "lower": 0.79,
+                   "upper": 0.83, "num_examples": 234},
+                  {"set": "ood", "metric": "mean_auc", "value": 0.7, "lower": None,
+                   "upper": None, "num_examples": 9}]})
+  assert "license: apache-2.0" in card and "## Licence of the source weights\n\nApache-2.0" in card
+  assert "| id_test | mean_auc | 0.8123 | [0.7900, 0.8300] | 234 |" in card
+  assert "| ood | mean_auc | 0.7000 | — | 9 |" in card
+  assert "/runs/cxr_remedis" in card and "fine-tuned on chexpert train.csv" in card
+  assert "Edema, Effusion" in card and "resize to 448 px" in card and "Not a medical device" in card
+  free_text = model_card.render(info, {"license": "PhysioNet credentialed licence"})
+  assert "license: other" in free_text and "not recorded with this preset" in free_text
