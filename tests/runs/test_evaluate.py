@@ -185,7 +185,7 @@ def test_classifier_preset_gives_the_same_scores(trained, tmp_path):
   # KerasHub's own loader: ImageClassifier.from_preset(...).predict on the decoded images
   # (its preprocessor applies the eval crop + resize) gives the scores evaluate reports.
   hub = keras_hub.models.ImageClassifier.from_preset(export)
-  images = np.stack([decode.read_image_numpy(r.path) for r in manifest.records])
+  images = np.stack([decode.read_image_numpy(r.image_path) for r in manifest.records])
   # Same float32 weights and ops; predict compiles the model and the preprocessing into
   # other graphs than our pipeline, where float32 sums may be reordered: bound 1e-6 on
   # probabilities in (0, 1).
