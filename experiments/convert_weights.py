@@ -8,20 +8,22 @@ Examples:
   python -m experiments.convert_weights --input cxr-50x1-remedis-m --output remedis.npz
   # our training run (latest checkpoint) -> SavedModel
   python -m experiments.convert_weights --input runs/simclr --output exported_sm
-  # timm's BiT (Hugging Face resnetv2_50x1_bit.goog_in21k model.safetensors) -> Keras preset
+  # timm's BiT (Hugging Face resnetv2_50x1_bit.goog_in21k model.safetensors) -> KerasHub
+  # preset (keras_hub.models.Backbone.from_preset loads it after `import remedis_tf`)
   python -m experiments.convert_weights --input model.safetensors --output bit_r50x1 \
-    --output_format preset
+    --output_format preset --license=Apache-2.0
   # look inside without running anything
   python -m experiments.convert_weights --input cxr-50x1-remedis-m --inspect
 
-Formats (``auto``): input ``*.npz`` is BiT npz; ``scheme://`` other than gs:// is a TF Hub
-handle; a directory with ``saved_model.pb`` is a SavedModel; a directory with
-``config.json`` + ``model.weights.h5`` is a Keras preset; ``*.safetensors`` / ``*.pth`` /
+Formats (``auto``): input ``*.npz`` is BiT npz; ``kaggle://`` / ``hf://`` is a KerasHub
+preset handle (fetched by KerasHub); ``scheme://`` other than gs:// is a TF Hub handle; a directory with ``saved_model.pb`` is a SavedModel; a directory with
+``config.json`` + ``model.weights.h5`` is a preset (KerasHub, or the older remedis_tf format); ``*.safetensors`` / ``*.pth`` /
 ``*.pt`` / ``*.bin`` (or a file whose first bytes say safetensors or torch) is a timm state
 dict; anything else is one of our checkpoints (prefix, checkpoint directory or run
 directory). Output ``*.npz`` is npz, an existing preset folder is a preset, a path whose
 last component contains ``ckpt`` is a checkpoint prefix, anything else a SavedModel
-directory; pass ``--output_format=preset`` for a new preset.
+directory; pass ``--output_format=preset`` for a new preset (always KerasHub's format, with a
+model card README.md).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from absl import flags
 from experiments import _cli
 from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.models.resnet_v2 import ResNetV2
-from remedis_tf.weights import bit_npz, checkpoint_io, preset, savedmodel, timm_bit
+from remedis_tf.weights import (bit_npz, checkpoint_io, keras_hub_presets, preset, savedmodel,
+                                timm_bit)
 
 FORMATS_IN = ("auto", "npz", "savedmodel", "checkpoint", "hub", "timm", "preset")
 FORMATS_OUT = ("auto", "npz", "savedmodel", "checkpoint", "preset")
@@ -45,9 +48,10 @@ def define_flags() -> None:
   """Registers this binary's flags (only when run as a program, so importing it for tests
   cannot collide with other binaries' flags)."""
   flags.DEFINE_string("input", None, "Weights to read: a BiT .npz, a timm resnetv2_*_bit "
-                      "state dict (.safetensors; .pth only with torch installed), a Keras preset "
-                      "folder (config.json + model.weights.h5; a classifier preset gives its "
-                      "backbone), a SavedModel directory (local or gs://), a TF Hub handle/URL, "
+                      "state dict (.safetensors; .pth only with torch installed), a preset "
+                      "folder (config.json + model.weights.h5; KerasHub or older remedis_tf "
+                      "format; a classifier preset gives its backbone) or a kaggle:// / hf:// "
+                      "KerasHub preset handle, a SavedModel directory (local or gs://), a TF Hub handle/URL, "
                       "or one of our checkpoints (prefix, checkpoint directory or run directory).")
   flags.DEFINE_string("output", None, "Where to write: *.npz (BiT layout), a SavedModel "
                       "directory, a checkpoint prefix (name containing 'ckpt'), or a Keras preset "
@@ -59,13 +63,16 @@ def define_flags() -> None:
                     "preset: a folder with config.json and model.weights.h5; see the module "
                     "docstring).")
   flags.DEFINE_enum("output_format", "auto", FORMATS_OUT, "Format of --output; auto infers it "
-                    "from the path (see module docstring). 'preset' writes a Keras 3 preset "
-                    "folder: config.json, metadata.json (versions, source) and model.weights.h5.")
+                    "from the path (see module docstring). 'preset' writes a KerasHub preset "
+                    "folder (config.json, metadata.json, model.weights.h5, README.md model card) "
+                    "that keras_hub.models.Backbone.from_preset loads after import remedis_tf.")
   flags.DEFINE_bool("with_head", False, "Also convert the classification head (e.g. BiT's "
                     "1000/21843-class head) when the input has one.")
   flags.DEFINE_integer("image_size", None, "SavedModel output: fix the input signature to "
                        "[B, S, S, 3] (default: any height/width). Preset output: recorded in "
                        "config.json as the intended input size.")
+  flags.DEFINE_string("license", None, "Preset output: the licence of the source weights, "
+                      "written into the preset's model card (README.md), e.g. 'Apache-2.0'.")
   flags.DEFINE_bool("inspect", False, "Print the input's variables (name, shape, dtype) "
                     "without loading or running it, then exit.")
 
@@ -78,6 +85,8 @@ def detect_input_format(path: str) -> str:
   first 16 bytes, at most)."""
   if path.endswith(".npz"):
     return "npz"
+  if keras_hub_presets.is_hub_handle(path):  # kaggle:// or hf:// KerasHub preset
+    return "preset"
   if "://" in path and not path.startswith("gs://"):
     return "hub"
   if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
@@ -194,7 +203,7 @@ def load(path: str, fmt: str, variant: Optional[str], with_head: bool):
 
 
 def save(model, path: str, fmt: str, with_head: bool, image_size: Optional[int],
-         source: str = "") -> str:
+         source: str = "", license: Optional[str] = None) -> str:  # pylint: disable=redefined-builtin
   """Writes ``model`` to ``path`` in ``fmt``; returns what was written."""
   if fmt == "checkpoint":
     if tf.io.gfile.isdir(path):
@@ -206,19 +215,22 @@ def save(model, path: str, fmt: str, with_head: bool, image_size: Optional[int],
   if fmt == "npz":
     return bit_npz.save_bit_npz(model, path, include_head=with_head)
   if fmt == "preset":
-    return preset.save_to_preset(model, path, image_size=image_size, source=source)
+    return preset.save_to_preset(model, path, image_size=image_size, source=source,
+                                 card={"license": license})
   return savedmodel.export_savedmodel(model, path, image_size=image_size)
 
 
 def convert(input_path: str, output_path: str, variant: Optional[str] = None,
             input_format: str = "auto", output_format: str = "auto", with_head: bool = False,
-            image_size: Optional[int] = None) -> str:
-  """Reads ``input_path`` and writes ``output_path``; returns a one-line summary."""
+            image_size: Optional[int] = None, license: Optional[str] = None  # pylint: disable=redefined-builtin
+            ) -> str:
+  """Reads ``input_path`` and writes ``output_path``; returns a one-line summary
+  (``license``: for a preset's model card)."""
   fmt_in = detect_input_format(input_path) if input_format == "auto" else input_format
   fmt_out = detect_output_format(output_path) if output_format == "auto" else output_format
   model, how = load(input_path, fmt_in, variant, with_head)
   written = save(model, output_path, fmt_out, with_head, image_size,
-                 source=f"{input_path} ({fmt_in})")
+                 source=f"{input_path} ({fmt_in})", license=license)
   head = getattr(model, "num_classes", 0)
   return (f"{input_path} ({fmt_in}, {getattr(model, 'variant', '?')}, loaded {how}"
           f"{f', head {head} classes' if head else ''}) -> {written} ({fmt_out})")
@@ -236,7 +248,7 @@ def main(argv):
   if not FLAGS.output:
     raise ConfigError("--output is required (or pass --inspect)")
   print(convert(FLAGS.input, FLAGS.output, FLAGS.variant, FLAGS.input_format,
-                FLAGS.output_format, FLAGS.with_head, FLAGS.image_size))
+                FLAGS.output_format, FLAGS.with_head, FLAGS.image_size, FLAGS.license))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ _PATH_FLAG = {"csv": "csv", "chexpert": "csv", "mimic": "data_root", "folder": "
               "tfrecords": "tfrecords"}
 
 flags.DEFINE_string("model", None, "Fine-tuning run directory (uses its best checkpoint, see "
-                    "--which), a classifier preset written by --export_preset, or a classifier "
+                    "--which), a classifier preset written by --export_preset (a folder, or a "
+                    "kaggle:// / hf:// KerasHub handle of a published one), or a classifier "
                     "SavedModel written by --export_savedmodel.",
                     required=True)
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of a run directory: best "
@@ -81,11 +82,14 @@ flags.DEFINE_string("export_savedmodel", None, "Also export the --model run dire
                     "self-describing classifier SavedModel at this path (probabilities from "
                     "images in [0,1], using the temperatures saved with the best checkpoint; "
                     "label names, image size and temperatures in remedis_classifier.json).")
-flags.DEFINE_string("export_preset", None, "Also export the --model run directory as a Keras 3 "
-                    "classifier preset folder at this path (config.json with label names, task, "
-                    "image size and the saved temperatures; metadata.json; model.weights.h5). "
-                    "It loads with remedis_tf.weights.preset.from_preset and is accepted as "
-                    "--model and as --init.")
+flags.DEFINE_string("export_preset", None, "Also export the --model run directory as a "
+                    "KerasHub classifier preset folder at this path (label names, task, image "
+                    "size, eval crop and the saved temperatures travel with it; a README.md "
+                    "model card with this evaluation's metrics). "
+                    "keras_hub.models.ImageClassifier.from_preset loads it after import "
+                    "remedis_tf; it is accepted as --model and as --init.")
+flags.DEFINE_string("license", None, "For --export_preset's model card: the licence of the "
+                    "weights the model was fine-tuned from (e.g. Apache-2.0).")
 flags.DEFINE_multi_string("subgroup", None, "Report every metric per value of this column "
                           "(repeat for more): a CSV column of the sets (e.g. Sex, AP/PA; "
                           "MIMIC: a metadata column such as ViewPosition), or view / site; "
@@ -128,6 +132,8 @@ def parse_eval_sets(specs, default_source):
 def model_label_names(model: str):
   """The label names recorded with a run directory or classifier SavedModel (None if
   neither is recognisable; evaluate_model then reports the problem)."""
+  if preset.is_keras_hub(model):  # before any stat: kaggle:// / hf:// are no file systems
+    return preset.preset_info(model).get("label_names")
   if classifier_export.is_classifier_savedmodel(model):
     return list(classifier_export.read_sidecar(model)["label_names"])
   if preset.is_preset(model):
@@ -192,8 +198,10 @@ def main(argv):
     print(f"[export] classifier SavedModel written to {FLAGS.export_savedmodel} "
           f"(temperatures {temps})")
   if FLAGS.export_preset:
+    metrics = [{"set": name, **row} for name, row in summary["sets"].items()]
     classifier.export_classifier_preset(task, FLAGS.export_preset, source=FLAGS.model,
-                                        crop_fraction=crop)
+                                        crop_fraction=crop,
+                                        card={"metrics": metrics, "license": FLAGS.license})
     print(f"[export] classifier preset written to {FLAGS.export_preset}")
   for name, row in summary["sets"].items():
     ci = "" if row["lower"] is None else f" [{row['lower']:.4f}, {row['upper']:.4f}]"

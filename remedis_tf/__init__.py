@@ -3,7 +3,7 @@
 The names a user needs, as ``import remedis_tf as rt``::
 
   rt.ResNetV2, rt.load_backbone, rt.load_bit_npz        # build / load a backbone
-  rt.from_preset, rt.save_to_preset                     # Keras 3 preset folders
+  rt.from_preset, rt.save_to_preset                     # KerasHub preset folders
   rt.chexpert, rt.mimic_cxr, rt.generic_csv, rt.folder_manifest, rt.tfrecords_manifest
   rt.contrastive_dataset, rt.supervised_dataset, rt.eval_dataset  # tf.data pipelines
   rt.AugmentConfig, rt.get_preset, rt.ContrastiveConfig, rt.SupervisedConfig,
@@ -12,7 +12,10 @@ The names a user needs, as ``import remedis_tf as rt``::
   rt.plan_finetune, rt.evaluate_model, rt.run_data_efficiency
   rt.export_savedmodel, rt.export_classifier_savedmodel
 
-Everything else stays in its module (see docs/architecture.md).
+Everything else stays in its module (see docs/architecture.md). Importing the package
+registers our KerasHub classes (``remedis_tf>BiTBackbone``, ``remedis_tf>RemedisImageClassifier``,
+see ``remedis_tf.weights.keras_hub_models``), so ``keras_hub.models.Backbone.from_preset`` and
+``keras_hub.models.ImageClassifier.from_preset`` load our presets afterwards.
 """
 
 from remedis_tf.data.augment import AugmentConfig, get_preset

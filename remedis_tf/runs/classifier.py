@@ -6,9 +6,10 @@ A *model source* is either
 * a fine-tuning run directory written by :func:`remedis_tf.runs.stages.run_supervised`
   (``config.json`` + checkpoints; the model-selection checkpoint in ``best/`` is used by
   default; its evaluation centre crop is the run's ``AugmentConfig.eval_crop_fraction``),
-* a classifier Keras preset written by :func:`export_classifier_preset`
-  (``remedis_tf.weights.preset``: ``config.json`` with label names, task and image size,
-  ``metadata.json``, ``model.weights.h5``), or
+* a classifier preset written by :func:`export_classifier_preset` (a KerasHub
+  ``ImageClassifier`` preset, :mod:`remedis_tf.weights.keras_hub_presets`; older
+  remedis_tf-format presets are read too), local, ``gs://`` or a ``kaggle://`` / ``hf://``
+  handle, or
 * a classifier SavedModel written by :func:`export_classifier_savedmodel` (format:
   :mod:`remedis_tf.weights.classifier_export`).
 
@@ -92,6 +93,8 @@ def load_model(model_source: str, which: str = "best") -> LoadedClassifier:
   if not model_source:
     raise ConfigError("no model given: pass a fine-tuning run directory or a classifier "
                       "SavedModel")
+  if preset_lib.is_keras_hub(model_source):  # before any stat: kaggle:// is no file system
+    return _stored(model_source, "preset", classifier_export.load_classifier_preset(model_source))
   if classifier_export.is_classifier_savedmodel(model_source):
     return _stored(model_source, "savedmodel",
                    classifier_export.load_classifier_savedmodel(model_source))
@@ -120,16 +123,21 @@ def _require_built(task: SupervisedTask, what: str) -> None:
 
 
 def export_classifier_preset(task: SupervisedTask, out_dir: str, source: str = "",
-                             crop_fraction: float = augment_lib.EVAL_CROP_FRACTION) -> str:
-  """Writes a trained ``SupervisedTask`` as a Keras classifier preset folder.
+                             crop_fraction: float = augment_lib.EVAL_CROP_FRACTION,
+                             card: Optional[Mapping[str, Any]] = None) -> str:
+  """Writes a trained ``SupervisedTask`` as a KerasHub classifier preset folder
+  (``keras_hub.models.ImageClassifier.from_preset`` loads it after ``import remedis_tf``;
+  its ``predict`` gives the scores :func:`load_model` gives) with a model card; ``card``
+  adds ``metrics``, ``license``, ``intended_use`` (see :mod:`remedis_tf.weights.model_card`;
+  ``data`` defaults to the training manifest's source).
 
-  ``config.json`` records the backbone variant, the projection layer the head reads, the
-  head size, ``label_names``, ``task``, ``image_size`` and ``crop_fraction`` (pass the
-  run's :func:`remedis_tf.runs.stages.eval_crop_fraction`); the calibration record saved
-  with the best checkpoint (``temperature``, None without one); ``model.weights.h5`` holds
-  backbone + (projection head) + classification head. Load it with
-  :func:`remedis_tf.weights.preset.from_preset` (a :class:`Classifier` returning
-  ``{"logits", "embedding"}``) or evaluate it with :func:`load_model`. Returns ``out_dir``.
+  ``task.json`` records the projection layer the head reads, the head size,
+  ``label_names``, ``task`` and the calibration record saved with the best checkpoint (None
+  without one); ``image_converter.json`` the ``image_size`` and ``crop_fraction`` (pass the
+  run's :func:`remedis_tf.runs.stages.eval_crop_fraction`); ``config.json`` the backbone
+  variant. Also loads with :func:`remedis_tf.weights.preset.from_preset` (a
+  :class:`Classifier` returning ``{"logits", "embedding"}``) and evaluates with
+  :func:`load_model`. Returns ``out_dir``.
   """
   _require_built(task, "export_classifier_preset")
   model = Classifier(task.backbone, task.classification_head, task.projection_head,
@@ -137,7 +145,10 @@ def export_classifier_preset(task: SupervisedTask, out_dir: str, source: str = "
   return preset_lib.save_to_preset(model, out_dir, image_size=int(task.image_size),
                                    label_names=list(task.manifest.label_names),
                                    task=task.manifest.task, crop_fraction=float(crop_fraction),
-                                   source=source, temperature=task.temperature)
+                                   source=source, temperature=task.temperature,
+                                   card={"data": (f"fine-tuned on {task.manifest.source}"
+                                                  if task.manifest.source else None),
+                                         **dict(card or {})})
 
 
 def export_classifier_savedmodel(task: SupervisedTask, out_dir: str, source: str = "",

@@ -8,12 +8,13 @@ Model sources (what ``model_source`` may be):
 * a contrastive run directory (or one of our checkpoint prefixes / ``checkpoints/``
   folders with ``variant`` given) — the backbone's pooled output;
 * a BiT ``.npz`` weight file (``variant`` guessed from the shapes when not given), a timm
-  ``.safetensors`` state dict, or a backbone Keras preset (its variant is recorded);
-* a classifier Keras preset (:func:`remedis_tf.runs.classifier.export_classifier_preset`) —
+  ``.safetensors`` state dict, or a backbone preset (its variant is recorded);
+* a classifier preset (:func:`remedis_tf.runs.classifier.export_classifier_preset`) —
   the features its head reads, at its recorded image size;
 * a SavedModel: a classifier exported by
   :func:`remedis_tf.runs.classifier.export_classifier_savedmodel` (its ``embed``), or a
-  BiT/REMEDIS hub-style backbone (average-pooled feature map).
+  BiT/REMEDIS hub-style backbone (average-pooled feature map);
+* a ``kaggle://`` / ``hf://`` KerasHub preset handle (fetched by KerasHub, then as above).
 
 Output: one ``.npz`` or a folder of ``.npy`` files with ids, patients, embeddings, labels,
 mask, label names and the model (format and reader: :mod:`remedis_tf.eval.embedding`).
@@ -35,7 +36,7 @@ from remedis_tf.eval import predict as predict_lib
 from remedis_tf.eval.embedding import write_arrays
 from remedis_tf.runs import classifier as classifier_lib
 from remedis_tf.train import init_weights
-from remedis_tf.weights import bit_npz, classifier_export
+from remedis_tf.weights import bit_npz, classifier_export, keras_hub_presets
 from remedis_tf.weights import preset as preset_lib
 
 
@@ -56,6 +57,8 @@ def load_embedder(model_source: str, variant: Optional[str] = None,
   """
   if not model_source:
     raise ConfigError("no model given for the embeddings")
+  if keras_hub_presets.is_hub_handle(model_source):  # kaggle:// / hf://: KerasHub fetches it
+    model_source = keras_hub_presets.resolve_handle(model_source)
   if classifier_export.is_classifier_savedmodel(model_source):
     model = classifier_lib.load_model(model_source)
     return model.forward, image_size or model.image_size, f"classifier SavedModel {model_source}"

@@ -5,8 +5,9 @@ or our checkpoint.
   * ``""`` — random initialisation;
   * ``*.npz`` — a BiT weight file (e.g. ``BiT-M-R50x1.npz``);
   * ``*.safetensors`` / ``*.pth`` — a timm ``resnetv2_*_bit`` state dict (``.pth`` needs torch);
-  * a Keras preset folder (``config.json`` + ``model.weights.h5``, see
-    ``remedis_tf.weights.preset``) of a backbone or a classifier (its backbone is used);
+  * a preset folder (``config.json`` + ``model.weights.h5``; KerasHub or the older
+    remedis_tf format, see ``remedis_tf.weights.preset``) of a backbone or a classifier (its
+    backbone is used), or a ``kaggle://`` / ``hf://`` KerasHub preset handle;
   * a SavedModel directory (has ``saved_model.pb``), ``gs://`` SavedModel, or a TF Hub handle
     (``https://tfhub.dev/...``, ``https://www.kaggle.com/models/...``);
   * anything else — one of our checkpoints: a checkpoint prefix, a ``checkpoints/``
@@ -23,7 +24,8 @@ import tensorflow as tf
 
 from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.models.resnet_v2 import ResNetV2
-from remedis_tf.weights import bit_npz, checkpoint_io, preset, savedmodel, timm_bit
+from remedis_tf.weights import (bit_npz, checkpoint_io, keras_hub_presets, preset, savedmodel,
+                                timm_bit)
 
 INIT_KINDS = ("none", "npz", "timm", "preset", "savedmodel", "checkpoint")
 
@@ -34,6 +36,8 @@ def init_kind(init: str) -> str:
     return "none"
   if init.endswith(".npz"):
     return "npz"
+  if keras_hub_presets.is_hub_handle(init):  # kaggle:// / hf://: fetched by KerasHub
+    return "preset"
   if init.lower().endswith((timm_bit.SAFETENSORS_SUFFIX,) + timm_bit.TORCH_SUFFIXES):
     return "timm"
   if init.startswith(("http://", "https://")) or "tfhub.dev" in init:

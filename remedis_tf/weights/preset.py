@@ -1,19 +1,22 @@
-"""Keras-3 presets: a folder with ``config.json``, ``metadata.json`` and ``model.weights.h5``.
+"""Keras-3 presets of our models, in two formats:
 
-The convention KerasHub users know, for our BiT backbones and fine-tuned classifiers:
+* **KerasHub presets** (written since format version 2): the format of
+  :mod:`remedis_tf.weights.keras_hub_presets`, which ``keras_hub.models.Backbone.from_preset``
+  and ``keras_hub.models.ImageClassifier.from_preset`` load after ``import remedis_tf``;
+  :func:`save_to_preset` writes these. ``kaggle://`` / ``hf://`` handles are read too.
+* **remedis_tf presets** (format version 1, written before KerasHub support; still read,
+  and written by :func:`save_legacy_preset`): a folder with ``config.json`` (``format``
+  ``remedis_tf.preset``, ``class_name`` ``ResNetV2`` or ``Classifier``, the backbone
+  ``variant`` and BiT head size, the projection/classification head shapes, and for
+  classifiers ``label_names``, ``task``, ``image_size`` and ``crop_fraction``),
+  ``metadata.json`` (versions, ``source``, parameter count) and ``model.weights.h5`` (the
+  built model's ``keras.Model.save_weights`` file).
 
-* ``config.json`` — what to build: ``class_name`` (``ResNetV2`` or ``Classifier``), the
-  backbone ``variant`` and BiT head size, the projection/classification head shapes, and
-  for classifiers ``label_names``, ``task``, ``image_size`` and ``crop_fraction``;
-* ``metadata.json`` — format version, remedis_tf / Keras / TensorFlow versions, when and
-  from what (``source``) it was written, parameter count;
-* ``model.weights.h5`` — the built model's ``keras.Model.save_weights`` file.
-
-:func:`save_to_preset` writes one (local or ``gs://``; the folder is written next to its
-final place and swapped in), :func:`from_preset` rebuilds the model from ``config.json``
-and loads the weights after checking every stored array's path and shape against the
-rebuilt model. All reads and writes go through ``tf.io.gfile``; HDF5 needs a local file,
-so remote weights are copied through a temporary directory.
+:func:`from_preset` reads either (local, ``gs://``; KerasHub presets also from handles) and
+returns our own classes (a ``ResNetV2`` or a :class:`Classifier`), after checking every
+stored array's path and shape against the rebuilt model. All reads and writes go through
+``tf.io.gfile``; HDF5 needs a local file, so remote weights are copied through a temporary
+directory.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import os
 import tempfile
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-import h5py
 import keras
 import tensorflow as tf
 
@@ -34,7 +36,8 @@ from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.models import resnet_v2
 from remedis_tf.models.classifier import Classifier
 from remedis_tf.models.heads import ClassificationHead, ProjectionHead
-from remedis_tf.weights import bit_npz, differences
+from remedis_tf.weights import bit_npz, differences, keras_hub_presets
+from remedis_tf.weights.h5_weights import check_weights_file, h5_arrays, h5_shapes
 
 PRESET_FORMAT = "remedis_tf.preset"
 FORMAT_VERSION = 1
@@ -46,7 +49,10 @@ _BUILD_SIZE = 32  # variables do not depend on the image size; build on the smal
 
 
 def is_preset(path: str) -> bool:
-  """True when ``path`` is a folder holding ``config.json`` and ``model.weights.h5``."""
+  """True for a ``kaggle://`` / ``hf://`` handle, and for a folder holding ``config.json``
+  and ``model.weights.h5`` (either format)."""
+  if keras_hub_presets.is_hub_handle(path):
+    return True
   return bool(path) and all(tf.io.gfile.exists(os.path.join(path, name))
                             for name in (CONFIG_FILE, WEIGHTS_FILE))
 
@@ -94,8 +100,23 @@ def preset_config(model: keras.Model, image_size: Optional[int] = None,
 def save_to_preset(model: keras.Model, preset_dir: str, image_size: Optional[int] = None,
                    label_names: Optional[Sequence[str]] = None, task: Optional[str] = None,
                    crop_fraction: Optional[float] = None, source: str = "",
-                   temperature: Optional[Mapping[str, Any]] = None) -> str:
-  """Writes ``model`` (a ResNetV2 backbone or a :class:`Classifier`) as a preset folder.
+                   temperature: Optional[Mapping[str, Any]] = None,
+                   card: Optional[Mapping[str, Any]] = None) -> str:
+  """Writes ``model`` (a ResNetV2 backbone or a :class:`Classifier`) as a KerasHub preset
+  with its model card (:func:`remedis_tf.weights.keras_hub_presets.save_to_preset`; the
+  arguments are those of :func:`save_legacy_preset`, plus ``card``). Returns ``preset_dir``.
+  """
+  return keras_hub_presets.save_to_preset(
+      model, preset_dir, image_size=image_size, label_names=label_names, task=task,
+      crop_fraction=crop_fraction, source=source, temperature=temperature, card=card)
+
+
+def save_legacy_preset(model: keras.Model, preset_dir: str, image_size: Optional[int] = None,
+                       label_names: Optional[Sequence[str]] = None, task: Optional[str] = None,
+                       crop_fraction: Optional[float] = None, source: str = "",
+                       temperature: Optional[Mapping[str, Any]] = None) -> str:
+  """Writes ``model`` (a ResNetV2 backbone or a :class:`Classifier`) as a format-1
+  remedis_tf preset folder (what :func:`save_to_preset` wrote before KerasHub support).
 
   Args:
     model: built or not (it is built on a 32x32 input when needed).
@@ -218,67 +239,47 @@ def _local_file(path: str) -> Iterator[str]:
     yield copy
 
 
-def h5_arrays(path: str) -> List[Tuple[str, Tuple[int, ...], str]]:
-  """``(dataset path, shape, dtype)`` of every array in a local HDF5 weights file."""
-  out: List[Tuple[str, Tuple[int, ...], str]] = []
-
-  def visit(name, obj):
-    if isinstance(obj, h5py.Dataset):
-      out.append((name, tuple(obj.shape), obj.dtype.name))
-
-  try:
-    with h5py.File(path, "r") as f:
-      f.visititems(visit)
-  except OSError as e:
-    raise CheckpointError(f"{path}: not a readable HDF5 weights file ({e})") from None
-  return out
-
-
-def h5_shapes(path: str) -> Dict[str, Tuple[int, ...]]:
-  """``{dataset path: shape}`` of every array in a local HDF5 weights file."""
-  return {name: shape for name, shape, _ in h5_arrays(path)}
+def is_keras_hub(path: str) -> bool:
+  """True for a KerasHub preset (folder or ``kaggle://`` / ``hf://`` handle)."""
+  return (keras_hub_presets.is_hub_handle(path)
+          or keras_hub_presets.is_keras_hub_preset(str(path).rstrip("/")))
 
 
 def inspect_preset(preset_dir: str) -> List[Tuple[str, Tuple[int, ...], str]]:
-  """``(array path, shape, dtype)`` of a preset's ``model.weights.h5``, building nothing."""
+  """``(array path, shape, dtype)`` of a preset's ``model.weights.h5`` (and, for a KerasHub
+  classifier, ``task.weights.h5``, its paths prefixed ``task.weights.h5:``), building
+  nothing."""
   preset_dir = str(preset_dir).rstrip("/")
+  if is_keras_hub(preset_dir):
+    out = []
+    with keras_hub_presets.local_preset(preset_dir) as local:
+      for name, prefix in ((WEIGHTS_FILE, ""), (keras_hub_presets.TASK_WEIGHTS_FILE,
+                                                 keras_hub_presets.TASK_WEIGHTS_FILE + ":")):
+        if os.path.exists(os.path.join(local, name)):
+          out += [(prefix + p, shape, dtype)
+                  for p, shape, dtype in h5_arrays(os.path.join(local, name))]
+    return out
   read_preset(preset_dir)
   with _local_file(os.path.join(preset_dir, WEIGHTS_FILE)) as local:
     return h5_arrays(local)
 
 
-def check_weights_file(model: keras.Model, local_weights: str, source: str) -> None:
-  """Compares a ``.weights.h5`` file's arrays with what ``model.save_weights`` would write.
-
-  Raises:
-    CheckpointError: one line naming ``source`` and each differing array (path inside the
-      file, expected vs found shape), missing and unexpected arrays.
-  """
-  found = h5_shapes(local_weights)
-  with tempfile.TemporaryDirectory() as tmp:
-    reference = os.path.join(tmp, WEIGHTS_FILE)
-    model.save_weights(reference)
-    expected = h5_shapes(reference)
-  missing, unexpected, mismatched = differences.shape_differences(expected, found)
-  if missing or unexpected or mismatched:
-    described = differences.describe_differences(missing, unexpected, mismatched, expected,
-                                                 found, noun=" array(s)")
-    variant = getattr(getattr(model, "backbone", model), "variant", "?")
-    raise CheckpointError(f"{source} does not match the {type(model).__name__} ({variant}) its "
-                          f"{CONFIG_FILE} describes: {described}")
-
-
 def from_preset(preset_dir: str) -> keras.Model:
-  """Rebuilds and loads the model saved by :func:`save_to_preset` (local or ``gs://``).
+  """Rebuilds and loads the model of a preset of either format (local or ``gs://``; a
+  KerasHub preset also as a ``kaggle://`` / ``hf://`` handle).
 
   Returns a built :class:`~remedis_tf.models.resnet_v2.ResNetV2` or :class:`Classifier`
-  whose weights equal the saved ones bit for bit.
+  whose weights equal the saved ones bit for bit (for a KerasHub preset: the layers inside
+  the loaded ``BiTBackbone`` / ``RemedisImageClassifier``, see
+  :func:`remedis_tf.weights.keras_hub_presets.native_view`).
   Raises:
     CheckpointError: a missing/unreadable preset file, or weights that do not match the
       config (each array named with expected vs found shape); nothing is half-loaded into
       a model the caller holds.
   """
   preset_dir = str(preset_dir).rstrip("/")
+  if is_keras_hub(preset_dir):
+    return keras_hub_presets.native_view(keras_hub_presets.load_preset(preset_dir))
   config, _ = read_preset(preset_dir)
   weights = os.path.join(preset_dir, WEIGHTS_FILE)
   if not tf.io.gfile.exists(weights):
@@ -295,7 +296,11 @@ def from_preset(preset_dir: str) -> keras.Model:
 
 
 def preset_info(preset_dir: str) -> Dict[str, Any]:
-  """``config.json`` and ``metadata.json`` of a preset, merged as ``{**config, "metadata": …}``."""
+  """``config.json`` and ``metadata.json`` of a preset, merged as ``{**config, "metadata": …}``
+  (a KerasHub preset is described in the same schema, see
+  :func:`remedis_tf.weights.keras_hub_presets.preset_info`)."""
+  if is_keras_hub(preset_dir):
+    return keras_hub_presets.preset_info(str(preset_dir).rstrip("/"))
   config, metadata = read_preset(str(preset_dir).rstrip("/"))
   return {**config, "metadata": metadata}
 

@@ -133,7 +133,9 @@ def test_timm_safetensors_to_preset_to_npz(tmp_path):
   for k, v in back.items():
     np.testing.assert_array_equal(v, params[k], err_msg=k)
   names = [n for n, _, _ in convert_weights.inspect(out, "preset")]
-  assert ("layers/standardized_conv2d/vars/0", (7, 7, 3, 8), "float32") in convert_weights.inspect(out, "preset")
+  # A KerasHub preset: the ResNetV2 is the BiTBackbone's inner layer (layers/res_net_v2/).
+  assert (("layers/res_net_v2/layers/standardized_conv2d/vars/0", (7, 7, 3, 8), "float32")
+          in convert_weights.inspect(out, "preset"))
   assert len(names) == 45
   assert ("stem.conv.weight", (8, 3, 7, 7), "float32") in convert_weights.inspect(src, "timm")
 

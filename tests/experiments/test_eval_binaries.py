@@ -84,6 +84,11 @@ def test_evaluate_binary(tiny):
   from_preset = json.load(open(os.path.join(out_p, "summary.json")))
   assert from_preset["model_kind"] == "preset"
   assert from_preset["sets"]["id_test"]["value"] == summary["sets"]["id_test"]["value"]
+  # Its model card lists the metrics --export_preset's evaluation measured, with intervals.
+  card = open(os.path.join(tiny["root"], "clf_preset", "README.md")).read()
+  row = summary["sets"]["id_test"]
+  assert (f"| id_test | mean_auc | {row['value']:.4f} | [{row['lower']:.4f}, "
+          f"{row['upper']:.4f}] |") in card
   # User errors: one line on stderr, exit status 2.
   proc = _run("evaluate", f"--model={tiny['run_dir']}", "--eval_set=broken",
               f"--output_dir={out}")

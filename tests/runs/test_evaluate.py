@@ -5,9 +5,11 @@ import csv
 import json
 import os
 
+import keras_hub
 import numpy as np
 import pytest
 
+from remedis_tf.data import decode
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval import calibration
@@ -180,6 +182,14 @@ def test_classifier_preset_gives_the_same_scores(trained, tmp_path):
   from_preset = loaded.predict(manifest)
   # Same layers, same weights, same ops: identical scores.
   np.testing.assert_array_equal(from_preset.scores, from_run.scores)
+  # KerasHub's own loader: ImageClassifier.from_preset(...).predict on the decoded images
+  # (its preprocessor applies the eval crop + resize) gives the scores evaluate reports.
+  hub = keras_hub.models.ImageClassifier.from_preset(export)
+  images = np.stack([decode.read_image_numpy(r.image_path) for r in manifest.records])
+  # Same float32 weights and ops; predict compiles the model and the preprocessing into
+  # other graphs than our pipeline, where float32 sums may be reordered: bound 1e-6 on
+  # probabilities in (0, 1).
+  np.testing.assert_allclose(hub.predict(images, verbose=0), from_run.scores, rtol=0, atol=1e-6)
   # A backbone preset is not a classifier.
   from remedis_tf.weights import preset  # pylint: disable=g-import-not-at-top
   backbone = preset.save_to_preset(task.backbone, str(tmp_path / "bb"))

@@ -1,4 +1,5 @@
-"""Keras-3 presets: exact round trips (backbone, classifier), remote paths, one-line errors."""
+"""Format-1 (remedis_tf, pre-KerasHub) presets: exact round trips (backbone, classifier), remote
+paths, one-line errors. The reader stays so presets written before KerasHub support load."""
 
 import json
 import os
@@ -42,7 +43,7 @@ def _assert_same_weights(a, b):
 
 def test_backbone_round_trip_is_bit_exact(tmp_path):
   model = _randomize(ResNetV2("tiny", num_classes=4).build_for(32))
-  out = preset.save_to_preset(model, str(tmp_path / "bb"), image_size=40, source="unit test")
+  out = preset.save_legacy_preset(model, str(tmp_path / "bb"), image_size=40, source="unit test")
   assert sorted(os.listdir(out)) == ["config.json", "metadata.json", "model.weights.h5"]
   loaded = preset.from_preset(out)
   assert isinstance(loaded, ResNetV2) and loaded.variant == "tiny" and loaded.num_classes == 4
@@ -64,7 +65,7 @@ def test_backbone_round_trip_is_bit_exact(tmp_path):
 @pytest.mark.parametrize("projection", [True, False])
 def test_classifier_round_trip_is_bit_exact(tmp_path, projection):
   model = _randomize(_classifier(projection), seed=2)
-  out = preset.save_to_preset(model, str(tmp_path / "cls"), image_size=40,
+  out = preset.save_legacy_preset(model, str(tmp_path / "cls"), image_size=40,
                               label_names=["a", "b", "c"], task="multilabel", crop_fraction=0.875)
   loaded = preset.from_preset(out)
   assert isinstance(loaded, Classifier)
@@ -80,7 +81,7 @@ def test_classifier_round_trip_is_bit_exact(tmp_path, projection):
 
 def test_reads_through_gfile_from_a_remote_filesystem(tmp_path):
   model = _randomize(ResNetV2("tiny").build_for(32), seed=5)
-  local = preset.save_to_preset(model, str(tmp_path / "bb"))
+  local = preset.save_legacy_preset(model, str(tmp_path / "bb"))
   remote = "ram://presets/bb"  # TF's in-memory filesystem stands in for gs://
   for name in os.listdir(local):
     tf.io.gfile.copy(os.path.join(local, name), f"{remote}/{name}", overwrite=True)
@@ -92,20 +93,20 @@ def test_replaces_a_preset_but_not_another_folder(tmp_path):
   first = _randomize(ResNetV2("tiny").build_for(32), seed=1)
   second = _randomize(ResNetV2("tiny").build_for(32), seed=2)
   out = str(tmp_path / "p")
-  preset.save_to_preset(first, out)
-  preset.save_to_preset(second, out)
+  preset.save_legacy_preset(first, out)
+  preset.save_legacy_preset(second, out)
   _assert_same_weights(second, preset.from_preset(out))
   other = tmp_path / "notes"
   other.mkdir()
   (other / "keep.txt").write_text("x")
   with pytest.raises(CheckpointError, match="is not a preset"):
-    preset.save_to_preset(first, str(other))
+    preset.save_legacy_preset(first, str(other))
   assert (other / "keep.txt").exists()
 
 
 def test_missing_and_bad_files_fail_in_one_line_naming_the_file(tmp_path):
   model = ResNetV2("tiny").build_for(32)
-  good = preset.save_to_preset(model, str(tmp_path / "good"))
+  good = preset.save_legacy_preset(model, str(tmp_path / "good"))
 
   def broken(name, edit):
     path = str(tmp_path / name)
@@ -141,7 +142,7 @@ def test_missing_and_bad_files_fail_in_one_line_naming_the_file(tmp_path):
 
 
 def test_weight_mismatch_names_the_array_and_both_shapes(tmp_path):
-  out = preset.save_to_preset(_randomize(ResNetV2("tiny").build_for(32)), str(tmp_path / "p"))
+  out = preset.save_legacy_preset(_randomize(ResNetV2("tiny").build_for(32)), str(tmp_path / "p"))
   cfg_path = os.path.join(out, "config.json")
   cfg = json.load(open(cfg_path))
   cfg["backbone"]["variant"] = "small"  # config now disagrees with the stored weights
@@ -162,7 +163,7 @@ def test_weight_mismatch_names_the_array_and_both_shapes(tmp_path):
 
 def test_load_preset_backbone_into_existing_backbone(tmp_path):
   cls = _randomize(_classifier(), seed=3)
-  out = preset.save_to_preset(cls, str(tmp_path / "cls"))
+  out = preset.save_legacy_preset(cls, str(tmp_path / "cls"))
   target = ResNetV2("tiny").build_for(32)
   report = preset.load_preset_backbone(target, out)
   assert report.num_loaded == len(target.weights)
