@@ -54,6 +54,7 @@ _LONG_MODULES = (
     "tests/reliability/test_bad_inputs.py",
     "tests/experiments/test_eval_binaries.py",
     "tests/train/test_xla.py",
+    "tests/weights/test_keras_hub_models.py",
     "tests/train/test_multi_worker.py",
     "tests/train/test_preemption.py",
     "tests/runs/test_evaluate.py",
