@@ -28,6 +28,7 @@ from remedis_tf.data import augment as augment_lib
 from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.eval import calibration as calibration_lib
 from remedis_tf.models.classifier import scoring_forward
+from remedis_tf.weights import checkpoint_io
 from remedis_tf.weights import preset as preset_lib
 
 SIDECAR_FILE = "remedis_classifier.json"
@@ -66,6 +67,37 @@ def is_classifier_savedmodel(path: str) -> bool:
   """True when ``path`` is a directory written by :func:`write_classifier_savedmodel`."""
   return (tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
           and tf.io.gfile.exists(os.path.join(path, SIDECAR_FILE)))
+
+
+def variables_prefix(path: str) -> str:
+  """The checkpoint prefix of a SavedModel's variables (``<path>/variables/variables``)."""
+  return os.path.join(path.rstrip("/"), "variables", "variables")
+
+
+def exported_parts(path: str) -> Tuple[str, ...]:
+  """The model parts a classifier SavedModel of ours holds, read from its variables.
+
+  Returns the present ones of ``backbone``, ``projection_head``, ``classification_head``
+  when the SavedModel's object graph has at least a backbone and a classification head
+  (our export, even with its sidecar lost); ``()`` for any other SavedModel. Nothing is
+  loaded or run: only the variables' index is read.
+  """
+  prefix = variables_prefix(path)
+  if not tf.io.gfile.exists(prefix + ".index"):
+    return ()
+  top = checkpoint_io.CheckpointGraph(prefix).top_level()
+  if "backbone" not in top or "classification_head" not in top:
+    return ()
+  return tuple(n for n in ("backbone", "projection_head", "classification_head") if n in top)
+
+
+def head_shape(path: str) -> Optional[Tuple[int, ...]]:
+  """Shape ``[C, K]`` of the exported classification head's kernel (None if not found)."""
+  graph = checkpoint_io.CheckpointGraph(variables_prefix(path))
+  for var_path, shape in graph.variables_under(("classification_head",)).items():
+    if var_path[-1] in ("kernel", "_kernel") and len(shape) == 2:
+      return tuple(shape)
+  return None
 
 
 def read_sidecar(path: str) -> Dict[str, Any]:
