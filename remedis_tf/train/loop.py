@@ -6,7 +6,8 @@ wins over init weights), runs ``strategy.run(task.train_step)`` inside a ``tf.fu
 that performs up to ``steps_per_loop`` steps per call (what TPUs need), and between calls
 writes TensorBoard summaries, prints progress with images/s and ETA, saves checkpoints,
 stops on a non-finite loss without touching the last good checkpoint, and saves then
-exits cleanly on SIGTERM (preemption, :mod:`remedis_tf.train.coordination`).
+exits cleanly on SIGTERM (preemption) and SIGINT (Ctrl-C)
+(:mod:`remedis_tf.train.coordination`).
 
 Exact resumption: the input pipeline is a pure function of (seed, step) and the task's
 per-step randomness is derived from the step, so a resumed run produces the same weights
@@ -62,7 +63,7 @@ class LoopConfig:
       single replica in the whole run (default strategy): off TPU, cross-replica
       collectives cannot run inside a compiled step. On TPU it is a no-op because TPUs
       compile every step anyway.
-    handle_sigterm: save a checkpoint and stop cleanly on SIGTERM.
+    handle_sigterm: save a checkpoint and stop cleanly on SIGTERM and SIGINT (Ctrl-C).
     lock_timeout_s: a ``gs://`` run directory's lock whose heartbeat is older than this is
       stale and taken over (remedis_tf.run_lock; local disks need no timeout).
     steal_lock: take over the run directory's lock even if its holder looks alive
@@ -310,8 +311,8 @@ class _TrainingRun:
                       checkpoint_path=self.saved_path)
 
   def _stop_requested(self, step: int) -> bool:
-    """True (after saving ``step``) when any worker got SIGTERM; raises when the chief lost
-    the run directory's lock. All workers decide together (a collective), so they save the
+    """True (after saving ``step``) when any worker got SIGTERM or SIGINT; raises when the
+    chief lost the run directory's lock. All workers decide together (a collective), so they save the
     same step."""
     lock = self.lock
     shared = self.sync.gather(int(self.preemption.requested)
@@ -323,7 +324,8 @@ class _TrainingRun:
       return False
     if step != self.saved_step:
       self._save(step)
-    self.log(f"[preempted] SIGTERM received: checkpoint {self.saved_path or '(none yet)'} "
+    name = self.preemption.signal_name or "SIGTERM"  # another worker's signal: SIGTERM
+    self.log(f"[preempted] {name} received: checkpoint {self.saved_path or '(none yet)'} "
              f"holds step {self.saved_step}; run the same command to resume")
     return True
 
