@@ -90,9 +90,10 @@ class OptimizerConfig:
   reference_batch_size: Optional[int] = None
   boundaries: Tuple[int, ...] = ()
 
-  # A run made longer on resume stretches its schedule with it (the binaries derive the
-  # schedule length from the step count).
-  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = ("total_steps",)
+  # A run made longer on resume stretches its schedule with it: the binaries derive the
+  # schedule length, its warmup and the HyperRule boundaries from the step count, and the
+  # schedule is a function of the step, so the resumed run follows the new one from there.
+  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = ("total_steps", "warmup_steps", "boundaries")
 
   def __post_init__(self):
     def bad(field, why):

@@ -110,6 +110,8 @@ class LoopResult:
   checkpoint_path: Optional[str]
 
 
+# Data that may change on resume (a retry after dropping bad files), stated when it does.
+RESUMABLE_DATA_FIELDS = ("data.num_examples",)
 # A section given as a plain dict rather than its config (tests, hand-written run configs)
 # declares nothing, except this module's own one.
 _DICT_SECTION_TYPES = {"loop": LoopConfig}
@@ -129,24 +131,24 @@ def resumable_paths(run_config: Mapping[str, Any]) -> Set[str]:
   return paths
 
 
-def check_run_config(run_dir: str, run_config: Dict[str, Any]) -> None:
-  """Refuses to resume into ``run_dir`` if its ``config.json`` was written by a different
-  config.
-
-  Fields of :func:`resumable_paths` may differ (e.g. a longer ``loop.total_steps``). Raises
-  ConfigError listing the differing fields; a run directory without ``config.json`` passes.
-  """
+def check_run_config(run_dir: str, run_config: Dict[str, Any]) -> List[str]:
+  """ConfigError (listing them) when ``run_dir``'s ``config.json`` differs in fields other
+  than :func:`resumable_paths` and :data:`RESUMABLE_DATA_FIELDS` (e.g. a longer
+  ``loop.total_steps``, fewer examples once bad files are dropped); else the allowed
+  changes, one line each, for the run to state. No ``config.json`` passes."""
   path = os.path.join(run_dir, configs.RUN_CONFIG_FILE)
   if not tf.io.gfile.exists(path):
-    return
-  diffs = configs.config_differences(io_utils.read_json(path), configs.jsonable(run_config),
-                                     ignore=resumable_paths(run_config),
-                                     recorded_label="run dir has")
+    return []
+  allowed = resumable_paths(run_config) | set(RESUMABLE_DATA_FIELDS)
+  diffs, changed = configs.split_differences(io_utils.read_json(path),
+                                             configs.jsonable(run_config), allowed,
+                                             recorded_label="run dir has")
   if diffs:
     raise ConfigError(
         f"run directory {run_dir} was written by a different config "
         f"({configs.format_differences(diffs)}); use a new --run_dir or the original "
         "settings")
+  return [line for line in changed if not line.startswith("loop.run_dir:")]
 
 
 def _next_boundary(step: int, every: int) -> int:
@@ -229,7 +231,8 @@ class _TrainingRun:
     if not self.chief:
       io_utils.ensure_dir(run_dir)
     if run_config is not None:
-      check_run_config(run_dir, run_config)
+      for line in check_run_config(run_dir, run_config):
+        self.log(f"[resume] changed since the run directory was written: {line}")
       if self.chief:
         configs.write_run_config(run_dir, **run_config)
     step_fn = steps.step_function(task, strategy, self.config.xla, self.log)
