@@ -110,8 +110,9 @@ class LoopResult:
   checkpoint_path: Optional[str]
 
 
-# Data that may change on resume (a retry after dropping bad files), stated when it does.
-RESUMABLE_DATA_FIELDS = ("data.num_examples",)
+# Records that may change on resume, stated when they do: the data (a retry after dropping
+# bad files) and the learning rate derived from the (checked) optimizer config.
+RESUMABLE_RECORDS = ("data.num_examples", "learning_rate")
 # A section given as a plain dict rather than its config (tests, hand-written run configs)
 # declares nothing, except this module's own one.
 _DICT_SECTION_TYPES = {"loop": LoopConfig}
@@ -133,13 +134,13 @@ def resumable_paths(run_config: Mapping[str, Any]) -> Set[str]:
 
 def check_run_config(run_dir: str, run_config: Dict[str, Any]) -> List[str]:
   """ConfigError (listing them) when ``run_dir``'s ``config.json`` differs in fields other
-  than :func:`resumable_paths` and :data:`RESUMABLE_DATA_FIELDS` (e.g. a longer
+  than :func:`resumable_paths` and :data:`RESUMABLE_RECORDS` (e.g. a longer
   ``loop.total_steps``, fewer examples once bad files are dropped); else the allowed
   changes, one line each, for the run to state. No ``config.json`` passes."""
   path = os.path.join(run_dir, configs.RUN_CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     return []
-  allowed = resumable_paths(run_config) | set(RESUMABLE_DATA_FIELDS)
+  allowed = resumable_paths(run_config) | set(RESUMABLE_RECORDS)
   diffs, changed = configs.split_differences(io_utils.read_json(path),
                                              configs.jsonable(run_config), allowed,
                                              recorded_label="run dir has")

@@ -7,6 +7,7 @@
   schedule resumes, although its schedule boundaries move.
 """
 
+import json
 import os
 import re
 import struct
@@ -87,6 +88,12 @@ def test_extending_a_finished_hyperrule_run_resumes(tmp_path):
   run_dir = str(tmp_path / "run")
   first = _finetune(csv, run_dir, "--train_steps=5")
   assert first.returncode == 0, first.stderr[-3000:]
+  # The effective learning rate is printed, recorded and, this small, warned about (item 6).
+  assert ("[optimizer] sgd: peak learning rate 2.34e-05 (0.003 x batch 4 / 512); schedule "
+          "bit_hyperrule: linear warmup to step 1") in first.stdout, first.stdout
+  assert "[optimizer] WARNING: the peak learning rate is 2.34e-05, 128x below" in first.stdout
+  with open(os.path.join(run_dir, "config.json")) as f:
+    assert json.load(f)["learning_rate"]["peak_learning_rate"] == 0.003 * 4 / 512
   longer = _finetune(csv, run_dir, "--train_steps=7")
   assert longer.returncode == 0, longer.stderr[-3000:]
   assert re.search(r"\[resume\] changed since the run directory was written: "
