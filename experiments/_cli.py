@@ -29,6 +29,7 @@ from remedis_tf.errors import RemedisError
 from remedis_tf.train import strategy as strategy_lib
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 # errno values of a failed write that the user can fix (permissions, space, quota).
 _WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
                            errno.EDQUOT, errno.EFBIG})
@@ -54,6 +55,17 @@ def fail(message: str) -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os._exit(EXIT_USER_ERROR)  # pylint: disable=protected-access
+
+
+def interrupted() -> None:
+  """A Ctrl-C outside the training steps (start-up, evaluation, a second Ctrl-C): one line
+  on stderr, exit status 130 at once (no traceback, no wait for tf.data's threads).
+  Checkpoints already written are kept; a training run saves at its step boundary itself."""
+  print("stopped: interrupted (Ctrl-C); checkpoints already written are kept, run the same "
+        "command to resume", file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(EXIT_INTERRUPTED)  # pylint: disable=protected-access
 
 
 def write_error_message(e: BaseException) -> Optional[str]:
@@ -148,6 +160,8 @@ def run_main(main_fn: Callable) -> None:
       _prepare_devices()
       check_remote_flags()
       return main_fn(argv)
+    except KeyboardInterrupt:
+      interrupted()
     except RemedisError as e:
       fail(str(e))
     except Exception as e:  # pylint: disable=broad-except

@@ -6,6 +6,8 @@ Examples:
   python -m experiments.convert_weights --input BiT-M-R50x1.npz --output bit_m_r50x1_sm
   # a REMEDIS SavedModel directory -> BiT .npz
   python -m experiments.convert_weights --input cxr-50x1-remedis-m --output remedis.npz
+  # our exported classifier (evaluate --export_savedmodel) -> BiT .npz with its head
+  python -m experiments.convert_weights --input exported_clf --output clf.npz --with_head
   # our training run (latest checkpoint) -> SavedModel
   python -m experiments.convert_weights --input runs/simclr --output exported_sm
   # timm's BiT (Hugging Face resnetv2_50x1_bit.goog_in21k model.safetensors) -> KerasHub
@@ -37,8 +39,10 @@ from absl import flags
 
 from experiments import _cli
 from remedis_tf.errors import CheckpointError, ConfigError
+from remedis_tf.models.heads import ClassificationHead
 from remedis_tf.models.resnet_v2 import ResNetV2
-from remedis_tf.weights import (bit_npz, checkpoint_io, keras_hub_presets, preset, savedmodel,
+from remedis_tf.weights import (bit_npz, checkpoint_io, classifier_export, keras_hub_presets,
+                                preset, savedmodel,
                                 timm_bit)
 
 FORMATS_IN = ("auto", "npz", "savedmodel", "checkpoint", "hub", "timm", "preset")
@@ -67,7 +71,9 @@ def define_flags() -> None:
                     "folder (config.json, metadata.json, model.weights.h5, README.md model card) "
                     "that keras_hub.models.Backbone.from_preset loads after import remedis_tf.")
   flags.DEFINE_bool("with_head", False, "Also convert the classification head (e.g. BiT's "
-                    "1000/21843-class head) when the input has one.")
+                    "1000/21843-class head, or a fine-tuned run's / exported classifier's "
+                    "head as a BiT head). An input without a head that can be carried (none, "
+                    "or one reading a projection layer) is refused with the reason.")
   flags.DEFINE_integer("image_size", None, "SavedModel output: fix the input signature to "
                        "[B, S, S, 3] (default: any height/width). Preset output: recorded in "
                        "config.json as the intended input size.")
@@ -117,6 +123,13 @@ def inspect(path: str, fmt: str) -> List[Tuple[str, tuple, str]]:
             for k, v in sorted(timm_bit.read_state_dict(path).items())]
   if fmt == "preset":
     return preset.inspect_preset(path)
+  if fmt == "savedmodel" and classifier_export.exported_parts(path):
+    # Our classifier export: its variables by model part and attribute path (the
+    # tf.Variable names are Keras layer names, e.g. bit_tiny/kernel, which say little).
+    graph = checkpoint_io.CheckpointGraph(classifier_export.variables_prefix(path))
+    return [("/".join(p), tuple(shape), "float32") for part in
+            classifier_export.exported_parts(path)
+            for p, shape in graph.variables_under((part,)).items()]
   if fmt in ("savedmodel", "hub"):
     return savedmodel.inspect_savedmodel(path)
   prefix = checkpoint_io.resolve_checkpoint(path)
@@ -178,6 +191,12 @@ def load(path: str, fmt: str, variant: Optional[str], with_head: bool):
     backbone = getattr(loaded, "backbone", loaded)  # a classifier preset gives its backbone
     if variant and variant != backbone.variant:
       raise ConfigError(f"--variant={variant} but {path} holds a {backbone.variant} backbone")
+    if with_head and backbone is not loaded:  # carry the classifier's head as a BiT head
+      refusal = classifier_export.head_refusal(path, loaded.from_projection_layer)
+      if refusal:
+        raise ConfigError(refusal)
+      return classifier_export.backbone_with_head(backbone, loaded.classification_head,
+                                                  path), "native"
     if backbone.num_classes and not with_head:
       headless = ResNetV2(backbone.variant).build_for(32)
       bit_npz.assign_bit_arrays(headless, bit_npz.backbone_bit_arrays(backbone, False),
@@ -186,6 +205,9 @@ def load(path: str, fmt: str, variant: Optional[str], with_head: bool):
     return backbone, "native"
   if fmt == "npz":
     return _from_bit_arrays(bit_npz.read_npz(path), path, variant, with_head)
+  if fmt == "savedmodel" and classifier_export.exported_parts(path):
+    return (classifier_export.load_exported_backbone(path, variant, with_head),
+            "native from classifier SavedModel")
   if fmt in ("savedmodel", "hub"):
     if not with_head:
       loaded = savedmodel.load_backbone(path, variant)
@@ -199,7 +221,26 @@ def load(path: str, fmt: str, variant: Optional[str], with_head: bool):
     raise ConfigError(f"--variant is needed: the backbone in {prefix} matches no known variant")
   model = ResNetV2(variant, num_classes=classes if with_head else 0).build_for(32)
   checkpoint_io.restore_backbone(model, prefix)
+  if with_head and not classes:
+    return _with_classification_head(model, prefix), "native"
   return model, "native"
+
+
+def _with_classification_head(backbone: ResNetV2, prefix: str) -> ResNetV2:
+  """``backbone`` with the fine-tuned ``classification_head`` of checkpoint ``prefix`` as BiT
+  head; ConfigError when the checkpoint has none, or it reads a projection layer."""
+  graph = checkpoint_io.CheckpointGraph(prefix)
+  if "classification_head" not in graph.top_level():
+    raise ConfigError(f"--with_head: {prefix} has no classification head (it holds: "
+                      f"{', '.join(graph.top_level())}); convert without --with_head")
+  if "projection_head" in graph.top_level():
+    raise ConfigError(classifier_export.head_refusal(prefix, -1))
+  kernel = next(s for p, s in graph.variables_under(("classification_head",)).items()
+                if len(s) == 2)
+  head = ClassificationHead(int(kernel[1]), name="classification_head")
+  head(tf.zeros((1, int(kernel[0]))))
+  checkpoint_io.restore_items(prefix, classification_head=head)
+  return classifier_export.backbone_with_head(backbone, head, prefix)
 
 
 def save(model, path: str, fmt: str, with_head: bool, image_size: Optional[int],
@@ -229,6 +270,9 @@ def convert(input_path: str, output_path: str, variant: Optional[str] = None,
   fmt_in = detect_input_format(input_path) if input_format == "auto" else input_format
   fmt_out = detect_output_format(output_path) if output_format == "auto" else output_format
   model, how = load(input_path, fmt_in, variant, with_head)
+  if with_head and not getattr(model, "num_classes", 0):
+    raise ConfigError(f"--with_head: {input_path} has no classification head to carry; "
+                      "convert without --with_head")
   written = save(model, output_path, fmt_out, with_head, image_size,
                  source=f"{input_path} ({fmt_in})", license=license)
   head = getattr(model, "num_classes", 0)

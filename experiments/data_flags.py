@@ -104,7 +104,9 @@ def define_data_flags(prefix: str = "", flag_values: flags.FlagValues = flags.FL
                     "known format; fast), decode (fully decodes each file; slow on big sets) "
                     "or none.", flag_values=fv)
   flags.DEFINE_bool(f"{p}skip_bad_examples", False, f"Skip missing/undecodable images{what} "
-                    "(counted and reported) instead of failing on the first one.",
+                    "(counted and reported) instead of failing on the first one. Every "
+                    "image is then decoded before training (as --validate=decode), so "
+                    "whatever would fail to decode during training is skipped.",
                     flag_values=fv)
   flags.DEFINE_string(f"{p}tfds_data_dir", None, "TFDS data_dir holding the prepared "
                       "dataset (tfds source).", flag_values=fv)
@@ -222,7 +224,8 @@ def manifest_from_flags(prefix: str = "", flag_values: flags.FlagValues = flags.
 
   With ``required=False`` and no ``--{prefix}source``, returns None. Images are checked
   as ``--{prefix}validate`` says; a bad file raises DataError naming it and its CSV row,
-  unless ``--{prefix}skip_bad_examples`` drops and counts it (see SKIPPED).
+  unless ``--{prefix}skip_bad_examples`` drops and counts it (see SKIPPED); skipping
+  always decodes every image first, since tf.data cannot skip a file mid-run.
   """
   if not required and flag_values[f"{prefix}source"].value is None:
     return None
@@ -230,10 +233,17 @@ def manifest_from_flags(prefix: str = "", flag_values: flags.FlagValues = flags.
   manifest = dataclasses.replace(
       _build_manifest(prefix, flag_values, attribute_columns), dicom=options)
   check = flag_values[f"{prefix}validate"].value
-  if check == "none" or manifest.storage.is_tfrecords:
+  skip = flag_values[f"{prefix}skip_bad_examples"].value
+  if manifest.storage.is_tfrecords:
     return manifest
-  manifest, report = validate.validate_manifest(
-      manifest, check=check, skip_bad=flag_values[f"{prefix}skip_bad_examples"].value)
+  if skip and check != "decode":
+    # Only a full decode finds what would fail inside tf.data, where nothing can be skipped.
+    print(f"[data] --{prefix}skip_bad_examples: decoding every image before training (as "
+          f"--{prefix}validate=decode) so that any file that fails to decode is skipped")
+    check = "decode"
+  if check == "none":
+    return manifest
+  manifest, report = validate.validate_manifest(manifest, check=check, skip_bad=skip)
   if report.count:
     line = f"[data] --{prefix}skip_bad_examples: {report.summary()}"
     print(line)

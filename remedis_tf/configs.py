@@ -90,16 +90,36 @@ def config_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
   empty when they match. This one rule serves every "does this directory hold my setup"
   check: resumed runs, sweep directories, the synthetic benchmark.
   """
-  diffs: List[str] = []
+  return [line for path, line in _differences(recorded, current, recorded_label)
+          if not _under(path, ignore)]
+
+
+def split_differences(recorded: Mapping[str, Any], current: Mapping[str, Any],
+                      allowed: Collection[str], recorded_label: str = "recorded"
+                      ) -> Tuple[List[str], List[str]]:
+  """:func:`config_differences` split into ``(refused, allowed)`` lines: a difference is
+  allowed when its dotted path is in (or under) ``allowed``. A resumed run refuses the
+  first list and states the second."""
+  refused, changed = [], []
+  for path, line in _differences(recorded, current, recorded_label):
+    (changed if _under(path, allowed) else refused).append(line)
+  return refused, changed
+
+
+def _under(path: str, paths: Collection[str]) -> bool:
+  return any(path == p or path.startswith(p + ".") for p in paths)
+
+
+def _differences(recorded: Any, current: Any, recorded_label: str) -> List[Tuple[str, str]]:
+  """``[(dotted path, "path: <label> a, now b")]`` of every differing leaf, sorted by key."""
+  diffs: List[Tuple[str, str]] = []
 
   def walk(a: Any, b: Any, path: str) -> None:
-    if path in ignore:
-      return
     if isinstance(a, Mapping) and isinstance(b, Mapping):
       for k in sorted(set(a) | set(b), key=str):
         walk(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
     elif a != b:
-      diffs.append(f"{path}: {recorded_label} {a!r}, now {b!r}")
+      diffs.append((path, f"{path}: {recorded_label} {a!r}, now {b!r}"))
 
   walk(recorded, current, "")
   return diffs

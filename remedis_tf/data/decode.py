@@ -93,7 +93,35 @@ def sniff_format(head: bytes) -> Optional[str]:
     return "jpeg"
   if len(head) >= 132 and head[128:132] == DICOM_MAGIC:
     return "dicom"
+  if _is_raw_dicom(head):
+    return "dicom"
   return None
+
+
+# A DICOM file written without its 128-byte preamble and "DICM" (pydicom reads it with
+# force=True) starts with a file-meta (0002) or identifying (0008) group element: group,
+# element, then an explicit VR (two capitals) or an implicit 4-byte length (< 64 KiB here).
+_RAW_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00")
+
+
+def _is_raw_dicom(head: bytes) -> bool:
+  if len(head) < 8 or head[:2] not in _RAW_DICOM_GROUPS:
+    return False
+  vr = head[4:6]
+  return (vr.isalpha() and vr.isupper()) or head[6:8] == b"\x00\x00"
+
+
+def _is_raw_dicom_graph(data: tf.Tensor) -> tf.Tensor:
+  """:func:`_is_raw_dicom` in graph mode."""
+  def check():
+    group = tf.strings.substr(data, 0, 2)
+    vr = tf.io.decode_raw(tf.strings.substr(data, 4, 2), tf.uint8)
+    explicit = tf.reduce_all((vr >= 65) & (vr <= 90))
+    implicit = tf.equal(tf.strings.substr(data, 6, 2), b"\x00\x00")
+    known = tf.logical_or(tf.equal(group, _RAW_DICOM_GROUPS[0]),
+                          tf.equal(group, _RAW_DICOM_GROUPS[1]))
+    return tf.logical_and(known, tf.logical_or(explicit, implicit))
+  return tf.cond(tf.strings.length(data) >= 8, check, lambda: tf.constant(False))
 
 
 def _format_index(data: tf.Tensor) -> tf.Tensor:
@@ -104,6 +132,7 @@ def _format_index(data: tf.Tensor) -> tf.Tensor:
   is_dicom = tf.cond(tf.strings.length(data) >= 132,
                      lambda: tf.equal(tf.strings.substr(data, 128, 4), DICOM_MAGIC),
                      lambda: tf.constant(False))
+  is_dicom = tf.logical_or(is_dicom, _is_raw_dicom_graph(data))
   return tf.where(is_png, 0, tf.where(is_jpeg, 1, tf.where(is_dicom, 2, 3)))
 
 

@@ -223,7 +223,8 @@ def decode_dicom_bytes(data: bytes, options: DicomOptions = DicomOptions()) -> n
   import pydicom  # pylint: disable=g-import-not-at-top
   from pydicom.errors import InvalidDicomError  # pylint: disable=g-import-not-at-top
   try:
-    ds = pydicom.dcmread(io.BytesIO(bytes(data)))
+    # Without the 128-byte preamble and "DICM" marker pydicom needs force=True.
+    ds = pydicom.dcmread(io.BytesIO(bytes(data)), force=bytes(data[128:132]) != b"DICM")
   except InvalidDicomError as e:
     raise DataError(f"not a DICOM file ({e})") from e
   except Exception as e:  # truncated / malformed element streams raise assorted types

@@ -25,7 +25,7 @@ LARS, ``decoupled`` for AdamW and LAMB. LAMB's trust ratio is applied to every v
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import ClassVar, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import keras
 import tensorflow as tf
@@ -90,9 +90,10 @@ class OptimizerConfig:
   reference_batch_size: Optional[int] = None
   boundaries: Tuple[int, ...] = ()
 
-  # A run made longer on resume stretches its schedule with it (the binaries derive the
-  # schedule length from the step count).
-  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = ("total_steps",)
+  # A run made longer on resume stretches its schedule with it: the binaries derive the
+  # schedule length, its warmup and the HyperRule boundaries from the step count, and the
+  # schedule is a function of the step, so the resumed run follows the new one from there.
+  RESUMABLE_FIELDS: ClassVar[Tuple[str, ...]] = ("total_steps", "warmup_steps", "boundaries")
 
   def __post_init__(self):
     def bad(field, why):
@@ -159,6 +160,38 @@ class OptimizerConfig:
         schedules.HYPERRULE_REFERENCE_BATCH if self.schedule == "bit_hyperrule" else 256)
     return schedules.scaled_learning_rate(self.base_lr, global_batch_size, self.lr_scaling,
                                           reference)
+
+
+  def schedule_summary(self, global_batch_size: int) -> Dict[str, object]:
+    """The effective learning rate: ``{"peak_learning_rate", "scaling", "schedule"}``
+    (what a run records in ``config.json`` and prints at its start)."""
+    peak = self.peak_learning_rate(global_batch_size)
+    reference = self.reference_batch_size or (
+        schedules.HYPERRULE_REFERENCE_BATCH if self.schedule == "bit_hyperrule" else 256)
+    scaling = {"linear": f"{self.base_lr:g} x batch {global_batch_size} / {reference}",
+               "sqrt": f"{self.base_lr:g} x sqrt(batch {global_batch_size})",
+               "none": f"{self.base_lr:g}, not scaled"}[self.lr_scaling]
+    if self.schedule == "bit_hyperrule":
+      b = self.hyperrule_boundaries()
+      shape = (f"bit_hyperrule: linear warmup to step {b[0]}, x0.1 at steps "
+               f"{', '.join(map(str, b[1:-1]))}, end at step {b[-1]}")
+    elif self.schedule == "warmup_cosine":
+      shape = (f"warmup_cosine: linear warmup to step {self.warmup_steps}, cosine decay to 0 "
+               f"at step {self.total_steps}")
+    else:
+      shape = f"constant to step {self.total_steps}"
+    return {"peak_learning_rate": float(peak), "scaling": scaling, "schedule": shape}
+
+  def small_learning_rate_warning(self, global_batch_size: int) -> Optional[str]:
+    """A warning when batch scaling shrinks ``base_lr`` by more than 16x (e.g. HyperRule's
+    0.003 x 8/512 = 4.7e-5, at which a short fine-tune barely moves); None otherwise."""
+    peak = self.peak_learning_rate(global_batch_size)
+    if self.lr_scaling == "none" or peak * 16 >= self.base_lr:
+      return None
+    return (f"WARNING: the peak learning rate is {peak:.3g}, {self.base_lr / peak:.0f}x below "
+            f"the recipe's {self.base_lr:g}, because --lr_scaling={self.lr_scaling} scales it "
+            f"to the batch of {global_batch_size}; the recipe was made for larger batches. "
+            "For a small batch consider --lr_scaling=none or a larger --learning_rate")
 
 
 def bit_hyperrule_config(dataset_size: int, base_lr: float = 0.003,

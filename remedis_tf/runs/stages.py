@@ -39,6 +39,19 @@ DATA_HINT = ("find it with validate_manifest(check='decode') (binaries: --*valid
              "or skip bad files (--*skip_bad_examples)")
 
 
+def _log_learning_rate(optimizer: OptimizerConfig, global_batch_size: int,
+                       log: Callable[[str], None]) -> Dict[str, Any]:
+  """Prints the effective peak learning rate and schedule (and a warning when batch scaling
+  made it tiny); returns them for ``config.json``."""
+  summary = optimizer.schedule_summary(global_batch_size)
+  log(f"[optimizer] {optimizer.name}: peak learning rate {summary['peak_learning_rate']:.3g} "
+      f"({summary['scaling']}); schedule {summary['schedule']}")
+  warning = optimizer.small_learning_rate_warning(global_batch_size)
+  if warning:
+    log(f"[optimizer] {warning}")
+  return summary
+
+
 @dataclasses.dataclass(frozen=True)
 class RuntimeConfig:
   """Where and how to compute.
@@ -97,7 +110,8 @@ def run_contrastive(manifest: Manifest, config: ContrastiveConfig,
   task = ContrastiveTask(config, optimizer, augment, manifest, policy)
   run_config = {"stage": "contrastive", "contrastive": config, "optimizer": optimizer,
                 "augment": augment, "loop": loop, "runtime": runtime,
-                "data": {"source": manifest.source, "num_examples": len(manifest)}}
+                "data": {"source": manifest.source, "num_examples": len(manifest)},
+                "learning_rate": _log_learning_rate(optimizer, config.global_batch_size, log)}
   eval_hook = None
   if monitor is not None:
     if monitor.task == "unlabelled":
@@ -170,7 +184,8 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
                 "augment": augment, "image_size": image_size, "loop": loop,
                 "runtime": runtime,
                 "data": {"source": train.source, "num_examples": len(train),
-                         "task": train.task, "label_names": list(train.label_names)}}
+                         "task": train.task, "label_names": list(train.label_names)},
+                "learning_rate": _log_learning_rate(optimizer, config.global_batch_size, log)}
   eval_hook = None
   if validation is not None:
     crop = augment.eval_crop_fraction if augment is not None else augment_lib.EVAL_CROP_FRACTION

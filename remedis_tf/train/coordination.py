@@ -1,5 +1,5 @@
 """Stopping and agreeing between host-loop calls: the run directory's lock, SIGTERM
-(preemption) and the tiny cross-worker collectives that keep a multi-worker run in lock step.
+(preemption) and SIGINT (Ctrl-C), and the tiny cross-worker collectives that keep a multi-worker run in lock step.
 
 Preemption uses a plain SIGTERM flag, not ``tf.distribute.experimental.
 PreemptionCheckpointHandler``: that handler is a no-op on Cloud TPU / CPU VMs, exits the
@@ -22,29 +22,42 @@ from remedis_tf.errors import RunDirLockedError
 from remedis_tf.train import strategy as strategy_lib
 
 
-class Preemption:
-  """Records SIGTERM so the loop can save and stop between host-loop calls.
+#: The signals that stop a run cleanly (save at the step boundary, then return).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-  Only the main thread can install signal handlers; elsewhere this never fires.
+
+class Preemption:
+  """Records SIGTERM or SIGINT (Ctrl-C) so the loop can save and stop between host-loop
+  calls.
+
+  A second Ctrl-C while the first is pending raises KeyboardInterrupt at once (for a user
+  who does not want to wait for the save). Only the main thread can install signal
+  handlers; elsewhere this never fires.
   """
 
   def __init__(self, enabled: bool):
     self.requested = False
-    self._previous = None
+    self.signal_name = ""
+    self._previous = {}
     self._enabled = enabled and threading.current_thread() is threading.main_thread()
 
   def __enter__(self):
     if self._enabled:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for signum in STOP_SIGNALS:
+        self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
+    if signum == signal.SIGINT and self.requested:
+      signal.default_int_handler(signum, frame)
     self.requested = True
+    self.signal_name = self.signal_name or (
+        "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signal.Signals(signum).name)
 
   def __exit__(self, *exc):
     if self._enabled:
-      signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+      for signum, previous in self._previous.items():
+        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
 
 
 class WorkerSync:

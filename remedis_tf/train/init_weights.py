@@ -8,8 +8,13 @@ or our checkpoint.
   * a preset folder (``config.json`` + ``model.weights.h5``; KerasHub or the older
     remedis_tf format, see ``remedis_tf.weights.preset``) of a backbone or a classifier (its
     backbone is used), or a ``kaggle://`` / ``hf://`` KerasHub preset handle;
-  * a SavedModel directory (has ``saved_model.pb``), ``gs://`` SavedModel, or a TF Hub handle
-    (``https://tfhub.dev/...``, ``https://www.kaggle.com/models/...``);
+  * a classifier SavedModel written by our ``export_classifier_savedmodel`` (recognised by
+    its ``remedis_classifier.json`` sidecar or by its ``backbone`` + ``classification_head``
+    variables): the native backbone of the variant it records is rebuilt and its weights
+    (and projection head, when asked) are restored; its classification head is not used;
+  * any other SavedModel directory (has ``saved_model.pb``), ``gs://`` SavedModel, or a TF Hub
+    handle (``https://tfhub.dev/...``, ``https://www.kaggle.com/models/...``): loaded
+    natively when its variables follow BiT's names, else wrapped whole, with a warning;
   * anything else — one of our checkpoints: a checkpoint prefix, a ``checkpoints/``
     directory, or a run directory.
 """
@@ -24,14 +29,17 @@ import tensorflow as tf
 
 from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.models.resnet_v2 import ResNetV2
-from remedis_tf.weights import (bit_npz, checkpoint_io, keras_hub_presets, preset, savedmodel,
+from remedis_tf.weights import (bit_npz, checkpoint_io, classifier_export, keras_hub_presets,
+                                preset, savedmodel,
                                 timm_bit)
 
-INIT_KINDS = ("none", "npz", "timm", "preset", "savedmodel", "checkpoint")
+INIT_KINDS = ("none", "npz", "timm", "preset", "classifier_savedmodel", "savedmodel",
+              "checkpoint")
 
 
 def init_kind(init: str) -> str:
-  """Classifies an init string into one of INIT_KINDS (no file is read beyond a stat)."""
+  """Classifies an init string into one of INIT_KINDS (no file is read beyond a stat and,
+  for a SavedModel directory without our sidecar, its variables' index)."""
   if not init:
     return "none"
   if init.endswith(".npz"):
@@ -43,6 +51,9 @@ def init_kind(init: str) -> str:
   if init.startswith(("http://", "https://")) or "tfhub.dev" in init:
     return "savedmodel"
   if tf.io.gfile.exists(os.path.join(init, "saved_model.pb")):
+    if (classifier_export.is_classifier_savedmodel(init)
+        or classifier_export.exported_parts(init)):
+      return "classifier_savedmodel"
     return "savedmodel"
   if preset.is_preset(init):
     return "preset"
@@ -65,10 +76,37 @@ def build_backbone(variant: str, init: str = "", image_size: int = 64
     variant = timm_bit.guess_variant(timm_bit.read_state_dict(init))
     if variant is None:
       raise ConfigError(f"{init}: shapes match no known timm BiT model; give the variant")
+  if kind == "classifier_savedmodel":
+    variant = _exported_variant(init, variant)
+    return ResNetV2(variant).build_for(image_size), [
+        f"{init} is a remedis_tf classifier SavedModel: native {variant} backbone rebuilt"]
   if kind == "savedmodel":
-    backbone, how = savedmodel.load_backbone(init, variant=variant or None)
-    return backbone, [f"backbone from SavedModel {init} ({how})"]
+    loaded = savedmodel.load_backbone(init, variant=variant or None)
+    if loaded.how == "native":
+      return loaded.model, [f"backbone from SavedModel {init} (native {loaded.model.variant}: "
+                            f"{loaded.report})"]
+    channels = loaded.model.output_channels
+    return loaded.model, [
+        f"WARNING: {init} could not be loaded as a BiT backbone ({loaded.note}); the whole "
+        f"SavedModel is wrapped as an opaque backbone whose __call__ output "
+        f"({channels or 'unknown'} channels) is trained on as features, and the variant "
+        f"{variant or '(none)'} is ignored. If it is a classifier, its outputs are scores, "
+        "not features: use a backbone (BiT .npz, preset or a run directory) instead"]
   return ResNetV2(variant).build_for(image_size), []
+
+
+def _exported_variant(init: str, variant: str) -> str:
+  """The backbone variant of our classifier SavedModel ``init`` (its sidecar's), checked
+  against the requested ``variant``."""
+  exported = (classifier_export.read_sidecar(init).get("variant")
+              if classifier_export.is_classifier_savedmodel(init) else None)
+  if exported and variant and variant != exported:
+    raise ConfigError(f"--init {init} holds a {exported} backbone but the variant is "
+                      f"{variant}; pass --variant={exported}")
+  if not (variant or exported):
+    raise ConfigError(f"--init {init}: a classifier SavedModel without its "
+                      f"{classifier_export.SIDECAR_FILE}; give the backbone variant (--variant)")
+  return variant or exported
 
 
 def load_init(init: str, backbone: keras.Model, projection_head=None,
@@ -83,6 +121,8 @@ def load_init(init: str, backbone: keras.Model, projection_head=None,
     return ["random initialisation (no --init given)"]
   if kind == "savedmodel":
     return [f"weights already loaded from SavedModel {init}"]
+  if kind == "classifier_savedmodel":
+    return _load_classifier_savedmodel(init, backbone, projection_head, restore_projection)
   if kind == "npz":
     report = bit_npz.load_bit_npz(backbone, init, load_head=False)
     return [f"backbone from BiT npz {init}: {report}"]
@@ -114,3 +154,23 @@ def load_init(init: str, backbone: keras.Model, projection_head=None,
                     - set(report.restored))
   return [f"restored {', '.join(report.restored)} ({report.num_variables} variables) from "
           f"{report.path}; not restored: {', '.join(left_out) or 'nothing'}"]
+
+
+def _load_classifier_savedmodel(init: str, backbone: keras.Model, projection_head,
+                                restore_projection: bool) -> List[str]:
+  """Restores backbone (and projection head) of our classifier SavedModel ``init``."""
+  items: Dict[str, object] = {"backbone": backbone}
+  if restore_projection:
+    if projection_head is None:
+      raise ConfigError("restoring the projection head needs a model that has one")
+    items["projection_head"] = projection_head
+  report = checkpoint_io.restore_items(classifier_export.variables_prefix(init), **items)
+  missing = [name for name in items if name in report.absent]
+  if missing:
+    raise CheckpointError(f"--init {init}: the classifier SavedModel has no "
+                          f"{' or '.join(missing)} to restore")
+  shape = classifier_export.head_shape(init)
+  head = (f"[{shape[0]}, {shape[1]}] ({shape[1]} outputs)" if shape else "")
+  return [f"restored {', '.join(report.restored)} ({report.num_variables} variables) from "
+          f"classifier SavedModel {init}; its classification head {head} is not used: this "
+          "run trains a new head"]

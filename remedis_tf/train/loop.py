@@ -6,7 +6,8 @@ wins over init weights), runs ``strategy.run(task.train_step)`` inside a ``tf.fu
 that performs up to ``steps_per_loop`` steps per call (what TPUs need), and between calls
 writes TensorBoard summaries, prints progress with images/s and ETA, saves checkpoints,
 stops on a non-finite loss without touching the last good checkpoint, and saves then
-exits cleanly on SIGTERM (preemption, :mod:`remedis_tf.train.coordination`).
+exits cleanly on SIGTERM (preemption) and SIGINT (Ctrl-C)
+(:mod:`remedis_tf.train.coordination`).
 
 Exact resumption: the input pipeline is a pure function of (seed, step) and the task's
 per-step randomness is derived from the step, so a resumed run produces the same weights
@@ -62,7 +63,7 @@ class LoopConfig:
       single replica in the whole run (default strategy): off TPU, cross-replica
       collectives cannot run inside a compiled step. On TPU it is a no-op because TPUs
       compile every step anyway.
-    handle_sigterm: save a checkpoint and stop cleanly on SIGTERM.
+    handle_sigterm: save a checkpoint and stop cleanly on SIGTERM and SIGINT (Ctrl-C).
     lock_timeout_s: a ``gs://`` run directory's lock whose heartbeat is older than this is
       stale and taken over (remedis_tf.run_lock; local disks need no timeout).
     steal_lock: take over the run directory's lock even if its holder looks alive
@@ -109,6 +110,9 @@ class LoopResult:
   checkpoint_path: Optional[str]
 
 
+# Records that may change on resume, stated when they do: the data (a retry after dropping
+# bad files) and the learning rate derived from the (checked) optimizer config.
+RESUMABLE_RECORDS = ("data.num_examples", "learning_rate")
 # A section given as a plain dict rather than its config (tests, hand-written run configs)
 # declares nothing, except this module's own one.
 _DICT_SECTION_TYPES = {"loop": LoopConfig}
@@ -128,24 +132,24 @@ def resumable_paths(run_config: Mapping[str, Any]) -> Set[str]:
   return paths
 
 
-def check_run_config(run_dir: str, run_config: Dict[str, Any]) -> None:
-  """Refuses to resume into ``run_dir`` if its ``config.json`` was written by a different
-  config.
-
-  Fields of :func:`resumable_paths` may differ (e.g. a longer ``loop.total_steps``). Raises
-  ConfigError listing the differing fields; a run directory without ``config.json`` passes.
-  """
+def check_run_config(run_dir: str, run_config: Dict[str, Any]) -> List[str]:
+  """ConfigError (listing them) when ``run_dir``'s ``config.json`` differs in fields other
+  than :func:`resumable_paths` and :data:`RESUMABLE_RECORDS` (e.g. a longer
+  ``loop.total_steps``, fewer examples once bad files are dropped); else the allowed
+  changes, one line each, for the run to state. No ``config.json`` passes."""
   path = os.path.join(run_dir, configs.RUN_CONFIG_FILE)
   if not tf.io.gfile.exists(path):
-    return
-  diffs = configs.config_differences(io_utils.read_json(path), configs.jsonable(run_config),
-                                     ignore=resumable_paths(run_config),
-                                     recorded_label="run dir has")
+    return []
+  allowed = resumable_paths(run_config) | set(RESUMABLE_RECORDS)
+  diffs, changed = configs.split_differences(io_utils.read_json(path),
+                                             configs.jsonable(run_config), allowed,
+                                             recorded_label="run dir has")
   if diffs:
     raise ConfigError(
         f"run directory {run_dir} was written by a different config "
         f"({configs.format_differences(diffs)}); use a new --run_dir or the original "
         "settings")
+  return [line for line in changed if not line.startswith("loop.run_dir:")]
 
 
 def _next_boundary(step: int, every: int) -> int:
@@ -228,7 +232,8 @@ class _TrainingRun:
     if not self.chief:
       io_utils.ensure_dir(run_dir)
     if run_config is not None:
-      check_run_config(run_dir, run_config)
+      for line in check_run_config(run_dir, run_config):
+        self.log(f"[resume] changed since the run directory was written: {line}")
       if self.chief:
         configs.write_run_config(run_dir, **run_config)
     step_fn = steps.step_function(task, strategy, self.config.xla, self.log)
@@ -310,8 +315,8 @@ class _TrainingRun:
                       checkpoint_path=self.saved_path)
 
   def _stop_requested(self, step: int) -> bool:
-    """True (after saving ``step``) when any worker got SIGTERM; raises when the chief lost
-    the run directory's lock. All workers decide together (a collective), so they save the
+    """True (after saving ``step``) when any worker got SIGTERM or SIGINT; raises when the
+    chief lost the run directory's lock. All workers decide together (a collective), so they save the
     same step."""
     lock = self.lock
     shared = self.sync.gather(int(self.preemption.requested)
@@ -323,7 +328,8 @@ class _TrainingRun:
       return False
     if step != self.saved_step:
       self._save(step)
-    self.log(f"[preempted] SIGTERM received: checkpoint {self.saved_path or '(none yet)'} "
+    name = self.preemption.signal_name or "SIGTERM"  # another worker's signal: SIGTERM
+    self.log(f"[preempted] {name} received: checkpoint {self.saved_path or '(none yet)'} "
              f"holds step {self.saved_step}; run the same command to resume")
     return True
 

@@ -50,6 +50,11 @@ class LoadReport:
   head: str
   ignored: Tuple[str, ...] = ()
 
+  def __str__(self) -> str:
+    """One readable line, e.g. ``42 arrays into tiny, head skipped: ..., 2 keys ignored``."""
+    ignored = f", {len(self.ignored)} source keys ignored" if self.ignored else ""
+    return f"{self.num_loaded} arrays into {self.variant}, head {self.head}{ignored}"
+
 
 def read_npz(path: str) -> Dict[str, np.ndarray]:
   """Reads a ``.npz`` file (local or ``gs://``) into ``{key: array}`` without pickle.

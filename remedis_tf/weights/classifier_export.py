@@ -21,6 +21,7 @@ import dataclasses
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from remedis_tf import io_utils
@@ -28,6 +29,10 @@ from remedis_tf.data import augment as augment_lib
 from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.eval import calibration as calibration_lib
 from remedis_tf.models.classifier import scoring_forward
+from remedis_tf.models.heads import ClassificationHead
+from remedis_tf.models.resnet_v2 import ResNetV2
+from remedis_tf.weights import bit_npz
+from remedis_tf.weights import checkpoint_io
 from remedis_tf.weights import preset as preset_lib
 
 SIDECAR_FILE = "remedis_classifier.json"
@@ -66,6 +71,99 @@ def is_classifier_savedmodel(path: str) -> bool:
   """True when ``path`` is a directory written by :func:`write_classifier_savedmodel`."""
   return (tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
           and tf.io.gfile.exists(os.path.join(path, SIDECAR_FILE)))
+
+
+def variables_prefix(path: str) -> str:
+  """The checkpoint prefix of a SavedModel's variables (``<path>/variables/variables``)."""
+  return os.path.join(path.rstrip("/"), "variables", "variables")
+
+
+def exported_parts(path: str) -> Tuple[str, ...]:
+  """The model parts a classifier SavedModel of ours holds, read from its variables.
+
+  Returns the present ones of ``backbone``, ``projection_head``, ``classification_head``
+  when the SavedModel's object graph has at least a backbone and a classification head
+  (our export, even with its sidecar lost); ``()`` for any other SavedModel. Nothing is
+  loaded or run: only the variables' index is read.
+  """
+  prefix = variables_prefix(path)
+  if not tf.io.gfile.exists(prefix + ".index"):
+    return ()
+  top = checkpoint_io.CheckpointGraph(prefix).top_level()
+  if "backbone" not in top or "classification_head" not in top:
+    return ()
+  return tuple(n for n in ("backbone", "projection_head", "classification_head") if n in top)
+
+
+def head_shape(path: str) -> Optional[Tuple[int, ...]]:
+  """Shape ``[C, K]`` of the exported classification head's kernel (None if not found)."""
+  graph = checkpoint_io.CheckpointGraph(variables_prefix(path))
+  for var_path, shape in graph.variables_under(("classification_head",)).items():
+    if var_path[-1] in ("kernel", "_kernel") and len(shape) == 2:
+      return tuple(shape)
+  return None
+
+
+def head_refusal(source: str, from_projection_layer: int) -> Optional[str]:
+  """Why the classification head of ``source`` cannot be carried as a BiT head (it reads
+  projection layer ``from_projection_layer``, < 0: an unknown one, not the backbone's pooled
+  features); None when it can (``from_projection_layer == 0``)."""
+  if not from_projection_layer:
+    return None
+  layer = ("a projection layer" if from_projection_layer < 0
+           else f"projection layer {from_projection_layer}")
+  return (f"--with_head: the classification head of {source} reads {layer}, not the "
+          "backbone's pooled features, so a BiT-layout "
+          "head cannot carry it; convert without --with_head (backbone only) or use the "
+          "classifier itself")
+
+
+def backbone_with_head(backbone: ResNetV2, head: ClassificationHead, source: str) -> ResNetV2:
+  """A new ResNetV2 of ``backbone``'s variant and weights whose BiT head holds ``head``
+  (``logits = pooled @ kernel + bias``, what ``head`` computes on pooled features)."""
+  arrays = bit_npz.backbone_bit_arrays(backbone, False)
+  kernel = np.asarray(head.dense.kernel.numpy(), np.float32)
+  arrays[bit_npz.HEAD_KERNEL] = kernel.reshape((1, 1) + kernel.shape)
+  arrays[bit_npz.HEAD_BIAS] = np.asarray(head.dense.bias.numpy(), np.float32)
+  model = ResNetV2(backbone.variant, num_classes=int(kernel.shape[1])).build_for(32)
+  bit_npz.assign_bit_arrays(model, arrays, load_head=True, source=source)
+  return model
+
+
+def load_exported_backbone(path: str, variant: Optional[str] = None,
+                           with_head: bool = False) -> ResNetV2:
+  """The native backbone of our classifier SavedModel ``path``, with its classification head
+  as BiT head when ``with_head`` (ConfigError when the head reads a projection layer).
+
+  ``variant`` defaults to the sidecar's; it must match it. Only the variables are read
+  (through the SavedModel's checkpoint), nothing is run.
+  """
+  parts = exported_parts(path)
+  if not parts:
+    raise CheckpointError(f"{path} is not a remedis_tf classifier SavedModel (no backbone and "
+                          "classification_head variables)")
+  info = read_sidecar(path) if is_classifier_savedmodel(path) else {}
+  exported = info.get("variant")
+  if exported and variant and variant != exported:
+    raise ConfigError(f"{path} holds a {exported} backbone but the variant is {variant}; "
+                      f"pass --variant={exported}")
+  variant = variant or exported
+  if not variant:
+    raise ConfigError(f"{path}: a classifier SavedModel without its {SIDECAR_FILE}; give the "
+                      "backbone variant (--variant)")
+  backbone = ResNetV2(variant).build_for(32)
+  checkpoint_io.restore_items(variables_prefix(path), backbone=backbone)
+  if not with_head:
+    return backbone
+  layer = int(info.get("from_projection_layer", 1 if "projection_head" in parts else 0))
+  refusal = head_refusal(path, layer)
+  if refusal:
+    raise ConfigError(refusal)
+  shape = head_shape(path)
+  head = ClassificationHead(int(shape[1]), name="classification_head")
+  head(tf.zeros((1, int(shape[0]))))
+  checkpoint_io.restore_items(variables_prefix(path), classification_head=head)
+  return backbone_with_head(backbone, head, path)
 
 
 def read_sidecar(path: str) -> Dict[str, Any]:
