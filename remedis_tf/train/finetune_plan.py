@@ -19,6 +19,7 @@ from remedis_tf.data import decode, tfrecords
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.optim import schedules
+from remedis_tf.optim.factory import OptimizerConfig
 
 # How a plan's length is chosen: ``fixed`` (the given total_steps), ``epochs``
 # (ceil(train_epochs · n / batch), clipped to [min_steps, max_steps]) or ``hyperrule``
@@ -46,6 +47,13 @@ class FinetunePlan:
   boundaries: Tuple[int, ...]
   mixup_alpha: float
   image_size: int
+
+  def optimizer(self, template: OptimizerConfig, **changes) -> OptimizerConfig:
+    """``template`` with this plan's length, warmup and boundaries (and ``changes``, e.g.
+    ``base_lr``): the finished optimizer config of the run."""
+    return dataclasses.replace(template, total_steps=self.total_steps,
+                               warmup_steps=self.warmup_steps, boundaries=self.boundaries,
+                               **changes)
 
 
 def steps_for_epochs(epochs: float, num_examples: int, global_batch_size: int) -> int:
