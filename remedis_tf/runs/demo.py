@@ -296,7 +296,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
 
   with timer.stage("7/7 write findings.json and the report"):
     found = demo_findings.write(cfg, out, frozen_result, seed_reps, de, probe, selections,
-                                {"fractions of": b_train, "validation": b_val}, timer.times)
+                                {"fractions of": b_train, "validation": b_val})
     path = demo_report.write_report(
         cfg, out, data, sets, stage1, stage2, eval_results, de, timer, grid_png, pairs_png,
         roc_pngs, time.time() - t_start, findings=found,

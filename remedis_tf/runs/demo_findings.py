@@ -56,9 +56,10 @@ def collect(frozen_result: Mapping, seed_reps: Mapping, sweep_result, probe: Map
 
 
 def write(cfg, out: str, frozen_result: Mapping, seed_reps: Mapping, sweep_result,
-          probe: Mapping, selections: Mapping, site_b: Mapping[str, Manifest],
-          stage_seconds: Mapping[str, float]) -> Dict[str, Any]:
-  """Writes ``out/findings.json`` and returns it (``cfg``: the DemoConfig)."""
+          probe: Mapping, selections: Mapping, site_b: Mapping[str, Manifest]
+          ) -> Dict[str, Any]:
+  """Writes ``out/findings.json`` and returns it (``cfg``: the DemoConfig). Timings are
+  not in it (they differ between identical runs); the report's last section has them."""
   got = collect(frozen_result, seed_reps, sweep_result, probe)
   protocol = {
       "selection": "validation",
@@ -89,7 +90,6 @@ def write(cfg, out: str, frozen_result: Mapping, seed_reps: Mapping, sweep_resul
       "quick": bool(cfg.quick),
   }
   doc = findings_lib.document(protocol, got["findings"], got["baseline_learning_curve"],
-                              learning_curves=got["curves"], selections=dict(selections),
-                              stage_seconds={k: round(v, 1) for k, v in stage_seconds.items()})
+                              learning_curves=got["curves"], selections=dict(selections))
   io_utils.atomic_write_json(os.path.join(out, FINDINGS_FILE), doc)
   return doc

@@ -8,15 +8,21 @@ For every (model, fraction, seed) cell not yet in the result store:
    or "" for random) with the template's settings into ``out_dir/runs/<model>/f<f>_s<seed>``
    — the global batch is ``min(template batch, subset size)`` so tiny subsets work, and
    the step count follows the template's :attr:`FinetuneTemplate.steps_rule`;
-3. evaluate the final weights on ``test`` (patient-level bootstrap CI) and record the main
-   metric, its CI, ``n_train`` and the run's settings in ``out_dir/results.json``.
+3. evaluate on ``test`` (patient-level bootstrap CI) and record the main metric, its CI,
+   ``n_train`` and the run's settings in ``out_dir/results.json``. With a ``validation``
+   split (patient-disjoint from train and test, fixed for every cell), each cell trains
+   once per learning rate of ``lr_grid`` into ``<cell>/lr<lr>``, keeps each run's best
+   checkpoint on validation, and is scored with the best checkpoint of the learning rate
+   that validates best (:mod:`remedis_tf.runs.selection`; the grid, the choice and the
+   validation scores are recorded per cell). Without one, the final weights are scored.
 
 Finished cells are never recomputed, so re-running the same call resumes the sweep; a
 cell interrupted mid-training resumes from its run directory's latest checkpoint (the
 training loop's auto-resume). At the end the results are aggregated over seeds
 (mean over seeds), the headline fraction is computed (the smallest fraction at which
 the candidate model's mean reaches the reference model's mean at 100 %), and
-``table.csv``, ``table.md``, ``headline.json`` and ``data_efficiency.png`` are written.
+``table.csv``, ``table.md``, ``headline.json``, ``findings.json`` (paired differences,
+:mod:`remedis_tf.runs.sweep_summary`) and ``data_efficiency.png`` are written.
 Each cell also keeps its test scores (``test_predictions.npz``); when every cell has them
 and all (model, fraction) share the seeds, the table's intervals (and the plot's bands)
 are the two-level bootstrap of :mod:`remedis_tf.eval.resampling` over test patients and
@@ -32,9 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from remedis_tf import configs, io_utils
@@ -42,7 +47,7 @@ from remedis_tf.data import augment as augment_lib
 from remedis_tf.data.label_alignment import align_labels
 from remedis_tf.data.label_fraction import select_fraction
 from remedis_tf.data.manifest import Manifest
-from remedis_tf.errors import ConfigError, DataError
+from remedis_tf.errors import ConfigError
 from remedis_tf.eval import data_efficiency as de
 from remedis_tf.eval import predict as predict_lib
 from remedis_tf.eval import task_metrics
