@@ -55,7 +55,8 @@ class DemoConfig:
       the site-B sweep cells (docs/demo_protocol.md).
     finetune_epochs, sweep_epochs: epochs over the (subset of the) training set per
       fine-tune (``train/finetune_plan``'s ``epochs`` rule, BiT-HyperRule's shape).
-    sweep_min_steps: floor of the sweep cells' epoch rule (tiny fractions still train).
+    sweep_min_steps: floor of the sweep cells' epoch rule: the small backbone needs ~100
+      steps to move at all (30 left the baseline's 5 % cell at chance; docs/demo_protocol.md).
     upstream_batch, contrastive_batch, finetune_batch: global batch sizes.
     lr_grid: base learning rates each fine-tuning arm chooses from on validation.
     probe_c_grid: inverse L2 strengths the sweep's linear-probe arm chooses from.
@@ -78,7 +79,7 @@ class DemoConfig:
   sweep_steps: int = 150
   finetune_epochs: float = 10.0
   sweep_epochs: float = 10.0
-  sweep_min_steps: int = 30
+  sweep_min_steps: int = 100
   upstream_batch: int = 64
   contrastive_batch: int = 64
   finetune_batch: int = 32
