@@ -83,7 +83,7 @@ class DemoConfig:
   upstream_batch: int = 64
   contrastive_batch: int = 64
   finetune_batch: int = 32
-  lr_grid: Tuple[float, ...] = (0.01, 0.05)
+  lr_grid: Tuple[float, ...] = (0.05, 0.1)
   probe_c_grid: Tuple[float, ...] = (0.01, 0.1, 1.0)
   site_b_val_fraction: float = 0.2
   fractions: Tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0)

@@ -23,7 +23,7 @@ import tensorflow as tf
 from remedis_tf import io_utils
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data.manifest import Manifest
-from remedis_tf.errors import ConfigError
+from remedis_tf.errors import ConfigError, TrainingError
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.runs import stages
 from remedis_tf.train.loop import LoopConfig
@@ -87,7 +87,9 @@ def finetune_selected(train: Manifest, validation: Manifest, supervised: Supervi
                       log: Callable[[str], None] = print) -> Optional[Selection]:
   """Fine-tunes one arm at every learning rate of ``lr_grid`` (``optimizer.base_lr``
   replaced) into ``root/lr<lr>`` with model selection on ``validation``; returns the
-  :class:`Selection`, or None when a run was preempted (run again to resume).
+  :class:`Selection`, or None when a run was preempted (run again to resume). A learning
+  rate whose run diverges (non-finite loss) scores its best checkpoint validated before
+  that, or NaN (never chosen unless every one diverged).
 
   ``make_loop(run_dir)`` gives each run's loop settings (its ``eval_every`` sets how often
   the validation split is scored; it is also scored at the end).
@@ -105,12 +107,24 @@ def finetune_selected(train: Manifest, validation: Manifest, supervised: Supervi
     run_dir = lr_dir(root, lr)
     loop = make_loop(run_dir)
     steps = loop.total_steps
-    result = stages.run_supervised(train, supervised, dataclasses.replace(optimizer, base_lr=lr),
-                                   augment, image_size, loop, runtime, validation=validation,
-                                   log=log, selection_metric=metric)
-    if result.preempted:
+    try:
+      result = stages.run_supervised(train, supervised,
+                                     dataclasses.replace(optimizer, base_lr=lr), augment,
+                                     image_size, loop, runtime, validation=validation, log=log,
+                                     selection_metric=metric)
+    except TrainingError as e:
+      # A learning rate too high for this arm (non-finite loss) loses the comparison
+      # unless a checkpoint validated before it diverged.
+      log(f"[select] lr {lr:g} diverged: {e}")
+      result = None
+    if result is not None and result.preempted:
       return None
-    infos[lr] = _best_info(run_dir)
+    try:
+      infos[lr] = _best_info(run_dir)
+    except ConfigError:
+      if result is not None:
+        raise
+      infos[lr] = {"metric": metric or "", "value": math.nan, "step": 0}
     values[lr] = float(infos[lr]["value"])
   lr = choose(values, grid)
   selection = Selection(lr_dir(root, lr), lr, str(infos[lr]["metric"]), values[lr],
