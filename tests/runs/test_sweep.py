@@ -159,9 +159,8 @@ def test_template_and_grid_validation(tmp_path):
                                 str(tmp_path / "o"), log=lambda _: None)
 
 
-def test_sweep_selects_lr_and_checkpoint_on_validation_and_probe_arm(tmp_path):
+def test_sweep_selects_lr_and_checkpoint_on_validation(tmp_path):
   from remedis_tf.data.label_fraction import holdout_split
-  from remedis_tf.runs import sweep_probe
   root = str(tmp_path)
   pool, _ = brightness_set(root, "train", 16, seed=0)
   test, _ = brightness_set(root, "test", 6, seed=1)
@@ -191,12 +190,28 @@ def test_sweep_selects_lr_and_checkpoint_on_validation_and_probe_arm(tmp_path):
   found = json.load(open(os.path.join(out, "findings.json")))
   assert found["protocol"]["selection"] == "validation"
   assert found["protocol"]["lr_grid"] == [0.01, 0.05]
-  probe = sweep_probe.probe_sweep({"baseline": "", "remedis": ""}, train, val, test,
-                                  [0.5, 1.0], [0, 1], SIZE, os.path.join(out, "probe"),
+
+
+def test_probe_arm_chooses_c_on_validation(tmp_path):
+  from remedis_tf.data.label_fraction import holdout_split
+  from remedis_tf.runs import sweep_probe
+  from remedis_tf.weights import bit_npz
+  root = str(tmp_path)
+  pool, _ = brightness_set(root, "train", 16, seed=0)
+  test, _ = brightness_set(root, "test", 6, seed=1)
+  train, val = holdout_split(pool, 0.25, seed=0)
+  tf.keras.utils.set_random_seed(2)
+  init = bit_npz.save_bit_npz(ResNetV2("tiny").build_for(SIZE), os.path.join(root, "i.npz"),
+                              include_head=False)
+  probe = sweep_probe.probe_sweep({"baseline": init, "remedis": init}, train, val, test,
+                                  [0.5, 1.0], [0, 1], SIZE, os.path.join(root, "probe"),
                                   c_grid=(0.1, 1.0), num_bootstrap=20, log=lambda _: None)
   assert sorted(probe["replicates"].cells()) == [(m, f) for m in ("baseline", "remedis")
                                                   for f in (0.5, 1.0)]
   for info in probe["cells"].values():
     assert info["c"] in (0.1, 1.0) and info["val_value"] == max(info["val_grid"].values())
-  # Same bootstrap seed and test patients: the two arms' draws are the same (paired).
-  assert (probe["replicates"].seed_draws == result.replicates.seed_draws).all()
+  # The same features for both models: every paired difference is exactly 0.
+  reps = probe["replicates"]
+  for f in (0.5, 1.0):
+    assert reps.point_mean("baseline", f) == reps.point_mean("remedis", f)
+  assert os.path.exists(os.path.join(root, "probe", sweep_probe.PROBE_FILE))
