@@ -115,10 +115,16 @@ def template_from_flags(train) -> sweep.FinetuneTemplate:
   rule = finetune_plan.default_steps_rule(FLAGS.train_steps, FLAGS.lr_schedule)
   # No --init/--seed here: each cell's init is its --models entry, its seed a --seeds value.
   supervised = common_flags.SUPERVISED.build(mixup_alpha=max(FLAGS.mixup_alpha, 0.0))
-  optimizer = common_flags.OPTIMIZER.build(
-      warmup_steps=0,
-      # Placeholder unless --train_steps: each cell's length comes from the steps rule.
-      total_steps=FLAGS.train_steps or 1000)
+  # The plan of the whole training set (what the 100 % cell gets); every cell's own plan
+  # comes from the same planner for its subset size (sweep.plan_cell).
+  plan = finetune_plan.plan_finetune(
+      len(train), min(supervised.global_batch_size, max(len(train), 1)), FLAGS.lr_schedule,
+      steps_rule=rule, total_steps=FLAGS.train_steps, train_epochs=FLAGS.train_epochs,
+      step_scale=FLAGS.hyperrule_step_scale, warmup_steps=FLAGS.warmup_steps,
+      warmup_epochs=FLAGS.warmup_epochs)
+  optimizer = common_flags.OPTIMIZER.build(warmup_steps=plan.warmup_steps,
+                                           total_steps=plan.total_steps,
+                                           boundaries=plan.boundaries)
   return sweep.FinetuneTemplate(
       supervised=supervised, optimizer=optimizer,
       augment=common_flags.augment_from_flags(image_size), image_size=image_size,

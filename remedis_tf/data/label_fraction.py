@@ -20,8 +20,9 @@ fractions fairly the subsets are:
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -136,3 +137,22 @@ def select_fraction(manifest: Manifest, fraction: Optional[float] = None,
                       "use a larger fraction" + ("" if stratify else " or stratify=True"))
   indices = sorted(i for p in np.flatnonzero(picked) for i in groups[keys[p]])
   return manifest.subset(indices, source_suffix=f"[{what} seed={seed}]")
+
+
+def holdout_split(manifest: Manifest, fraction: float, seed: int = 0
+                  ) -> Tuple[Manifest, Manifest]:
+  """``(rest, held_out)``: a stratified, patient-level ``fraction`` of ``manifest`` held
+  out (e.g. a validation split made once for a new site), and the other patients.
+
+  The held-out patients are :func:`select_fraction`'s for ``(fraction, seed)``; both parts
+  keep the original record order and no patient is in both. Label fractions of the rest
+  (:func:`select_fraction` on ``rest``) are then nested and never touch the held-out set.
+  """
+  held = select_fraction(manifest, fraction, seed=seed)
+  held_ids = {r.example_id for r in held.records}
+  rest = [i for i, r in enumerate(manifest.records) if r.example_id not in held_ids]
+  if not rest:
+    raise ConfigError(f"holding out {fraction} of {manifest.source} leaves no patients")
+  return (manifest.subset(rest, source_suffix=f"[without held-out {fraction:g} seed={seed}]"),
+          dataclasses.replace(held, source=manifest.source +
+                              f"[held-out {fraction:g} seed={seed}]"))

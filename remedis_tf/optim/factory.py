@@ -194,24 +194,6 @@ class OptimizerConfig:
             "For a small batch consider --lr_scaling=none or a larger --learning_rate")
 
 
-def bit_hyperrule_config(dataset_size: int, base_lr: float = 0.003,
-                         step_scale: float = 1.0) -> OptimizerConfig:
-  """BiT-HyperRule fine-tuning config: SGD momentum 0.9, no weight decay, step decays.
-
-  ``step_scale`` shrinks the schedule proportionally for demos (see
-  :func:`remedis_tf.optim.schedules.scale_steps`); 1.0 is the published rule. MixUp and
-  resolution come from :func:`remedis_tf.optim.schedules.bit_hyperrule`.
-  """
-  steps = schedules.bit_hyperrule(dataset_size, schedules.HYPERRULE_REFERENCE_BATCH,
-                                  base_lr)["steps"]
-  if step_scale != 1.0:
-    steps = schedules.scale_steps(steps, step_scale)
-  return OptimizerConfig(name="sgd", base_lr=base_lr, lr_scaling="linear",
-                         schedule="bit_hyperrule", warmup_steps=steps[0],
-                         total_steps=steps[-1], weight_decay=0.0, momentum=0.9,
-                         boundaries=tuple(steps))
-
-
 def build_learning_rate(cfg: OptimizerConfig, global_batch_size: int):
   """The float or ``LearningRateSchedule`` the optimizer gets (peak = scaled base lr)."""
   peak = cfg.peak_learning_rate(global_batch_size)

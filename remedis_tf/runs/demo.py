@@ -26,8 +26,11 @@ from remedis_tf.data.manifest import Manifest
 from remedis_tf.eval import metrics, plots, resampling
 from remedis_tf.eval.frozen import FrozenEvalConfig
 from remedis_tf.optim.factory import OptimizerConfig
-from remedis_tf.runs import demo_report, frozen, stages, sweep
+from remedis_tf.data.label_fraction import holdout_split
+from remedis_tf.runs import demo_findings, demo_report, frozen, selection, stages, sweep
+from remedis_tf.runs import sweep_probe
 from remedis_tf.runs import evaluate as evaluate_lib
+from remedis_tf.train import finetune_plan
 from remedis_tf.train.contrastive import ContrastiveConfig
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
@@ -47,8 +50,18 @@ class DemoConfig:
     variant: backbone variant for every stage.
     image_size: training/eval resolution in pixels.
     seed: seed of the data generator and of every stage.
-    upstream_steps, contrastive_steps, finetune_steps, sweep_steps: optimizer steps.
+    upstream_steps, contrastive_steps: optimizer steps of stages 1 and 2.
+    finetune_steps, sweep_steps: ceilings of the epoch rule of the site-A fine-tunes and of
+      the site-B sweep cells (docs/demo_protocol.md).
+    finetune_epochs, sweep_epochs: epochs over the (subset of the) training set per
+      fine-tune (``train/finetune_plan``'s ``epochs`` rule, BiT-HyperRule's shape).
+    sweep_min_steps: floor of the sweep cells' epoch rule: the small backbone needs ~100
+      steps to move at all (30 left the baseline's 5 % cell at chance; docs/demo_protocol.md).
     upstream_batch, contrastive_batch, finetune_batch: global batch sizes.
+    lr_grid: base learning rates each fine-tuning arm chooses from on validation.
+    probe_c_grid: inverse L2 strengths the sweep's linear-probe arm chooses from.
+    site_b_val_fraction: patients of site B's labelled pool held out once as its
+      validation split (the sweep's fractions are nested subsets of the rest).
     fractions: label fractions of site B's training set in the data-efficiency sweep.
     finetune_seeds: fine-tuning seeds of the site-A baseline-vs-REMEDIS comparison.
     sweep_seeds: seeds per sweep cell.
@@ -63,10 +76,16 @@ class DemoConfig:
   upstream_steps: int = 300
   contrastive_steps: int = 600
   finetune_steps: int = 200
-  sweep_steps: int = 120
+  sweep_steps: int = 150
+  finetune_epochs: float = 10.0
+  sweep_epochs: float = 10.0
+  sweep_min_steps: int = 100
   upstream_batch: int = 64
   contrastive_batch: int = 64
   finetune_batch: int = 32
+  lr_grid: Tuple[float, ...] = (0.05, 0.1)
+  probe_c_grid: Tuple[float, ...] = (0.01, 0.1, 1.0)
+  site_b_val_fraction: float = 0.2
   fractions: Tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0)
   finetune_seeds: Tuple[int, ...] = (0, 1, 2)
   sweep_seeds: Tuple[int, ...] = (0, 1, 2)
@@ -75,9 +94,12 @@ class DemoConfig:
 
   @classmethod
   def quick_config(cls, out_dir: str, **overrides) -> "DemoConfig":
-    """The ``--quick`` sizes: everything tiny, for tests."""
+    """The ``--quick`` sizes: everything tiny, for tests (one learning rate, so the smoke
+    run stays ~2 minutes; checkpoints are still chosen on validation, and the grid itself
+    is tested in tests/runs/test_sweep.py)."""
     values = dict(out_dir=out_dir, quick=True, variant="tiny", image_size=32,
-                  upstream_steps=6, contrastive_steps=6, finetune_steps=6, sweep_steps=10,
+                  upstream_steps=6, contrastive_steps=6, finetune_steps=6, sweep_steps=8,
+                  sweep_min_steps=4, lr_grid=(0.05,),
                   upstream_batch=16, contrastive_batch=16, finetune_batch=16,
                   fractions=(0.5, 1.0), finetune_seeds=(0, 1), sweep_seeds=(0,),
                   num_bootstrap=50)
@@ -114,16 +136,24 @@ def _loop(run_dir: str, steps: int, eval_every: int = 0) -> LoopConfig:
                     log_every=max(min(50, steps // 4), 1), eval_every=eval_every)
 
 
-def _finetune_template(cfg: DemoConfig, init: str) -> Tuple[SupervisedConfig, OptimizerConfig]:
-  sup = SupervisedConfig(variant=cfg.variant, global_batch_size=cfg.finetune_batch,
-                         train_mode="full", init=init, seed=cfg.seed)
-  # BiT-HyperRule's schedule shape (warmup, three ÷10 decays) over the demo's step budget.
-  # Its published lr (0.003 at batch 512) is for large BiT models fine-tuned for 500+
-  # steps; the small demo backbone needs a larger one to move in 200 steps (measured:
-  # 0.05 learns, 0.0015 does not).
-  opt = OptimizerConfig(name="sgd", base_lr=0.05, lr_scaling="none",
-                        schedule="bit_hyperrule", total_steps=cfg.finetune_steps,
-                        warmup_steps=max(cfg.finetune_steps // 10, 1), weight_decay=0.0)
+def _finetune_configs(cfg: DemoConfig, num_train: int, epochs: float, min_steps: int,
+                      max_steps: int) -> Tuple[SupervisedConfig, OptimizerConfig]:
+  """The finished fine-tuning configs of ``num_train`` images from the one planner
+  (``train/finetune_plan``: ``epochs`` rule within [min_steps, max_steps], BiT-HyperRule's
+  shape: warmup, three ÷10 decays); SGD without lr scaling, whose base lr each arm
+  chooses from ``cfg.lr_grid`` on validation."""
+  batch = min(cfg.finetune_batch, num_train)
+  sup = SupervisedConfig(variant=cfg.variant, global_batch_size=batch, train_mode="full",
+                         seed=cfg.seed)
+  plan = finetune_plan.plan_finetune(num_train, batch, "bit_hyperrule", steps_rule="epochs",
+                                     train_epochs=epochs, min_steps=min_steps,
+                                     max_steps=max_steps, mixup_alpha=0.0)
+  # BiT's published lr (0.003 at batch 512) is for large BiT models fine-tuned for 500+
+  # steps; the small demo backbone needs larger ones to move in ~200 steps, hence the
+  # demo's grid (docs/demo_protocol.md).
+  opt = plan.optimizer(OptimizerConfig(name="sgd", base_lr=cfg.lr_grid[0],
+                                       lr_scaling="none", schedule="bit_hyperrule",
+                                       weight_decay=0.0))
   return sup, opt
 
 
@@ -213,19 +243,22 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
     frozen_result = _frozen_features(upstream_dir, contrastive_dir, sets, size, cfg, out, log)
 
   models = {"baseline": upstream_dir, "remedis": contrastive_dir}
-  finetune_dirs = {}
-  seed_dirs = {}
+  finetune_dirs, seed_dirs, selections = {}, {}, {}
   with timer.stage("4/7 fine-tune baseline and REMEDIS on site A"):
+    site_a = sets["site_a/train"]
+    sup, opt = _finetune_configs(cfg, len(site_a), cfg.finetune_epochs, 1, cfg.finetune_steps)
+    eval_every = max(opt.total_steps // 2, 3)
     for name, init in models.items():
+      grid = cfg.lr_grid  # chosen on the first seed, reused by the others
       for seed in cfg.finetune_seeds:
-        sup, opt = _finetune_template(cfg, init)
-        sup = dataclasses.replace(sup, seed=seed)
-        run_dir = os.path.join(out, "runs", f"finetune_{name}" + (f"_s{seed}" if seed else ""))
-        stages.run_supervised(sets["site_a/train"], sup, opt, finetune_aug, size,
-                              _loop(run_dir, cfg.finetune_steps,
-                                    eval_every=max(cfg.finetune_steps // 4, 3)),
-                              runtime, validation=sets["site_a/valid"], log=log)
-        seed_dirs[(name, seed)] = run_dir
+        root = os.path.join(out, "runs", f"finetune_{name}" + (f"_s{seed}" if seed else ""))
+        sel = selection.finetune_selected(
+            site_a, sets["site_a/valid"], dataclasses.replace(sup, init=init, seed=seed), opt,
+            finetune_aug, size, lambda d: _loop(d, opt.total_steps, eval_every=eval_every),
+            grid, root, runtime, log=log)
+        grid = (sel.lr,)
+        selections[f"{name}_s{seed}"] = sel.to_dict()
+        seed_dirs[(name, seed)] = sel.run_dir
       finetune_dirs[name] = seed_dirs[(name, cfg.finetune_seeds[0])]
 
   eval_sets = {"id_valid": sets["site_a/valid"], "id_site_a": sets["site_a/test"],
@@ -241,26 +274,37 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
       eval_results[name] = {set_name: io_utils.read_json(os.path.join(eval_dir, f"{set_name}.json"))
                             for set_name in eval_sets}
     roc_pngs = _roc_plots(finetune_dirs, eval_sets, size, out)
-    seed_rows = _seed_comparison(seed_dirs, eval_sets, size, cfg, out)
+    seed_rows, seed_reps = _seed_comparison(seed_dirs, eval_sets, size, cfg, out)
 
-  with timer.stage("6/7 data-efficiency sweep on site B"):
-    sup, opt = _finetune_template(cfg, "")
-    opt = dataclasses.replace(opt, total_steps=cfg.sweep_steps,
-                              warmup_steps=max(cfg.sweep_steps // 10, 1))
+  with timer.stage("6/7 data-efficiency sweep on site B (fine-tune and linear-probe arms)"):
+    # Site B's validation split: patients held out once (fixed across fractions and
+    # seeds); the fractions are nested subsets of the other patients.
+    b_train, b_val = holdout_split(sets["site_b/train"], cfg.site_b_val_fraction, cfg.seed)
+    sup, opt = _finetune_configs(cfg, len(b_train), cfg.sweep_epochs, cfg.sweep_min_steps,
+                                 cfg.sweep_steps)
     template = sweep.FinetuneTemplate(supervised=sup, optimizer=opt, augment=finetune_aug,
-                                      image_size=size, steps_rule="fixed",
-                                      steps_per_loop=min(10, cfg.sweep_steps),
-                                      log_every=max(cfg.sweep_steps // 2, 1))
+                                      image_size=size, steps_rule="epochs",
+                                      train_epochs=cfg.sweep_epochs,
+                                      min_steps=cfg.sweep_min_steps, max_steps=cfg.sweep_steps,
+                                      steps_per_loop=10, log_every=50)
     de = sweep.run_data_efficiency(
-        sets["site_b/train"], sets["site_b/test"], models, cfg.fractions, cfg.sweep_seeds,
+        b_train, sets["site_b/test"], models, cfg.fractions, cfg.sweep_seeds,
         template, os.path.join(out, "data_efficiency"), runtime=runtime,
+        num_bootstrap=cfg.num_bootstrap, bootstrap_seed=cfg.seed, log=log,
+        validation=b_val, lr_grid=cfg.lr_grid, lr_seed_sharing=True)
+    probe = sweep_probe.probe_sweep(
+        models, b_train, b_val, sets["site_b/test"], cfg.fractions, cfg.sweep_seeds, size,
+        os.path.join(out, "data_efficiency", "probe"), c_grid=cfg.probe_c_grid,
         num_bootstrap=cfg.num_bootstrap, bootstrap_seed=cfg.seed, log=log)
 
-  with timer.stage("7/7 write the report"):
+  with timer.stage("7/7 write findings.json and the report"):
+    found = demo_findings.write(cfg, out, frozen_result, seed_reps, de, probe, selections,
+                                {"fractions of": b_train, "validation": b_val})
     path = demo_report.write_report(
         cfg, out, data, sets, stage1, stage2, eval_results, de, timer, grid_png, pairs_png,
-        roc_pngs, time.time() - t_start,
-        extra_sections=(demo_report.frozen_section(frozen_result),
+        roc_pngs, time.time() - t_start, findings=found,
+        extra_sections=(demo_report.probe_section(probe, cfg),
+                        demo_report.frozen_section(frozen_result),
                         demo_report.seeds_section(seed_rows, cfg)))
   log(f"\nDemo finished in {time.time() - t_start:.0f}s. Report: {path}")
   return path
@@ -315,10 +359,10 @@ def _frozen_features(stage1_dir: str, stage2_dir: str, sets: Dict[str, Manifest]
 
 
 def _seed_comparison(seed_dirs: Dict[Tuple[str, int], str], eval_sets: Dict[str, Manifest],
-                     size: int, cfg: DemoConfig, out: str) -> Dict[str, List]:
+                     size: int, cfg: DemoConfig, out: str) -> Tuple[Dict[str, List], Dict]:
   """Per eval set: mean, per-seed values and the seed × test-patient interval of each model
-  (:mod:`remedis_tf.eval.resampling`)."""
-  rows = {}
+  (:mod:`remedis_tf.eval.resampling`), and the replicates behind them (paired findings)."""
+  rows, reps_of = {}, {}
   tasks = {key: stages.load_classifier(d) for key, d in seed_dirs.items()}
   for set_name, manifest in eval_sets.items():
     if not set_name.startswith(("id_site", "ood_")):
@@ -331,6 +375,7 @@ def _seed_comparison(seed_dirs: Dict[Tuple[str, int], str], eval_sets: Dict[str,
     reps = resampling.replicates(scores, preds.labels, preds.mask, preds.patients,
                                  manifest.task, cfg.num_bootstrap, cfg.seed)
     rows[set_name] = resampling.combined_rows(reps)
+    reps_of[set_name] = reps
   io_utils.atomic_write_json(os.path.join(out, "eval", "finetune_seeds.json"), {
       name: [dataclasses.asdict(r) for r in set_rows] for name, set_rows in rows.items()})
-  return rows
+  return rows, reps_of

@@ -25,8 +25,54 @@ def _ci_text(entry) -> str:
   return report.format_ci(entry.get("value"), entry.get("lower"), entry.get("upper"))
 
 
+def _num(v, fmt="+.3f") -> str:
+  return "n/a" if v is None else format(v, fmt)
+
+
+def findings_section(doc: Dict) -> report.Section:
+  """The paired findings of ``findings.json`` (first in the report)."""
+  rows = [{"finding": f["name"], "metric": f["metric"],
+           "arms (b − a)": (f"{f['arms']['b']} − {f['arms']['a']}" if "arms" in f else ""),
+           "a, b": ", ".join(f"{v:.3f}" for v in f.get("values", [])),
+           "difference [95% paired interval]":
+               f"{_num(f['estimate'])} [{_num(f['interval'][0])}, {_num(f['interval'][1])}]",
+           "verdict": f["verdict"]} for f in doc["findings"]]
+  curves = [{"curve": name, "from → to fraction": f"{c['from_fraction']:g} → {c['to_fraction']:g}",
+             "values": ", ".join(f"{v:.3f}" for v in c["values"]),
+             "rise [95% paired interval]":
+                 f"{_num(c['rise'])} [{_num(c['interval'][0])}, {_num(c['interval'][1])}]",
+             "verdict": "rises" if c["verdict"] == "better" else c["verdict"]}
+            for name, c in doc.get("learning_curves", {}).items()]
+  p = doc["protocol"]
+  return report.Section("Findings (findings.json)", blocks=[
+      "Every comparison as a paired difference (second arm − first) on the same test "
+      f"patients and seeds. Verdict rule: {doc['verdict_rule']}. Protocol: selection on "
+      f"{p['selection']} (lr grid {p['lr_grid']}, probe C grid {p['probe_c_grid']}; "
+      f"checkpoint: {p['checkpoint']}); step rule: {p['step_rule']}; seeds "
+      f"{p['seeds']}; interval: {p['interval']}; validation: {p['validation']}.",
+      report.Table(rows=rows),
+      report.Table(rows=curves, caption="Learning curves on site B (smallest fraction → "
+                   "100%); the benchmark measures data efficiency only if the baseline's "
+                   "fine-tuning curve rises")])
+
+
+def probe_section(probe: Dict, cfg) -> report.Section:
+  """The site-B linear-probe arm (frozen features, C chosen on site B's validation)."""
+  rows = [{"model": r.model, "fraction": r.fraction,
+           f"mean {probe['metric']} [95% interval, seeds x test patients]":
+               report.format_ci(r.mean, r.lower, r.upper),
+           "per seed": ", ".join(f"{v:.3f}" for v in r.per_seed.values())}
+          for r in probe["rows"]]
+  return report.Section("Site B linear-probe arm (frozen features)", blocks=[
+      "Frozen pooled features of each model (baseline: stage 1, REMEDIS: stage 2), one "
+      "logistic regression per finding fit on the same nested fractions as the fine-tuning "
+      f"arm, C chosen from {list(cfg.probe_c_grid)} on site B's validation split.",
+      report.Table(rows=rows)])
+
+
 def write_report(cfg, out, data, sets, stage1, stage2, eval_results, de, timer, grid_png,
-                  pairs_png, roc_pngs, total_seconds, extra_sections=()) -> str:
+                 pairs_png, roc_pngs, total_seconds, extra_sections=(),
+                 findings=None) -> str:
   """Writes ``out/report.md`` (``cfg``: the DemoConfig; the rest: what ``run_demo``
   measured) and returns its path."""
   machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, Python "
@@ -54,11 +100,14 @@ def write_report(cfg, out, data, sets, stage1, stage2, eval_results, de, timer, 
           f"total wall time {total_seconds:.0f} s; mode: "
           + ("--quick (smoke test: tiny model, a few steps; the numbers are not meaningful)"
              if cfg.quick else "full demo") + ".",
+          "findings.json holds the paired comparisons below, the protocol, the lr/C "
+          "choices and validation scores, and the time per stage.",
           "Data is the embedded synthetic benchmark (no clinical meaning; see "
           "data/SYNTHETIC.md). Backbone: BiT ResNet-v2 variant "
           f"`{cfg.variant}` at {cfg.image_size} px. Every number below was computed by "
           "this run; confidence intervals are patient-level bootstrap 95% intervals "
           f"({cfg.num_bootstrap} resamples)."]),
+      *([findings_section(findings)] if findings else []),
       report.Section("Data", blocks=[
           report.Table(rows=data_rows),
           report.Image(path=grid_png, caption="Synthetic sites and findings")]),
@@ -78,8 +127,9 @@ def write_report(cfg, out, data, sets, stage1, stage2, eval_results, de, timer, 
           *[report.Image(path=p, caption=os.path.basename(p)) for p in roc_pngs]]),
       report.Section("Data-efficient generalisation to site B", blocks=[
           "Baseline (stage 1 weights) and REMEDIS (stage 2 weights) fine-tuned on nested, "
-          "patient-level fractions of site B's labelled training set and tested on site B's "
-          "test set.",
+          "patient-level fractions of site B's labelled training set (minus its held-out "
+          "validation patients) and tested on site B's test set; every cell chose its lr "
+          "and checkpoint on site B's validation split.",
           (resampling.format_headline(de.headline_interval) if de.headline_interval
            else de.headline.summary if de.headline else de.headline_note),
           f"Method: {de.headline.method}" if de.headline else "",

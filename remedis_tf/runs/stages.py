@@ -166,13 +166,18 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
                    loop: loop_lib.LoopConfig, runtime: RuntimeConfig = RuntimeConfig(),
                    validation: Optional[Manifest] = None, eval_batch_size: int = 64,
                    stage: str = "finetune", log: Callable[[str], None] = print,
+                   selection_metric: Optional[str] = None,
                    **loop_kwargs) -> loop_lib.LoopResult:
   """Stage 1 or 3: supervised training; with ``validation``, the checkpoint with the best
   validation metric is kept in ``run_dir/best`` (``best.json`` records step and value),
   with calibration temperatures fitted on the same validation predictions
   (``best/temperature.json``, see :mod:`remedis_tf.eval.calibration`). The validation set
   is predicted with the run's evaluation crop (``augment.eval_crop_fraction``;
-  ``EVAL_CROP_FRACTION`` without augmentation), as every later evaluation of the run is."""
+  ``EVAL_CROP_FRACTION`` without augmentation), as every later evaluation of the run is.
+  ``selection_metric`` is the metric the best checkpoint maximises (a name of
+  :func:`remedis_tf.eval.task_metrics.evaluate_predictions`, e.g. ``top3_accuracy`` where
+  top-3 is reported); default: the task's own metric (mean AUC, or top-1 accuracy).
+  """
   strategy, policy = _setup(runtime)
   log(f"[{stage}] {len(train)} training images from {train.source} ({train.task}, "
       f"{train.num_labels} outputs); {strategy.num_replicas_in_sync} replica(s); "
@@ -190,7 +195,7 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
   if validation is not None:
     crop = augment.eval_crop_fraction if augment is not None else augment_lib.EVAL_CROP_FRACTION
     eval_hook = _model_selection_hook(task, validation, image_size, eval_batch_size,
-                                      loop.run_dir, strategy, crop)
+                                      loop.run_dir, strategy, crop, selection_metric)
   try:
     with run_guard.guarded_run(loop.run_dir, train.source, DATA_HINT):
       return loop_lib.run_loop(task, strategy, loop, run_config, log=log, eval_hook=eval_hook,
@@ -202,7 +207,8 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
 
 
 def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size: int,
-                          batch_size: int, run_dir: str, strategy, crop_fraction: float):
+                          batch_size: int, run_dir: str, strategy, crop_fraction: float,
+                          metric: Optional[str] = None):
   best_dir = os.path.join(run_dir, BEST_SUBDIR)
   info_path = os.path.join(best_dir, BEST_INFO)
   state = {"manager": None}
@@ -210,7 +216,7 @@ def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size
   def hook(step: int) -> Dict[str, float]:
     result, preds = evaluate_task(task, validation, image_size, batch_size,
                                   crop_fraction=crop_fraction)
-    name, ci = task_metrics.main_metric(result, task_metrics.SELECTION_METRICS)
+    name, ci = task_metrics.main_metric(result, metric or task_metrics.SELECTION_METRICS)
     value = float(ci["value"])
     best = io_utils.read_json(info_path) if tf.io.gfile.exists(info_path) else None
     improved = best is None or (math.isfinite(value) and

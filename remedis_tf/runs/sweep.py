@@ -8,15 +8,21 @@ For every (model, fraction, seed) cell not yet in the result store:
    or "" for random) with the template's settings into ``out_dir/runs/<model>/f<f>_s<seed>``
    — the global batch is ``min(template batch, subset size)`` so tiny subsets work, and
    the step count follows the template's :attr:`FinetuneTemplate.steps_rule`;
-3. evaluate the final weights on ``test`` (patient-level bootstrap CI) and record the main
-   metric, its CI, ``n_train`` and the run's settings in ``out_dir/results.json``.
+3. evaluate on ``test`` (patient-level bootstrap CI) and record the main metric, its CI,
+   ``n_train`` and the run's settings in ``out_dir/results.json``. With a ``validation``
+   split (patient-disjoint from train and test, fixed for every cell), each cell trains
+   once per learning rate of ``lr_grid`` into ``<cell>/lr<lr>``, keeps each run's best
+   checkpoint on validation, and is scored with the best checkpoint of the learning rate
+   that validates best (:mod:`remedis_tf.runs.selection`; the grid, the choice and the
+   validation scores are recorded per cell). Without one, the final weights are scored.
 
 Finished cells are never recomputed, so re-running the same call resumes the sweep; a
 cell interrupted mid-training resumes from its run directory's latest checkpoint (the
 training loop's auto-resume). At the end the results are aggregated over seeds
 (mean over seeds), the headline fraction is computed (the smallest fraction at which
 the candidate model's mean reaches the reference model's mean at 100 %), and
-``table.csv``, ``table.md``, ``headline.json`` and ``data_efficiency.png`` are written.
+``table.csv``, ``table.md``, ``headline.json``, ``findings.json`` (paired differences,
+:mod:`remedis_tf.runs.sweep_summary`) and ``data_efficiency.png`` are written.
 Each cell also keeps its test scores (``test_predictions.npz``); when every cell has them
 and all (model, fraction) share the seeds, the table's intervals (and the plot's bands)
 are the two-level bootstrap of :mod:`remedis_tf.eval.resampling` over test patients and
@@ -32,9 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from remedis_tf import configs, io_utils
@@ -42,21 +47,22 @@ from remedis_tf.data import augment as augment_lib
 from remedis_tf.data.label_alignment import align_labels
 from remedis_tf.data.label_fraction import select_fraction
 from remedis_tf.data.manifest import Manifest
-from remedis_tf.errors import ConfigError, DataError
+from remedis_tf.errors import ConfigError
 from remedis_tf.eval import data_efficiency as de
-from remedis_tf.eval import plots
 from remedis_tf.eval import predict as predict_lib
-from remedis_tf.eval import resampling
 from remedis_tf.eval import task_metrics
 from remedis_tf.eval.result_store import ResultStore
 from remedis_tf.optim.factory import OptimizerConfig
-from remedis_tf.runs import stages
+from remedis_tf.runs import selection, stages
+from remedis_tf.runs.sweep_summary import (PREDICTIONS_FILE, SweepResult, _summarise,
+                                           combined_from_store)
 from remedis_tf.train import finetune_plan
 from remedis_tf.train.loop import LoopConfig
 from remedis_tf.train.supervised import SupervisedConfig
 
+__all__ = ["FinetuneTemplate", "CellPlan", "SweepResult", "plan_cell", "cell_dir",
+           "run_data_efficiency", "combined_from_store", "PREDICTIONS_FILE", "RESULTS_FILE"]
 RESULTS_FILE = "results.json"
-PREDICTIONS_FILE = "test_predictions.npz"
 SWEEP_FILE = "sweep.json"
 STEPS_RULES = finetune_plan.STEPS_RULES
 
@@ -83,6 +89,9 @@ class FinetuneTemplate:
     warmup_steps: if >= 0, a warmup of this many steps instead of ``warmup_epochs``.
     hyperrule_mixup: MixUp α from BiT-HyperRule for the cell's subset size (0.1 for
       ≥ 20k images, else 0) instead of ``supervised.mixup_alpha``.
+    min_steps, max_steps: floor and ceiling of the ``epochs`` rule (``max_steps`` 0 = none).
+    evals_per_run: with a validation set, how many times each run scores it (evenly
+      spaced, the last at the end) to keep its best checkpoint.
     steps_per_loop, checkpoint_every, log_every: training-loop cadences.
     eval_batch_size: batch size of the test-set pass.
   """
@@ -96,6 +105,9 @@ class FinetuneTemplate:
   warmup_epochs: float = 0.0
   warmup_steps: int = -1
   hyperrule_mixup: bool = False
+  min_steps: int = 1
+  max_steps: int = 0
+  evals_per_run: int = 2
   steps_per_loop: int = 10
   checkpoint_every: int = 500
   log_every: int = 50
@@ -135,10 +147,10 @@ def plan_cell(template: FinetuneTemplate, init: str, seed: int, num_train: int) 
       num_train, batch, opt.schedule, steps_rule=template.steps_rule,
       total_steps=opt.total_steps, train_epochs=template.train_epochs,
       step_scale=template.hyperrule_step_scale, warmup_steps=template.warmup_steps,
-      warmup_epochs=template.warmup_epochs,
+      warmup_epochs=template.warmup_epochs, min_steps=template.min_steps,
+      max_steps=template.max_steps,
       mixup_alpha=-1.0 if template.hyperrule_mixup else template.supervised.mixup_alpha)
-  opt = dataclasses.replace(opt, total_steps=plan.total_steps,
-                            warmup_steps=plan.warmup_steps, boundaries=plan.boundaries)
+  opt = plan.optimizer(opt)
   sup = dataclasses.replace(template.supervised, init=init, seed=int(seed),
                             global_batch_size=batch, mixup_alpha=plan.mixup_alpha)
   return CellPlan(sup, opt, plan.total_steps)
@@ -147,37 +159,6 @@ def plan_cell(template: FinetuneTemplate, init: str, seed: int, num_train: int) 
 def cell_dir(out_dir: str, model: str, fraction: float, seed: int) -> str:
   """``out_dir/runs/<model>/f<fraction>_s<seed>`` (fraction printed with ``%g``)."""
   return os.path.join(out_dir, "runs", model, f"f{fraction:g}_s{seed}")
-
-
-@dataclasses.dataclass
-class SweepResult:
-  """What :func:`run_data_efficiency` did and produced.
-
-  Attributes:
-    computed: cells trained and evaluated by this call.
-    skipped: cells already in the store (not recomputed).
-    table: aggregated rows (all finished cells in the store).
-    headline: the headline fraction, or None when it cannot be computed (reason in
-      ``headline_note``).
-    metric: the metric tabulated.
-    files: name → path of the written outputs.
-    interrupted: True when a cell's training was preempted (run again to resume).
-    headline_interval: :func:`remedis_tf.eval.resampling.headline_interval` result, or
-      None when the two-level bootstrap could not run (note in ``interval_note``).
-    combined: per (model, fraction) :class:`remedis_tf.eval.resampling.CombinedRow`
-      (mean, per-seed values, seed × test interval); empty when not computed.
-  """
-  computed: List[de.Cell]
-  skipped: List[de.Cell]
-  table: List[de.AggregateRow]
-  headline: Optional[de.Headline]
-  headline_note: str
-  metric: str
-  files: Dict[str, str]
-  interrupted: bool = False
-  headline_interval: Optional[Dict[str, Any]] = None
-  interval_note: str = ""
-  combined: List[resampling.CombinedRow] = dataclasses.field(default_factory=list)
 
 
 def _check_names(models: Mapping[str, str]) -> None:
@@ -239,8 +220,12 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
                         num_bootstrap: int = 1000, metric: Optional[str] = None,
                         reference_model: str = "baseline", candidate_model: str = "remedis",
                         reference_fraction: float = 1.0, bootstrap_seed: int = 0,
-                        log: Callable[[str], None] = print) -> SweepResult:
-  """Runs (or resumes) the data-efficiency sweep and writes its table, headline and plot.
+                        log: Callable[[str], None] = print,
+                        validation: Optional[Manifest] = None,
+                        lr_grid: Sequence[float] = (),
+                        lr_seed_sharing: bool = False) -> SweepResult:
+  """Runs (or resumes) the data-efficiency sweep and writes its table, headline, plot and
+  ``findings.json``.
 
   Args:
     train: labelled training set of the new site (fractions are taken from it).
@@ -253,11 +238,19 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
     out_dir: output folder (results, runs, table, plot).
     runtime: :class:`remedis_tf.runs.stages.RuntimeConfig` (default: one device, float32).
     num_bootstrap: patient-level bootstrap resamples of each cell's test metric.
-    metric: metric to tabulate (default mean AUC; top-1 accuracy for multi-class; e.g.
-      ``top3_accuracy`` for dermatology).
+    metric: metric to tabulate and select on (default mean AUC; top-1 accuracy for
+      multi-class; e.g. ``top3_accuracy`` for dermatology).
     reference_model, candidate_model, reference_fraction: the headline comparison.
     bootstrap_seed: seed of the test-set bootstrap.
     log: progress lines.
+    validation: a labelled split of the new site, patient-disjoint from ``train`` and
+      ``test`` and the same for every cell; with it each cell keeps its best checkpoint on
+      it and chooses its learning rate from ``lr_grid``
+      (:func:`remedis_tf.runs.selection.finetune_selected`). Without it each cell is
+      scored on its final weights.
+    lr_grid: base learning rates tried per cell (default: the template's ``base_lr``).
+    lr_seed_sharing: choose the lr on the first seed of each (model, fraction) only and
+      reuse it for the other seeds (a cheaper grid; checkpoints are still chosen per cell).
   """
   runtime = runtime or stages.RuntimeConfig()
   _check_names(models)
@@ -265,11 +258,15 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
   if len(test) == 0:
     raise ConfigError(f"the test set {test.source} is empty")
   align_labels(test, train.label_names, train.task, "test")
+  grid = [float(lr) for lr in (lr_grid or (template.optimizer.base_lr,))]
   setup = {"format": "remedis_tf.data_efficiency", "version": 1,
            "train": _manifest_fingerprint(train), "test": _manifest_fingerprint(test),
            "template": _template_fingerprint(template), "num_bootstrap": int(num_bootstrap),
            "bootstrap_seed": int(bootstrap_seed), "metric": metric or "",
            "models": dict(models)}
+  if validation is not None:
+    align_labels(validation, train.label_names, train.task, "validation")
+    setup.update(validation=_manifest_fingerprint(validation), lr_grid=grid)
   _check_sweep(out_dir, setup, models)
   store = ResultStore(os.path.join(out_dir, RESULTS_FILE))
   computed: List[de.Cell] = []
@@ -289,17 +286,40 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
     run_dir = cell_dir(out_dir, cell.model, cell.fraction, cell.seed)
     log(f"{tag}: {len(subset)} images, batch {plan.supervised.global_batch_size}, "
         f"{plan.total_steps} steps -> {run_dir}")
-    loop = LoopConfig(run_dir=run_dir, total_steps=plan.total_steps,
-                      steps_per_loop=min(template.steps_per_loop, plan.total_steps),
-                      checkpoint_every=template.checkpoint_every,
-                      log_every=template.log_every, summary_every=template.log_every)
-    result = stages.run_supervised(subset, plan.supervised, plan.optimizer, template.augment,
-                                   template.image_size, loop, runtime, log=log)
-    if result.preempted:
+    evals = max(template.evals_per_run, 1) if validation is not None else 0
+
+    def make_loop(directory: str, total: int = plan.total_steps, evals: int = evals):
+      return LoopConfig(run_dir=directory, total_steps=total,
+                        steps_per_loop=min(template.steps_per_loop, total),
+                        checkpoint_every=template.checkpoint_every,
+                        log_every=template.log_every, summary_every=template.log_every,
+                        eval_every=max(-(-total // evals), 1) if evals else 0)
+
+    chosen: Dict[str, Any] = {}
+    if validation is None:
+      result = stages.run_supervised(subset, plan.supervised, plan.optimizer, template.augment,
+                                     template.image_size, make_loop(run_dir), runtime, log=log)
+      preempted, scored_dir, which = result.preempted, run_dir, "latest"
+    else:
+      # The lr is chosen on the first seed of each (model, fraction) and reused by its
+      # other seeds (each still keeps its best checkpoint on validation).
+      first = store.get(de.Cell(cell.model, cell.fraction, int(seeds[0]))) or {}
+      cell_grid = ([first["lr"]] if lr_seed_sharing and cell.seed != int(seeds[0])
+                   and "lr" in first else grid)
+      sel = selection.finetune_selected(
+          subset, validation, plan.supervised, plan.optimizer, template.augment,
+          template.image_size, make_loop, cell_grid, run_dir, runtime, metric, log)
+      preempted, scored_dir, which = sel is None, sel and sel.run_dir, "best"
+      if sel is not None:
+        chosen = {"selection": "validation", "lr": sel.lr, "lr_grid": grid,
+                  "lr_chosen_on_seed": int(seeds[0]) if len(cell_grid) < len(grid)
+                  else cell.seed, "val_metric": sel.metric, "val_value": sel.value,
+                  "val_step": sel.step, "val_grid": sel.grid}
+    if preempted:
       log(f"{tag}: preempted; run the same sweep again to resume")
       interrupted = True
       break
-    task, run_config = stages.load_classifier(run_dir, which="latest")
+    task, run_config = stages.load_classifier(scored_dir, which=which)
     evaluated, preds = stages.evaluate_task(task, test, template.image_size,
                                             batch_size=template.eval_batch_size,
                                             num_bootstrap=num_bootstrap, seed=bootstrap_seed,
@@ -312,83 +332,19 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
                      "n_train_patients": len({r for r in subset.patients()}),
                      "global_batch_size": plan.supervised.global_batch_size,
                      "total_steps": plan.total_steps, "run_dir": run_dir,
-                     "init": models[cell.model], "metrics": evaluated["metrics"]})
+                     "init": models[cell.model], "metrics": evaluated["metrics"], **chosen})
     computed.append(cell)
-    log(f"{tag}: test {name} {ci.get('value')}")
+    log(f"{tag}: test {name} {ci.get('value')}"
+        + (f" (lr {chosen['lr']:g}, validation {chosen['val_value']:.3f})" if chosen else ""))
+  protocol = {"selection": "validation" if validation is not None else "final weights",
+              "lr_grid": grid, "lr_chosen_per": ("model and fraction, on the first seed"
+                                                 if lr_seed_sharing else "cell"), "seeds": [int(s) for s in seeds],
+              "fractions": [float(f) for f in sorted(fractions)],
+              "step_rule": template.steps_rule, "train_epochs": template.train_epochs,
+              "min_steps": template.min_steps, "max_steps": template.max_steps,
+              "validation": validation.source if validation is not None else None,
+              "test": test.source, "num_bootstrap": int(num_bootstrap)}
   return _summarise(store, out_dir, computed, skipped, metric, reference_model,
                     candidate_model, reference_fraction, interrupted, log,
-                    num_bootstrap=num_bootstrap, bootstrap_seed=bootstrap_seed)
-
-
-def combined_from_store(store: ResultStore, metric_name: str, num_bootstrap: int,
-                        seed: int) -> Tuple[Optional[resampling.Replicates], str]:
-  """Two-level bootstrap replicates of every stored cell, or ``(None, reason)``."""
-  if num_bootstrap < 1:
-    return None, "no bootstrap requested"
-  if metric_name not in ("mean_auc", "top1_accuracy"):
-    return None, f"the seed x test bootstrap supports mean_auc/top1_accuracy, not {metric_name}"
-  scores, ref = {}, None
-  for cell in store.cells():
-    entry = store.get(cell) or {}
-    path = os.path.join(entry.get("run_dir", ""), PREDICTIONS_FILE)
-    if not entry.get("run_dir") or not tf.io.gfile.exists(path):
-      return None, f"no saved test predictions for {cell.key()}"
-    data = predict_lib.load_predictions(path)
-    if ref is None:
-      ref = data
-    elif not np.array_equal(ref["patients"], data["patients"]):
-      return None, f"cell {cell.key()} was tested on other images"
-    scores[cell.key()] = data["scores"]
-  try:
-    reps = resampling.replicates(scores, ref["labels"], ref["mask"], ref["patients"],
-                                 str(ref["task"]), num_bootstrap, seed)
-  except (ConfigError, DataError) as e:
-    return None, str(e)
-  return reps, ""
-
-
-def _summarise(store: ResultStore, out_dir: str, computed, skipped, metric,
-               reference_model, candidate_model, reference_fraction, interrupted, log,
-               num_bootstrap: int = 0, bootstrap_seed: int = 0) -> SweepResult:
-  rows = store.rows("metric")
-  names = {(store.get(c) or {}).get("metric_name") for c in store.cells()}
-  metric_name = metric or (sorted(n for n in names if n)[0] if any(names) else "metric")
-  files: Dict[str, str] = {}
-  table = de.aggregate(rows) if rows else []
-  headline, note = None, ""
-  interval, interval_note, combined = None, "", []
-  if table:
-    reps, interval_note = combined_from_store(store, metric_name, num_bootstrap,
-                                              bootstrap_seed)
-    if reps is not None:
-      n_train = {(r.model, r.fraction): r.n_train for r in table}
-      combined = resampling.combined_rows(reps, n_train=n_train)
-      table = [c.to_aggregate() for c in combined]
-      try:
-        interval = resampling.headline_interval(reps, reference_model, candidate_model,
-                                                reference_fraction)
-      except ConfigError as e:
-        interval_note = str(e)
-    else:
-      log(f"[sweep] intervals: Student-t over seeds ({interval_note})")
-    try:
-      headline = de.headline_fraction(table, reference_model, candidate_model,
-                                      reference_fraction)
-    except ConfigError as e:
-      note = str(e)
-    files["table_csv"] = os.path.join(out_dir, "table.csv")
-    files["table_md"] = os.path.join(out_dir, "table.md")
-    de.write_table(table, files["table_csv"], files["table_md"], metric_name, headline)
-    files["headline"] = os.path.join(out_dir, "headline.json")
-    io_utils.atomic_write_json(files["headline"], {
-        **(headline.to_dict() if headline else {"reached": None, "note": f"no headline: {note}"}),
-        "interval": interval, "interval_note": interval_note})
-    files["plot"] = plots.plot_data_efficiency(
-        table, os.path.join(out_dir, "data_efficiency.png"), metric_name,
-        reference_model=reference_model, reference_fraction=reference_fraction,
-        headline=headline, title="data-efficient generalisation")
-    line = headline.summary if headline else "no headline: " + note
-    log(f"[sweep] {resampling.format_headline(interval) if interval else line}")
-    log(f"[sweep] wrote {files['table_md']}, {files['headline']}, {files['plot']}")
-  return SweepResult(computed, skipped, table, headline, note, metric_name, files, interrupted,
-                     interval, interval_note, combined)
+                    num_bootstrap=num_bootstrap, bootstrap_seed=bootstrap_seed,
+                    protocol=protocol)

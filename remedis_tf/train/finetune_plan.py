@@ -19,9 +19,12 @@ from remedis_tf.data import decode, tfrecords
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.optim import schedules
+from remedis_tf.optim.factory import OptimizerConfig
 
 # How a plan's length is chosen: ``fixed`` (the given total_steps), ``epochs``
-# (ceil(train_epochs · n / batch)) or ``hyperrule`` (HyperRule's schedule for n examples).
+# (ceil(train_epochs · n / batch), clipped to [min_steps, max_steps]) or ``hyperrule``
+# (HyperRule's schedule for n examples, in examples seen: its steps are for batch 512, so
+# they are scaled by 512 / batch).
 STEPS_RULES = ("fixed", "epochs", "hyperrule")
 
 
@@ -45,6 +48,13 @@ class FinetunePlan:
   mixup_alpha: float
   image_size: int
 
+  def optimizer(self, template: OptimizerConfig, **changes) -> OptimizerConfig:
+    """``template`` with this plan's length, warmup and boundaries (and ``changes``, e.g.
+    ``base_lr``): the finished optimizer config of the run."""
+    return dataclasses.replace(template, total_steps=self.total_steps,
+                               warmup_steps=self.warmup_steps, boundaries=self.boundaries,
+                               **changes)
+
 
 def steps_for_epochs(epochs: float, num_examples: int, global_batch_size: int) -> int:
   """Optimizer steps for ``epochs`` passes over ``num_examples`` (at least 1)."""
@@ -67,11 +77,27 @@ def default_steps_rule(total_steps: int, schedule: str) -> str:
   return "hyperrule" if schedule == "bit_hyperrule" else "epochs"
 
 
+def hyperrule_steps(num_examples: int, global_batch_size: int,
+                    step_scale: float = 1.0) -> Tuple[int, ...]:
+  """HyperRule's five step boundaries for ``num_examples`` at ``global_batch_size``.
+
+  The published table counts steps at batch 512 (:data:`schedules.HYPERRULE_REFERENCE_BATCH`);
+  at batch ``B`` the same number of examples is seen in ``512 / B`` times as many steps,
+  so every boundary is multiplied by ``512 / B`` (and by ``step_scale``). This is the
+  equivalent of accumulating gradients to batch 512, without the accumulation: the peak
+  lr is scaled linearly with ``B`` (``base_lr · B / 512``) as BiT does.
+  """
+  table = schedules.bit_hyperrule(num_examples, schedules.HYPERRULE_REFERENCE_BATCH)["steps"]
+  factor = step_scale * schedules.HYPERRULE_REFERENCE_BATCH / global_batch_size
+  return tuple(schedules.scale_steps(table, factor))
+
+
 def plan_finetune(num_examples: int, global_batch_size: int, schedule: str, *,
                   steps_rule: str = "hyperrule", total_steps: int = 0,
                   train_epochs: float = 0.0, step_scale: float = 1.0,
                   warmup_steps: int = -1, warmup_epochs: float = 0.0,
-                  mixup_alpha: float = -1.0, image_side: int = 0) -> FinetunePlan:
+                  mixup_alpha: float = -1.0, image_side: int = 0,
+                  min_steps: int = 1, max_steps: int = 0) -> FinetunePlan:
   """Plans a fine-tuning run of ``num_examples`` training examples.
 
   Args:
@@ -81,12 +107,15 @@ def plan_finetune(num_examples: int, global_batch_size: int, schedule: str, *,
     steps_rule: one of :data:`STEPS_RULES`; ``hyperrule`` needs ``schedule=bit_hyperrule``.
     total_steps: the length for ``fixed`` (> 0).
     train_epochs: epochs for ``epochs`` (> 0).
-    step_scale: multiplies the HyperRule schedule for ``hyperrule`` (1.0 = published).
+    step_scale: multiplies the HyperRule schedule for ``hyperrule`` (1.0 = published; the
+      steps are also scaled by 512 / batch, see :func:`hyperrule_steps`).
     warmup_steps, warmup_epochs: warmup of non-HyperRule schedules: ``warmup_steps`` if
       >= 0, else ``round(warmup_epochs · n / batch)``.
     mixup_alpha: MixUp α; negative = HyperRule's (0.1 for >= 20k examples, else 0).
     image_side: typical (shorter) side of the source images in pixels (see
       :func:`typical_image_side`); 0 = no resolution planned (``image_size`` 0).
+    min_steps, max_steps: floor and ceiling of the ``epochs`` rule's length (``max_steps``
+      0 = no ceiling), so tiny label fractions still train and large ones stay bounded.
   Returns:
     a :class:`FinetunePlan`. With ``schedule=bit_hyperrule`` and a ``fixed``/``epochs``
     length, HyperRule's shape (warmup, three decays) is stretched to that length; totals
@@ -103,8 +132,8 @@ def plan_finetune(num_examples: int, global_batch_size: int, schedule: str, *,
     if schedule != "bit_hyperrule":
       raise ConfigError(f"steps_rule=hyperrule needs the bit_hyperrule learning-rate "
                         f"schedule, not {schedule}")
-    steps = schedules.scale_steps(rule["steps"], step_scale)
-    return FinetunePlan(steps[-1], steps[0], tuple(steps), mixup, image_size)
+    steps = hyperrule_steps(num_examples, global_batch_size, step_scale)
+    return FinetunePlan(steps[-1], steps[0], steps, mixup, image_size)
   if steps_rule == "fixed":
     if total_steps < 1:
       raise ConfigError(f"total_steps must be >= 1 for steps_rule=fixed, got {total_steps}")
@@ -113,6 +142,11 @@ def plan_finetune(num_examples: int, global_batch_size: int, schedule: str, *,
     if not train_epochs > 0:
       raise ConfigError(f"train_epochs must be > 0 for steps_rule=epochs, got {train_epochs}")
     total = steps_for_epochs(train_epochs, num_examples, global_batch_size)
+    if min_steps > max_steps > 0:
+      raise ConfigError(f"min_steps {min_steps} is above max_steps {max_steps}")
+    total = max(total, int(min_steps))
+    if max_steps > 0:
+      total = min(total, int(max_steps))
   if schedule == "bit_hyperrule":
     steps = schedules.scale_steps(rule["steps"], total / rule["steps"][-1])
     return FinetunePlan(steps[-1], steps[0], tuple(steps), mixup, image_size)

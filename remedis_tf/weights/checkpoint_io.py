@@ -46,14 +46,16 @@ class RestoreReport:
 def resolve_checkpoint(path: str) -> str:
   """Returns a checkpoint prefix for a prefix, a checkpoint directory or a run directory.
 
-  Directories use ``tf.train.latest_checkpoint`` on ``path`` then ``path/checkpoints``; a
-  directory without a state file but a single ``*.index`` uses that checkpoint.
+  Directories use ``tf.train.latest_checkpoint`` on ``path``, then ``path/best`` (a
+  fine-tuned run directory's model-selection checkpoint), then ``path/checkpoints`` (the
+  latest); a directory without a state file but a single ``*.index`` uses that checkpoint.
+  Pass ``run_dir/checkpoints`` to start from a fine-tuned run's latest weights instead.
   """
   path = str(path).rstrip("/") or "/"
   if tf.io.gfile.exists(path + ".index"):
     return path
   if tf.io.gfile.isdir(path):
-    for directory in (path, os.path.join(path, "checkpoints")):
+    for directory in (path, os.path.join(path, "best"), os.path.join(path, "checkpoints")):
       if not tf.io.gfile.isdir(directory):
         continue
       latest = tf.train.latest_checkpoint(directory)

@@ -79,6 +79,23 @@ def test_quick_demo_writes_a_consistent_report(tmp_path):
     assert f"{entry['value']:.3f}" in report
   seeds = json.loads((out / "eval" / "finetune_seeds.json").read_text())
   assert [len(r["per_seed"]) for r in seeds["id_site_a"]] == [2, 2]
+  # findings.json (issue 24): every kind of paired finding, verdicts that agree with their
+  # intervals, selection on validation; shown first in the report.
+  found = json.loads((out / "findings.json").read_text())
+  assert found["protocol"]["selection"] == "validation"
+  names = [f["name"] for f in found["findings"]]
+  for prefix in ("frozen_site_a_", "id_site_a_finetune", "ood_site_b_zero_shot",
+                 "ood_site_c_zero_shot", "efficiency_site_b_finetune_f",
+                 "efficiency_site_b_probe_f", "efficiency_site_b_finetune_headline"):
+    assert any(n.startswith(prefix) for n in names), prefix
+  for f in found["findings"]:
+    lo, hi = f["interval"]
+    want = ("better" if lo is not None and lo > 0 else
+            "worse" if hi is not None and hi < 0 else "no difference")
+    assert f["verdict"] == want, f
+    assert f"{f['estimate']:+.3f}" in report
+  assert found["baseline_learning_curve"]["from_fraction"] == 0.5
+  assert report.index("## Findings") < report.index("## Data")
   # Determinism: the same command in a fresh folder writes the same numbers everywhere.
   out2 = tmp_path / "demo2"
   proc_b = subprocess.run([sys.executable, "-m", "experiments.demo", "--quick",

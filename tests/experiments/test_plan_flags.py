@@ -40,8 +40,10 @@ def test_hyperrule_plan_of_a_tfrecord_set_reads_the_stored_image_size(tmp_path):
   tfrecords.write_tfrecords(manifest, prefix, num_shards=2, num_workers=1)
   plan = _plan("--train_source=tfrecords", f"--train_tfrecords={prefix}", "--image_size=0",
                "--lr_schedule=bit_hyperrule", "--hyperrule_step_scale=0.1", "--batch_size=4")
-  # 40x40 sources are under 96x96 → crop 128; 12 examples → the < 20k row, scaled by 0.1.
-  assert plan == {"side": 40, "total_steps": 50, "boundaries": [10, 20, 30, 40, 50],
+  # 40x40 sources are under 96x96 → crop 128; 12 examples → the < 20k row (steps at batch
+  # 512), scaled by 0.1 and by 512 / 4 for batch 4.
+  assert plan == {"side": 40, "total_steps": 6400,
+                  "boundaries": [1280, 2560, 3840, 5120, 6400],
                   "image_size": 128, "mixup_alpha": 0.0}
   fixed = _plan("--train_source=tfrecords", f"--train_tfrecords={prefix}", "--image_size=64",
                 "--lr_schedule=bit_hyperrule", "--train_steps=10", "--mixup_alpha=0.2")

@@ -45,8 +45,19 @@ def test_config_validation_names_the_field(changes, field):
     factory.OptimizerConfig(**changes)
 
 
+def _bit_hyperrule_config(dataset_size, base_lr=0.003, step_scale=1.0):
+  """BiT-HyperRule's SGD config at the table's own batch (512); the library plans runs
+  with train/finetune_plan instead."""
+  steps = schedules.scale_steps(schedules.bit_hyperrule(dataset_size, 512)["steps"],
+                                step_scale)
+  return factory.OptimizerConfig(name="sgd", base_lr=base_lr, lr_scaling="linear",
+                                 schedule="bit_hyperrule", warmup_steps=steps[0],
+                                 total_steps=steps[-1], weight_decay=0.0, momentum=0.9,
+                                 boundaries=tuple(steps))
+
+
 def test_config_json_round_trip():
-  cfg = factory.bit_hyperrule_config(5000, step_scale=0.1)
+  cfg = _bit_hyperrule_config(5000, step_scale=0.1)
   assert cfg.boundaries == (10, 20, 30, 40, 50) and cfg.name == "sgd"
   assert configs.from_dict(factory.OptimizerConfig, configs.to_dict(cfg)) == cfg
 
@@ -68,7 +79,7 @@ def test_learning_rates_are_scaled_and_scheduled():
       factory.OptimizerConfig(lr_scaling="sqrt", base_lr=0.05, schedule="constant"), 400)
   assert _lr_at(sqrt, 3) == pytest.approx(1.0, rel=1e-6)
   # BiT-HyperRule defaults to a reference batch of 512.
-  bit = factory.build_optimizer(factory.bit_hyperrule_config(100_000), 256)
+  bit = factory.build_optimizer(_bit_hyperrule_config(100_000), 256)
   assert isinstance(bit, keras.optimizers.SGD) and bit.momentum == 0.9
   assert _lr_at(bit, 250) == pytest.approx(0.0015 * 250 / 500, rel=1e-5)
   assert _lr_at(bit, 3500) == pytest.approx(0.00015, rel=1e-5)

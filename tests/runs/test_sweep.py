@@ -81,6 +81,16 @@ def test_sweep_end_to_end_and_resume(tmp_path):
       (r.model, r.fraction, r.lower, r.upper) for r in result.table]
   assert [r.per_seed for r in result.combined] == [r.per_seed for r in want]
   assert "baseline" in open(os.path.join(out, "table.md")).read()
+  # findings.json: the paired efficiency findings and the reference model's curve.
+  found = json.load(open(os.path.join(out, "findings.json")))
+  assert found["protocol"]["selection"] == "final weights"
+  assert [f["name"] for f in found["findings"]] == [
+      "efficiency_new_site_finetune_f0.25", "efficiency_new_site_finetune_f1",
+      "efficiency_new_site_finetune_headline"]
+  curve = found["baseline_learning_curve"]
+  assert (curve["from_fraction"], curve["to_fraction"]) == (0.25, 1.0)
+  assert curve["rise"] == pytest.approx(reps.point_mean("baseline", 1.0)
+                                        - reps.point_mean("baseline", 0.25))
   png = open(result.files["plot"], "rb").read()
   assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -147,3 +157,61 @@ def test_template_and_grid_validation(tmp_path):
     with pytest.raises(ConfigError, match=match):
       sweep.run_data_efficiency(train, train, models, fractions, seeds, _template(),
                                 str(tmp_path / "o"), log=lambda _: None)
+
+
+def test_sweep_selects_lr_and_checkpoint_on_validation(tmp_path):
+  from remedis_tf.data.label_fraction import holdout_split
+  root = str(tmp_path)
+  pool, _ = brightness_set(root, "train", 16, seed=0)
+  test, _ = brightness_set(root, "test", 6, seed=1)
+  train, val = holdout_split(pool, 0.25, seed=0)
+  assert not set(train.patients()) & set(val.patients())
+  out = os.path.join(root, "sweep")
+  result = sweep.run_data_efficiency(
+      train, test, {"baseline": "", "remedis": ""}, [0.5, 1.0], [0, 1],
+      _template(steps=4, steps_rule="epochs", train_epochs=1, min_steps=2, max_steps=4),
+      out, num_bootstrap=20, log=lambda _: None, validation=val, lr_grid=(0.01, 0.05),
+      lr_seed_sharing=True)
+  assert len(result.computed) == 8
+  cells = {(c["model"], c["fraction"], c["seed"]): c["result"]
+           for c in json.load(open(os.path.join(out, sweep.RESULTS_FILE)))["cells"]}
+  for (model, fraction, seed), r in cells.items():
+    assert r["selection"] == "validation" and r["lr_grid"] == [0.01, 0.05]
+    assert r["lr"] in (0.01, 0.05) and 2 <= r["total_steps"] <= 4
+    first = cells[(model, fraction, 0)]
+    if seed:  # the lr chosen on seed 0, reused; only that lr trained
+      assert r["lr"] == first["lr"] and r["lr_chosen_on_seed"] == 0
+      assert list(r["val_grid"]) == [f"{first['lr']:g}"]
+    else:
+      assert set(r["val_grid"]) == {"0.01", "0.05"}
+      assert r["val_value"] == max(r["val_grid"].values())
+    sel = json.load(open(os.path.join(r["run_dir"], "selection.json")))
+    assert os.path.isdir(os.path.join(sel["run_dir"], "best"))
+  found = json.load(open(os.path.join(out, "findings.json")))
+  assert found["protocol"]["selection"] == "validation"
+  assert found["protocol"]["lr_grid"] == [0.01, 0.05]
+
+
+def test_probe_arm_chooses_c_on_validation(tmp_path):
+  from remedis_tf.data.label_fraction import holdout_split
+  from remedis_tf.runs import sweep_probe
+  from remedis_tf.weights import bit_npz
+  root = str(tmp_path)
+  pool, _ = brightness_set(root, "train", 16, seed=0)
+  test, _ = brightness_set(root, "test", 6, seed=1)
+  train, val = holdout_split(pool, 0.25, seed=0)
+  tf.keras.utils.set_random_seed(2)
+  init = bit_npz.save_bit_npz(ResNetV2("tiny").build_for(SIZE), os.path.join(root, "i.npz"),
+                              include_head=False)
+  probe = sweep_probe.probe_sweep({"baseline": init, "remedis": init}, train, val, test,
+                                  [0.5, 1.0], [0, 1], SIZE, os.path.join(root, "probe"),
+                                  c_grid=(0.1, 1.0), num_bootstrap=20, log=lambda _: None)
+  assert sorted(probe["replicates"].cells()) == [(m, f) for m in ("baseline", "remedis")
+                                                  for f in (0.5, 1.0)]
+  for info in probe["cells"].values():
+    assert info["c"] in (0.1, 1.0) and info["val_value"] == max(info["val_grid"].values())
+  # The same features for both models: every paired difference is exactly 0.
+  reps = probe["replicates"]
+  for f in (0.5, 1.0):
+    assert reps.point_mean("baseline", f) == reps.point_mean("remedis", f)
+  assert os.path.exists(os.path.join(root, "probe", sweep_probe.PROBE_FILE))

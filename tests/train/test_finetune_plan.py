@@ -40,7 +40,7 @@ def test_resolution_rule(side, crop):
 
 
 def test_step_scale_and_explicit_mixup():
-  plan = fp.plan_finetune(1000, 64, "bit_hyperrule", step_scale=0.1, mixup_alpha=0.3)
+  plan = fp.plan_finetune(1000, 512, "bit_hyperrule", step_scale=0.1, mixup_alpha=0.3)
   assert plan.boundaries == (10, 20, 30, 40, 50) and plan.mixup_alpha == 0.3
   tiny = fp.plan_finetune(1000, 64, "bit_hyperrule", step_scale=0.001)
   assert tiny.boundaries == (1, 2, 3, 4, 5)  # bumped to stay strictly increasing
@@ -124,3 +124,25 @@ def test_typical_image_side_of_a_tfrecord_manifest(tmp_path):
   small = os.path.join(tmp_path, "shards", "small")
   tfrecords.write_tfrecords(manifest, small, num_shards=1, num_workers=1, image_size=60)
   assert fp.typical_image_side(tfrecords.tfrecords_manifest(small)) == 25
+
+
+@pytest.mark.parametrize("batch", [512, 256, 64, 32])
+def test_hyperrule_steps_scale_with_the_batch(batch):
+  # The table's steps are for batch 512: at batch B the run sees the same number of
+  # examples in 512 / B times as many steps (each boundary scaled alike).
+  plan = fp.plan_finetune(1000, batch, "bit_hyperrule")
+  assert plan.boundaries == tuple(b * 512 // batch for b in SMALL)
+  assert plan.total_steps * batch == SMALL[-1] * 512
+
+
+def test_epochs_rule_floor_and_ceiling():
+  # ceil(10 · 24 / 24) = 10 steps, raised to the floor; ceil(10 · 600 / 32) = 188, capped.
+  assert fp.plan_finetune(24, 24, "bit_hyperrule", steps_rule="epochs", train_epochs=10,
+                          min_steps=30, max_steps=150).total_steps == 30
+  assert fp.plan_finetune(600, 32, "bit_hyperrule", steps_rule="epochs", train_epochs=10,
+                          min_steps=30, max_steps=150).total_steps == 150
+  assert fp.plan_finetune(200, 32, "warmup_cosine", steps_rule="epochs", train_epochs=10,
+                          min_steps=30, max_steps=150).total_steps == 63
+  with pytest.raises(ConfigError, match="min_steps"):
+    fp.plan_finetune(200, 32, "warmup_cosine", steps_rule="epochs", train_epochs=10,
+                     min_steps=30, max_steps=20)
