@@ -7,6 +7,10 @@ import tensorflow as tf
 
 from remedis_tf.models.heads import ClassificationHead, ProjectionHead
 
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
+
 
 def _features(b=16, c=12, seed=0):
   return np.random.default_rng(seed).normal(size=(b, c)).astype(np.float32)

@@ -15,6 +15,10 @@ from remedis_tf.optim import factory, schedules
 from remedis_tf.optim.lars import LARS
 from remedis_tf.train import strategy as strategy_lib
 
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
+
 
 def test_unknown_name_lists_valid_optimizers():
   with pytest.raises(ConfigError) as info:

@@ -10,6 +10,10 @@ import tensorflow as tf
 from remedis_tf.optim.lars import LARS
 from remedis_tf.train import strategy as strategy_lib
 
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
+
 
 def lars_reference_step(w, g, v, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,
                         use_weight_decay=True, use_adaptation=True):

@@ -10,6 +10,10 @@ import tensorflow as tf
 from remedis_tf.errors import ConfigError
 from remedis_tf.optim import schedules
 
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
+
 
 def test_scaled_learning_rate_rules():
   assert schedules.scaled_learning_rate(0.3, 512, "linear") == pytest.approx(0.6)

@@ -26,6 +26,10 @@ from remedis_tf.train import strategy as strategy_lib  # noqa: E402
 from remedis_tf.train.contrastive import ContrastiveConfig, ContrastiveTask  # noqa: E402
 from remedis_tf.train.supervised import SupervisedConfig, SupervisedTask  # noqa: E402
 
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
+
 SIZE = 32
 BATCH = 4
 

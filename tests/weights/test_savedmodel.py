@@ -12,6 +12,10 @@ from remedis_tf.errors import CheckpointError
 from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.weights import bit_npz, savedmodel
 
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
+
 
 def _images(shape=(2, 48, 40, 3), seed=0):
   return np.random.default_rng(seed).random(shape, dtype=np.float32)

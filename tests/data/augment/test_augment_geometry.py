@@ -1,6 +1,7 @@
 """Geometric ops of remedis_tf.data.augment.geometry (crop, flips, elastic field, the fused
 warped_crop against the unfused reference warps)."""
 
+import pytest
 import dataclasses
 import math
 
@@ -11,6 +12,10 @@ import augment_reference as R
 from augment_fixtures import SEED, off, photo
 from remedis_tf.data import augment as A
 from remedis_tf.data.augment import config, ops
+
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
 
 
 def test_rotation_zero_leaves_geometry_and_ninety_matches_rot90():

@@ -7,6 +7,10 @@ import tensorflow as tf
 from augment_fixtures import SEED, photo
 from remedis_tf.data import augment as A
 
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
+
 
 def test_hist_eq_stretches_low_contrast_image_to_full_range():
   rng = np.random.default_rng(1)

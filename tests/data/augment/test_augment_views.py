@@ -11,6 +11,10 @@ import tensorflow as tf
 from augment_fixtures import SEED, off, photo
 from remedis_tf.data import augment as A
 
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
+
 
 @pytest.mark.parametrize("name", sorted(A.PRESETS))
 def test_every_preset_gives_valid_distinct_reproducible_views(name):
