@@ -11,6 +11,13 @@ from remedis_tf import stateless_random as R
 # ../shared/tools/numerics-matrix (docs/testing.md).
 pytestmark = pytest.mark.numerics
 
+# Tolerances here (docs/testing.md):
+# see the comments at each site (statistical tolerances from standard errors; XLA vs eager
+# measured).
+# Measured: every assert_allclose here used <= 0.028 of its tolerance (>= 35x margin) in
+# numerics-matrix rows [default] with the tests' seeds shifted by [+0, +1] (AMD EPYC AVX2,
+# 2026-12-03, 4 comparisons).
+
 N = 20000
 
 
