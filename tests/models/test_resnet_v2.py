@@ -24,7 +24,7 @@ pytestmark = pytest.mark.numerics
 # device) relative to the compared values' scale.
 # Measured: every assert_allclose here used <= 0.074 of its tolerance (>= 14x margin) in
 # numerics-matrix rows [default, oneDNN off] with the tests' seeds shifted by [+0, +1, +2]
-# (AMD EPYC AVX2, 2026-12-03, 214 comparisons).
+# (AMD EPYC AVX2, 2026-12-03, 260 comparisons).
 
 
 def _images(shape, seed=0):

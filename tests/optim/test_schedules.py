@@ -20,8 +20,8 @@ pytestmark = pytest.mark.numerics
 # abs 1e-7 at the exact zeros, and pytest.approx's default (rel 1e-6) hold; the BiT-
 # HyperRule values are python floats (rtol 1e-9: float64 products of decimals).
 # Measured: every assert_allclose here used <= 0.011 of its tolerance (>= 90x margin) in
-# numerics-matrix rows [default] with the tests' seeds shifted by [+0, +1, +2] (AMD EPYC
-# AVX2, 2026-12-03, 6 comparisons).
+# numerics-matrix rows [default, oneDNN off] with the tests' seeds shifted by [+0, +1, +2]
+# (AMD EPYC AVX2, 2026-12-03, 8 comparisons).
 
 
 def test_scaled_learning_rate_rules():

@@ -35,8 +35,8 @@ pytestmark = pytest.mark.numerics
 # atol 1e-5 and weights 1e-4 of the model's largest weight (norm offsets carry cancellation
 # noise far above their own 1e-4).
 # Measured: every assert_allclose here used <= 0.029 of its tolerance (>= 35x margin) in
-# numerics-matrix rows [default] with the tests' seeds shifted by [+0] (AMD EPYC AVX2,
-# 2026-12-03, 101 comparisons).
+# numerics-matrix rows [default, oneDNN off] with the tests' seeds shifted by [+0] (AMD EPYC
+# AVX2, 2026-12-03, 250 comparisons).
 
 SIZE = 32
 BATCH = 4

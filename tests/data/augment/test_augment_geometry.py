@@ -24,8 +24,8 @@ pytestmark = pytest.mark.numerics
 # through sin/cos of the angle add ~1e-6 pixel; atol 1e-6..1e-4 (1e-3 for the elastic field
 # read back through a second interpolation).
 # Measured: every assert_allclose here used <= 0.018 of its tolerance (>= 55x margin) in
-# numerics-matrix rows [default, oneDNN off] with the tests' seeds shifted by [+0, +1] (AMD
-# EPYC AVX2, 2026-12-03, 21 comparisons).
+# numerics-matrix rows [default, oneDNN off] with the tests' seeds shifted by [+0, +1, +2]
+# (AMD EPYC AVX2, 2026-12-03, 28 comparisons).
 
 
 def test_rotation_zero_leaves_geometry_and_ninety_matches_rot90():
