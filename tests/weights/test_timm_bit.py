@@ -25,6 +25,7 @@ pytestmark = pytest.mark.numerics
 # Measured: the BiT spread (<= 4.2e-6 of the output's scale, default, oneDNN-off and one-
 # thread rows, seeds 0-3) is recorded beside REL_TOL in bit_reference.py.
 
+
 def _r26_narrow(num_classes=0):
   return ResNetV2("r26_narrow", num_classes=num_classes,
                   spec=ResNetSpec((2, 2, 2, 2), 1, base_width=8, num_groups=4))
