@@ -5,6 +5,10 @@ import os
 import subprocess
 import sys
 
+# Tolerances here (docs/testing.md):
+# derived: achieved_flops * median_s == step_flops is a float64 identity up to two
+# roundings (2 * 2^-53 ~ 2e-16 relative), so 1e-6 relative is not a rounding tolerance at all.
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -12,6 +12,16 @@ from remedis_tf.data import decode
 from remedis_tf.data.dicom import DicomOptions
 from remedis_tf.errors import ConfigError, DataError
 
+# Tolerances here (docs/testing.md):
+# derived. Decoding is integer work plus one float32 scaling: v/255 or v/65535 rounded to
+# float32 is within 2^-24 relative (<= 6e-8 on [0, 1]) of the float64 quotient, so atol 1e-7
+# (and 1e-6 where DICOM rescale slope/intercept/window add a few float32 operations, each
+# <= 2^-24 relative) holds on any CPU. JPEG: lossy, and decoders (libjpeg-turbo in TF, PIL)
+# may differ by a grey level or two after IDCT/upsampling; atol 0.03 (~8 levels) against PIL
+# and 0.04/0.08 against the source pixels bound JPEG's own quantisation error on these smooth
+# ramps (a channel swap or missing CMYK inversion is off by > 0.3). Area-downscaled ramps:
+# the ramp's box means, 0.03 covers JPEG error and the box alignment at the edges.
+
 RNG = np.random.RandomState(0)
 
 

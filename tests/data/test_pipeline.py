@@ -14,6 +14,13 @@ from remedis_tf.data import pipeline as P
 from remedis_tf.data.manifest import Manifest, Record, Storage
 from remedis_tf.errors import ConfigError, DataError
 
+# Tolerances here (docs/testing.md):
+# the shard, resumed and cached pipelines apply the same per-example ops (augmentation
+# runs before batching) to the same images in one process, so they are bit-equal here (the
+# _checksums comparisons assert exactly that where they are used); atol 1e-6 (16 ulps at 1.0)
+# is not a rounding allowance but a readable diff, while a wrong example, seed or view is off
+# by > 0.01. Comparisons within one machine only, never against stored numbers.
+
 S = 16
 AUG = A.get_preset("generic", image_size=S)
 

@@ -9,6 +9,9 @@ import tensorflow as tf
 from remedis_tf.data import tfds_source
 from remedis_tf.errors import ConfigError
 
+# Tolerances here (docs/testing.md):
+# derived: uint8 / 255 in float32 is within 2^-24 (6e-8) of the float64 quotient: atol 1e-7.
+
 
 def test_missing_tfds_says_how_to_install(monkeypatch):
   real_import = builtins.__import__

@@ -10,6 +10,12 @@ from remedis_tf.data import tfrecords
 from remedis_tf.data.manifest import Manifest, Record
 from remedis_tf.errors import DataError
 
+# Tolerances here (docs/testing.md):
+# derived. Images written at the depth they were made with come back as the same integers;
+# integer / (2^bits - 1) in float32 is within 2^-24 (6e-8) of the float64 value: atol 1e-6.
+# The area-downscaled 16-bit ramp: box means of a linear ramp, off by at most the 16-bit
+# half-step (7.6e-6) plus float32 rounding: atol 1e-4.
+
 RNG = np.random.RandomState(2)
 
 

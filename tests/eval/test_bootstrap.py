@@ -10,6 +10,11 @@ from remedis_tf.eval import bootstrap as B
 from remedis_tf.eval import metrics as M
 from tests.eval.score_data import binary_data
 
+# Tolerances here (docs/testing.md):
+# derived. float64 numpy: the fast and slow bootstrap evaluate the same resamples
+# (summation order only, <= n*2^-53 ~ 1e-13), hence abs=1e-12; the estimate is sklearn's exact
+# AUC (approx default).
+
 
 def test_bootstrap_vectorised_equals_index_resampling():
   rng = np.random.default_rng(9)

@@ -12,6 +12,12 @@ from remedis_tf.errors import ConfigError
 from remedis_tf.eval import data_efficiency as de
 from remedis_tf.eval import plots
 
+# Tolerances here (docs/testing.md):
+# derived. Everything is float64 numpy. t_quantile is our own series/bisection against
+# scipy's t.ppf: its documented accuracy is 1e-9 relative, rel=1e-6 leaves 1000x. Means,
+# stds and interpolations of a few exact decimals: float64 rounding ~1e-16, so
+# pytest.approx's default rel 1e-6 (and rel=1e-9 for the closed forms) are far above it.
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

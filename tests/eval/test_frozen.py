@@ -9,6 +9,12 @@ from sklearn.metrics import roc_auc_score
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval import frozen, knn
 
+# Tolerances here (docs/testing.md):
+# derived/measured. Linear probe vs sklearn LogisticRegression: both float64 lbfgs fits of
+# the same convex problem; they agree to the solvers' convergence (~1e-8 here), so rtol=1e-6,
+# atol=1e-8. Probabilities sum to 1 in float64 (rtol=1e-9 >> 1e-16); metric values are exact
+# rationals (abs=1e-12). kNN scores are exact vote fractions (default rtol).
+
 
 def _features(rng, n, signal):
   y = (rng.random((n, 2)) < 0.4).astype(float)

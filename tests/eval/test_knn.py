@@ -7,6 +7,10 @@ from sklearn import metrics as skm
 from remedis_tf.errors import DataError
 from remedis_tf.eval import knn
 
+# Tolerances here (docs/testing.md):
+# derived: kNN scores are exact vote fractions / float64 distances computed two ways
+# (summation order only, ~1e-15), so rtol=1e-9, atol=1e-12 and the defaults hold.
+
 
 def _direct(x, y, m, patients, k, t):
   x = x / np.linalg.norm(x, axis=1, keepdims=True)

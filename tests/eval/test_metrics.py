@@ -8,6 +8,12 @@ from remedis_tf.errors import DataError
 from remedis_tf.eval import metrics as M
 from tests.eval.score_data import binary_data
 
+# Tolerances here (docs/testing.md):
+# derived. Ours and sklearn compute the same exact rational numbers (AUC with ties averaged,
+# ROC points, top-k accuracy) in float64 and differ only by summation order: <= n*2^-53 ~ 1e-13
+# for n <= 1000, so abs=1e-12 and pytest.approx's default (rel 1e-6) / assert_allclose's
+# default (rtol 1e-7) hold with a wide margin on any CPU. No TensorFlow is involved.
+
 
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -11,6 +11,10 @@ from remedis_tf.errors import DataError
 from remedis_tf.eval import data_efficiency as de
 from remedis_tf.eval import resampling
 
+# Tolerances here (docs/testing.md):
+# derived. float64 numpy: the same resamples, percentiles and means computed two ways
+# (summation order only, <= n*2^-53 ~ 1e-13), hence abs=1e-12 / approx defaults.
+
 
 def _test_set(rng, n_patients=15, k=2):
   patients = np.repeat([f"p{i}" for i in range(n_patients)], 2)

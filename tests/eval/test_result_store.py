@@ -10,6 +10,9 @@ from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval.data_efficiency import Cell, Row
 from remedis_tf.eval.result_store import ResultStore
 
+# Tolerances here (docs/testing.md):
+# derived: a float stored and read back through JSON is exact (approx default).
+
 
 def test_store_resume_and_rows(tmp_path):
   path = str(tmp_path / "sub" / "cells.json")

@@ -10,6 +10,9 @@ from remedis_tf.data.manifest import Manifest, Record
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval import subgroups
 
+# Tolerances here (docs/testing.md):
+# derived: exact AUCs / count ratios in float64 (approx default rel 1e-6 >> 1e-16).
+
 
 def _pair_auc(y, s):
   pos, neg = s[y == 1], s[y == 0]

@@ -12,6 +12,13 @@ from remedis_tf.eval import metrics as M
 from remedis_tf.eval import task_metrics as T
 from tests.eval.score_data import binary_data
 
+# Tolerances here (docs/testing.md):
+# derived. float64 numpy/sklearn references of exact quantities (AUC, accuracies,
+# sensitivity, percentiles of the same resamples): they differ by summation order only,
+# <= n*2^-53 ~ 1e-13, hence abs=1e-12 / approx defaults. softmax_log_odds against a logaddexp
+# reference: both float64 log-sum-exps of <= 10 terms, rel err <= 10*2^-53, so rtol=1e-12 plus
+# atol=1e-9 (cancellation near 0 odds), and 1e-12 on the probabilities in [0, 1].
+
 
 def test_multiclass_ranks_come_from_logits_not_underflowing_probabilities():
   """Regression: float32 softmax probabilities underflow to tied zeros, so top-k and AUC

@@ -8,6 +8,9 @@ from remedis_tf.errors import ConfigError
 from remedis_tf.eval import thresholds
 from tests.eval.score_data import binary_data
 
+# Tolerances here (docs/testing.md):
+# derived: exact count ratios in float64 (approx default rel 1e-6 is far above 1e-16).
+
 
 def test_sensitivity_specificity_against_confusion_matrix():
   rng = np.random.default_rng(7)

@@ -92,7 +92,10 @@ def test_binary_converts(tmp_path):
   loaded = tf.saved_model.load(sm)
   fresh = ResNetV2("tiny")
   bit_npz.load_bit_npz(fresh, src)
-  np.testing.assert_allclose(loaded(_images()), fresh(_images())["feature_map"], atol=1e-5)
+  # The same float32 BiT in two code paths: relative to the features' scale as for BiT
+  # parity (bit_reference.REL_TOL = 1e-4, measured spread <= 4.2e-6 per path, >= 10x).
+  want = fresh(_images())["feature_map"].numpy()
+  np.testing.assert_allclose(loaded(_images()), want, atol=1e-4 * np.max(np.abs(want)))
   lines = convert_weights.inspect_lines(sm, "savedmodel")
   assert "resnet/root_block/standardized_conv2d/kernel\t[7, 7, 3, 8]\tfloat32" in lines
   assert len(lines) == 43

@@ -19,6 +19,11 @@ from conftest import (FINETUNE, NUM_GOOD, UNREACHABLE_GCS,  # pylint: disable=im
 from remedis_tf import run_lock
 from remedis_tf.errors import CheckpointError, ConfigError, DataError
 
+# Tolerances here (docs/testing.md):
+# derived: 16-bit values / 65535 in float32 are within 2^-24 (6e-8) of the float64 quotient,
+# so atol 1e-7 proves the 16-bit precision is kept (8-bit would be off by up to 2e-3). The
+# config value read back from JSON is exact (approx default).
+
 
 def _run_dir(tmp_path, name="run"):
   return str(tmp_path / name)

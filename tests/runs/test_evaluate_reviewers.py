@@ -39,9 +39,14 @@ def test_best_checkpoint_has_its_temperature_and_export_uses_it(trained, tmp_pat
   # Independent refit on the same validation logits gives the saved temperatures.
   refit = calibration.fit_temperature("multilabel", val.logits, val.labels, val.mask,
                                       ["Bright", "Noise"])
+  # The record was fitted on the same logits from another code path (training-time eval):
+  # they differ by float32 rounding (~1e-6 relative), which moves the float64 NLL minimum by
+  # about as much; rel=1e-4 is >= 10x that and far below a refit on other data.
   for name in ("Bright", "Noise"):
     assert refit["temperature"][name] == pytest.approx(record["temperature"][name], rel=1e-4)
   temps = calibration.temperature_vector(record, ["Bright", "Noise"])
+  # Derived: a float32 sigmoid(logit / T) against float64 is within a few 2^-24 on [0, 1]
+  # (~1e-7); atol 1e-5 here and below. T = 1 instead would be off by > 1e-3 (checked below).
   np.testing.assert_allclose(val.scores, _sigmoid(val.logits / temps), atol=1e-5)
   # The latest checkpoint is not the one the temperatures were fitted for.
   assert classifier.load_model(trained["run_dir"], which="latest").temperature is None
@@ -51,12 +56,14 @@ def test_best_checkpoint_has_its_temperature_and_export_uses_it(trained, tmp_pat
   export = classifier.export_classifier_savedmodel(task, str(tmp_path / "clf"),
                                                    temperature=forced)
   module = tf.saved_model.load(export)
-  np.testing.assert_allclose(module.temperature.numpy(), [2.5, 0.5])
+  np.testing.assert_allclose(module.temperature.numpy(), [2.5, 0.5])  # exact in float32
   images = tf.random.stateless_uniform([3, SIZE, SIZE, 3], seed=[1, 2])
   logits = module.logits(images).numpy()
   np.testing.assert_allclose(module(images).numpy(), _sigmoid(logits / [2.5, 0.5]), atol=1e-5)
   assert not np.allclose(module(images).numpy(), _sigmoid(logits), atol=1e-3)
   served = module.signatures["serving_default"](images=images)
+  # The serving signature and __call__ run the same traced ops in one process: equal up to
+  # the default rtol 1e-7.
   np.testing.assert_allclose(served["probabilities"].numpy(), module(images).numpy())
   sidecar = classifier_export.read_sidecar(export)
   assert sidecar["temperature"]["temperature"] == forced["temperature"]
@@ -103,6 +110,7 @@ def test_evaluate_writes_subgroups_and_calibration(trained, tmp_path):  # noqa: 
     assert entry["num_examples"] == int(sel.sum())
     assert entry["num_patients"] == len({by_id[i].patient_id for i in ids[sel]})
     auc = entry["result"]["per_class"]["Bright"]["auc"]
+    # Exact AUC (pair counting) of the same written scores, float64: summation order only.
     assert auc["value"] == pytest.approx(_pair_auc(y[sel], s[sel]), abs=1e-6)
   age_groups = reports[1]["groups"]
   # Band order survives the JSON file (which sorts keys: "<40", ">=60", "[40, 60)").
@@ -123,6 +131,7 @@ def test_evaluate_writes_subgroups_and_calibration(trained, tmp_path):  # noqa: 
   cal = json.load(open(os.path.join(out, "id_test_calibration.json")))
   assert cal["num_bins"] == 5 and "equal-width" in cal["binning"]
   # The model's scores are the temperature-scaled probabilities: ECE "after" is theirs.
+  # Same ECE of the same written scores in float64 (summation order only, ~1e-16).
   assert cal["targets"]["Bright"]["ece_after"]["value"] == pytest.approx(
       _loop_ece(y, s, 5), abs=1e-6)
   assert os.path.getsize(os.path.join(out, "id_test_reliability.png")) > 1000

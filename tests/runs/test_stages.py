@@ -68,13 +68,15 @@ def test_a_non_default_eval_crop_reaches_selection_evaluation_and_loading(tmp_pa
   # load_model: the run directory's classifier predicts with the run's crop.
   model = classifier.load_model(run_dir)
   assert model.crop_fraction == 1.0
+  # Same inference function on the same batches in one process (same kernels): bit-equal in
+  # practice; atol 1e-6 is far below the effect checked (a crop changes logits by > 1e-4).
   np.testing.assert_allclose(model.predict(valid, keep=("logits",)).logits, full.logits,
                              atol=1e-6)
 
   # evaluate_task with the run's crop reproduces the value model selection recorded.
   result, preds = stages.evaluate_task(task, valid, SIZE,
                                        crop_fraction=stages.eval_crop_fraction(run_config))
-  np.testing.assert_allclose(preds.logits, full.logits, atol=1e-6)
+  np.testing.assert_allclose(preds.logits, full.logits, atol=1e-6)  # same path, as above
   best = io_utils.read_json(os.path.join(run_dir, stages.BEST_SUBDIR, stages.BEST_INFO))
   _, ci = task_metrics.main_metric(result, task_metrics.SELECTION_METRICS)
-  assert ci["value"] == pytest.approx(best["value"])
+  assert ci["value"] == pytest.approx(best["value"])  # the same float64 value via JSON

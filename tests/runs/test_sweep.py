@@ -18,6 +18,10 @@ from remedis_tf.runs import sweep
 from remedis_tf.train.supervised import SupervisedConfig
 from tests.eval.tiny_data import brightness_set
 
+# Tolerances here (docs/testing.md):
+# derived: the same float64 interpolation of the same stored numbers, read back from JSON
+# (exact) (approx defaults, rel 1e-6 >> 1e-16).
+
 SIZE = 32
 
 

@@ -15,6 +15,10 @@ from remedis_tf import synthetic
 from remedis_tf.errors import ConfigError
 from remedis_tf.synthetic import FINDINGS, SyntheticConfig, chest, writer
 
+# Tolerances here (docs/testing.md):
+# statistical, float64 numpy only: label prevalences from 40000 draws have standard error
+# sqrt(p(1-p)/n) <= 0.0025, so atol 0.01 is 4 standard errors (fixed seed: deterministic).
+
 MEDICAL_SPLITS = ("site_a/unlabelled", "site_a/train", "site_a/valid", "site_a/test",
                   "site_b/train", "site_b/test", "site_c/train", "site_c/test")
 PATH_RE = re.compile(r"^site_([abc])/(unlabelled|train|valid|test)/(patient\d{5})/study1/"

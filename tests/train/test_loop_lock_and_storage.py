@@ -21,6 +21,9 @@ from remedis_tf.errors import RunDirLockedError, StorageError
 from remedis_tf.train import loop as loop_lib
 from test_preemption import BallastTask
 
+# Tolerances here (docs/testing.md):
+# derived: a float written to and read from JSON is exact (approx default).
+
 FAST_RETRY = remote_io.RetryPolicy(attempts=3, initial_delay_s=0.001, max_delay_s=0.002)
 UNAVAILABLE = tf.errors.UnavailableError(None, None, "HTTP response code 503 with body "
                                          "'Backend Error' when uploading")

@@ -18,6 +18,10 @@ from remedis_tf.train.supervised import SupervisedConfig, SupervisedTask
 from remedis_tf.weights import bit_npz
 from tests.eval.tiny_data import brightness_set
 
+# Tolerances here (docs/testing.md):
+# derived: both sides are the same exact AUC computed in float64 from the same scores
+# (summation order only, ~1e-15): abs 1e-9.
+
 SIZE = 32
 
 

@@ -11,6 +11,10 @@ from remedis_tf.errors import CheckpointError
 from remedis_tf.models.resnet_v2 import ResNetSpec, ResNetV2
 from remedis_tf.weights import bit_npz
 
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
+
 
 def _r26_narrow(num_classes=0):
   return ResNetV2("r26_narrow", num_classes=num_classes,
@@ -32,9 +36,22 @@ def test_npz_loads_and_matches_reference_forward(tmp_path, arch, make):
   x = _images()
   out = model(x)
   # The reference takes raw BiT input in [-1, 1]; the model must rescale [0, 1] itself.
+  # It computes in float64; the tolerance is relative to the output's scale and measured
+  # across CPUs' rounding (bit_reference.REL_TOL), so the claim does not rest on the last bit.
   fmap, pooled, _ = ref.forward(params, x * 2.0 - 1.0, arch)
   ref.assert_close(out["feature_map"], fmap)
   ref.assert_close(out["pooled"], pooled)
+
+
+def test_reference_tolerance_rejects_a_bit_without_weight_standardisation(tmp_path):
+  # The tolerance must still fail a wrong model: BiT without weight standardisation (the
+  # kernels here have mean ~0 and variance ~1, so the difference is modest) is far outside.
+  params = ref.random_params(ref.TINY, seed=3)
+  model = ResNetV2("tiny")
+  bit_npz.load_bit_npz(model, ref.write_npz(params, str(tmp_path / "bit.npz")))
+  x = _images()
+  wrong, _, _ = ref.forward(params, x * 2.0 - 1.0, ref.TINY, weight_standardization=False)
+  assert ref.rel_diff(model(x)["feature_map"], wrong) > 100 * ref.REL_TOL
 
 
 def test_head_loading_modes(tmp_path):
@@ -46,7 +63,7 @@ def test_head_loading_modes(tmp_path):
   with_head = ResNetV2("tiny", num_classes=1000)
   report = bit_npz.load_bit_npz(with_head, path, load_head=True)
   assert report.head == "loaded"
-  ref.assert_close(with_head(x)["logits"], logits)
+  ref.assert_close(with_head(x)["logits"], logits)  # float64 reference, REL_TOL
 
   headless = ResNetV2("tiny")
   report = bit_npz.load_bit_npz(headless, path)  # auto: backbone has no head

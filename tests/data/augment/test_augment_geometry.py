@@ -1,6 +1,7 @@
 """Geometric ops of remedis_tf.data.augment.geometry (crop, flips, elastic field, the fused
 warped_crop against the unfused reference warps)."""
 
+import pytest
 import dataclasses
 import math
 
@@ -11,6 +12,20 @@ import augment_reference as R
 from augment_fixtures import SEED, off, photo
 from remedis_tf.data import augment as A
 from remedis_tf.data.augment import config, ops
+
+# Compares TensorFlow float results with references or across code paths: run under
+# ../shared/tools/numerics-matrix (docs/testing.md).
+pytestmark = pytest.mark.numerics
+
+# Tolerances here (docs/testing.md):
+# geometry ops in float32 against numpy float64 or against each other (rotation by 0 / 90
+# degrees, identity views, fused vs sequential warps): bilinear interpolation of values in
+# [0, 1] is a few float32 operations per pixel (<= 10u ~ 6e-7), and coordinates computed
+# through sin/cos of the angle add ~1e-6 pixel; atol 1e-6..1e-4 (1e-3 for the elastic field
+# read back through a second interpolation).
+# Measured: every assert_allclose here used <= 0.018 of its tolerance (>= 55x margin) in
+# numerics-matrix rows [default, oneDNN off] with the tests' seeds shifted by [+0, +1, +2]
+# (AMD EPYC AVX2, 2026-12-03, 28 comparisons).
 
 
 def test_rotation_zero_leaves_geometry_and_ninety_matches_rot90():
