@@ -27,6 +27,16 @@ def _fresh_collective_keys():
   yield
 
 
+@pytest.fixture(autouse=True)
+def _float32_policy_after_each_test():
+  """A run with ``precision=bfloat16`` sets Keras' global dtype policy (as a training run
+  must); a later test that builds a model directly would then get a bfloat16 model and
+  compare it with float32 tolerances. Every test starts from float32."""
+  yield
+  import keras  # pylint: disable=g-import-not-at-top
+  keras.mixed_precision.set_global_policy("float32")
+
+
 def _heartbeat_threads():
   return {t for t in threading.enumerate() if t.name == "run-lock-heartbeat" and t.is_alive()}
 
