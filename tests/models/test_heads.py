@@ -8,7 +8,7 @@ import tensorflow as tf
 from remedis_tf.models.heads import ClassificationHead, ProjectionHead
 
 # Compares TensorFlow float results with references or across code paths: run under
-# ../shared/tools/numerics-matrix (docs/testing.md).
+# numerics matrix (docs/testing.md).
 pytestmark = pytest.mark.numerics
 
 # Tolerances here (docs/testing.md):

@@ -12,7 +12,7 @@ from remedis_tf.models import resnet_v2
 from remedis_tf.models.resnet_v2 import ResNetSpec, ResNetV2
 
 # Compares TensorFlow float results with references or across code paths: run under
-# ../shared/tools/numerics-matrix (docs/testing.md).
+# numerics matrix (docs/testing.md).
 pytestmark = pytest.mark.numerics
 
 # Tolerances here (docs/testing.md):

@@ -11,7 +11,7 @@ from remedis_tf.errors import ConfigError
 from remedis_tf.optim import schedules
 
 # Compares TensorFlow float results with references or across code paths: run under
-# ../shared/tools/numerics-matrix (docs/testing.md).
+# numerics matrix (docs/testing.md).
 pytestmark = pytest.mark.numerics
 
 # Tolerances here (docs/testing.md):

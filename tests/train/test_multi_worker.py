@@ -26,7 +26,7 @@ from remedis_tf import synthetic
 from subprocess_runs import Run, python
 
 # Compares TensorFlow float results with references or across code paths: run under
-# ../shared/tools/numerics-matrix (docs/testing.md).
+# numerics matrix (docs/testing.md).
 pytestmark = pytest.mark.numerics
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multi_worker_worker.py")

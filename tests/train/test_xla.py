@@ -27,7 +27,7 @@ from remedis_tf.train.contrastive import ContrastiveConfig, ContrastiveTask  # n
 from remedis_tf.train.supervised import SupervisedConfig, SupervisedTask  # noqa: E402
 
 # Compares TensorFlow float results with references or across code paths: run under
-# ../shared/tools/numerics-matrix (docs/testing.md).
+# numerics matrix (docs/testing.md).
 pytestmark = pytest.mark.numerics
 
 # Tolerances here (docs/testing.md):

@@ -13,7 +13,7 @@ from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.weights import bit_npz, savedmodel
 
 # Compares TensorFlow float results with references or across code paths: run under
-# ../shared/tools/numerics-matrix (docs/testing.md).
+# numerics matrix (docs/testing.md).
 pytestmark = pytest.mark.numerics
 
 # Tolerances here (docs/testing.md):

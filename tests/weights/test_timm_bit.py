@@ -15,7 +15,7 @@ from remedis_tf.models.resnet_v2 import ResNetSpec, ResNetV2
 from remedis_tf.weights import safetensors_io, timm_bit
 
 # Compares TensorFlow float results with references or across code paths: run under
-# ../shared/tools/numerics-matrix (docs/testing.md).
+# numerics matrix (docs/testing.md).
 pytestmark = pytest.mark.numerics
 
 # Tolerances here (docs/testing.md):

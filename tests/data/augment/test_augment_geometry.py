@@ -14,7 +14,7 @@ from remedis_tf.data import augment as A
 from remedis_tf.data.augment import config, ops
 
 # Compares TensorFlow float results with references or across code paths: run under
-# ../shared/tools/numerics-matrix (docs/testing.md).
+# numerics matrix (docs/testing.md).
 pytestmark = pytest.mark.numerics
 
 # Tolerances here (docs/testing.md):

@@ -8,7 +8,7 @@ from augment_fixtures import SEED, photo
 from remedis_tf.data import augment as A
 
 # Compares TensorFlow float results with references or across code paths: run under
-# ../shared/tools/numerics-matrix (docs/testing.md).
+# numerics matrix (docs/testing.md).
 pytestmark = pytest.mark.numerics
 
 # Tolerances here (docs/testing.md):
