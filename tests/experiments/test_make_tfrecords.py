@@ -31,12 +31,13 @@ def test_csv_to_tfrecords_with_skipped_row(tmp_path):
          f"--csv={tmp_path / 'train.csv'}", f"--data_root={tmp_path}",
          "--label_columns=Finding A,Finding B", f"--output_prefix={out}", "--num_shards=2",
          "--image_size=20", "--num_workers=2", "--skip_bad_examples",
-         "--validate=none"]  # the writer itself must skip and count the bad file
+         "--validate=none"]  # --skip_bad_examples decodes every file first, whatever --validate says
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "converted 5/5 images" in proc.stdout
   assert "skipped 1 of 5" in proc.stdout and "patient00003" in proc.stdout
+  assert "(row 5)" in proc.stdout  # the CSV row of the bad file, counting the header as row 1
+  assert "converted 4/4 images" in proc.stdout
   ds, schema = tfrecords.read_tfrecords(str(out))
   assert schema.label_names == ("Finding A", "Finding B") and schema.count == 4
   examples = list(ds.as_numpy_iterator())
