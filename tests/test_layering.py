@@ -4,6 +4,8 @@
   losses, eval, synthetic) → utilities; no circle between modules.
 * No import inside a function, except a heavy optional dependency deferred with a comment.
 * No module over ~400 lines without a reason at its top.
+* No public function, class or method that only tests use (tests keep their helpers), and
+  one copy of BiT-HyperRule's step table.
 """
 
 import ast
@@ -220,3 +222,61 @@ def test_architecture_doc_names_every_module():
   documented = _documented_modules()
   assert not documented - actual, f"documented but absent: {sorted(documented - actual)}"
   assert not actual - documented, f"not in docs/architecture.md: {sorted(actual - documented)}"
+
+
+# Code outside tests that may use the library: a public name used only in its own
+# definition there is test-only code (or dead code) and belongs in tests/ or nowhere.
+USER_CODE = ("remedis_tf", "experiments", "benchmarks", "scripts")
+# Framework hooks called by Keras / TensorFlow / pytest, never by name in our code.
+FRAMEWORK_HOOKS = {"call", "build", "get_config", "from_config", "compute_output_shape",
+                   "compute_output_spec", "update_step", "result", "reset_state",
+                   "update_state", "get_build_config", "build_from_config"}
+
+
+def _public_definitions(path: str) -> List[Tuple[str, int]]:
+  """Top-level public functions/classes and the public methods of public classes."""
+  tree = ast.parse(open(path, encoding="utf-8").read())
+  found = []
+  for node in tree.body:
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+      found.append((node.name, node.lineno))
+      if isinstance(node, ast.ClassDef):
+        found += [(f.name, f.lineno) for f in node.body
+                  if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")
+                  and f.name not in FRAMEWORK_HOOKS]
+  return found
+
+
+def _user_code_texts() -> Dict[str, str]:
+  texts = {}
+  for top in USER_CODE:
+    for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+      for f in files:
+        if f.endswith((".py", ".sh")):
+          texts[os.path.join(dirpath, f)] = open(os.path.join(dirpath, f),
+                                                 encoding="utf-8").read()
+  return texts
+
+
+def test_no_public_code_only_tests_use():
+  texts = _user_code_texts()
+  unused = []
+  for name, path in MODULES.items():
+    if not name.startswith("remedis_tf"):
+      continue
+    for fn, line in _public_definitions(path):
+      pattern = re.compile(r"\b" + re.escape(fn) + r"\b")
+      if sum(len(pattern.findall(t)) for t in texts.values()) <= 1:  # the definition only
+        unused.append(f"{os.path.relpath(path, ROOT)}:{line} {fn}")
+  assert not unused, ("public names no user code uses (move them into tests/ or delete "
+                      f"them): {unused}")
+
+
+def test_hyperrule_table_has_one_home():
+  """BiT-HyperRule's step table (100/200/300/400/500, 500/3000/.../10000, ...) is written
+  once, in optim/schedules.py; everything else derives from it."""
+  table_row = re.compile(r"\(\s*500\s*,\s*3000\s*,\s*6000|\(\s*100\s*,\s*200\s*,\s*300\s*,"
+                         r"\s*400\s*,\s*500|\(\s*500\s*,\s*6000\s*,\s*12000")
+  homes = sorted(os.path.relpath(p, ROOT) for p, t in _user_code_texts().items()
+                 if table_row.search(t))
+  assert homes == [os.path.join("remedis_tf", "optim", "schedules.py")], homes

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -60,14 +60,6 @@ def _strata(per_patient: np.ndarray) -> np.ndarray:
   stratum = cost.argmin(1)
   stratum[~per_patient.any(1)] = num_labels
   return stratum
-
-
-def patient_strata(manifest: Manifest) -> Dict[str, str]:
-  """Patient key → stratum name (a label name, or ``NO_POSITIVE``)."""
-  _check_labelled(manifest)
-  keys, _, per_patient = _patient_positives(manifest)
-  names = list(manifest.label_names) + [NO_POSITIVE]
-  return {k: names[s] for k, s in zip(keys, _strata(per_patient))}
 
 
 def _validate_request(fraction, per_class) -> None:

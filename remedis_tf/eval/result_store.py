@@ -73,10 +73,6 @@ class ResultStore:
   def _cell(cell: Union[Cell, Tuple[str, float, int]]) -> Cell:
     return cell if isinstance(cell, Cell) else Cell(str(cell[0]), float(cell[1]), int(cell[2]))
 
-  def reload(self) -> None:
-    """Re-reads the file (picks up cells finished by other processes)."""
-    self._cells = self._load()
-
   def has(self, cell: Union[Cell, Tuple[str, float, int]]) -> bool:
     """True if the cell (``Cell`` or ``(model, fraction, seed)``) already finished."""
     return self._cell(cell).key() in self._cells

@@ -27,36 +27,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from remedis_tf.errors import ConfigError, DataError
-from remedis_tf.eval.metrics import ArrayLike, as_weights, check_binary_labels, roc_curve
-from remedis_tf.eval.metrics import safe_divide, unbatch
+from remedis_tf.eval.metrics import ArrayLike, check_binary_labels, roc_curve
 
 RULES = ("youden", "sensitivity", "specificity", "fixed")
 
 
 # ------------------------------------------------------------- sensitivity / specificity
-
-
-def sensitivity_specificity(labels: ArrayLike, scores: ArrayLike, threshold: float,
-                            sample_weight: Optional[ArrayLike] = None):
-  """Sensitivity (TPR) and specificity (TNR) when ``score >= threshold`` means positive.
-
-  Args:
-    labels: ``[N]`` 0/1; scores: ``[N]``; threshold: operating point;
-    sample_weight: optional ``[N]`` or ``[R, N]``.
-
-  Returns:
-    ``(sensitivity, specificity)`` floats (or ``[R]`` arrays), NaN when a class is absent.
-  """
-  labels = np.asarray(labels, np.float64).ravel()
-  scores = np.asarray(scores, np.float64).ravel()
-  if labels.shape != scores.shape:
-    raise DataError(f"labels {labels.shape} and scores {scores.shape} differ in length")
-  w, batched = as_weights(sample_weight, labels.shape[0])
-  check_binary_labels(labels, (w > 0).any(0))
-  pred = (scores >= threshold).astype(np.float64)
-  sens = safe_divide(w @ (labels * pred), w @ labels)
-  spec = safe_divide(w @ ((1 - labels) * (1 - pred)), w @ (1 - labels))
-  return unbatch(sens, batched), unbatch(spec, batched)
 
 
 def threshold_at_sensitivity(labels: ArrayLike, scores: ArrayLike, target: float) -> float:

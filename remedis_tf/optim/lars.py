@@ -104,11 +104,6 @@ class LARS(keras.optimizers.Optimizer):
     self.assign(velocity, ops.cast(self.momentum, dtype) * velocity + lr * grad)
     self.assign_sub(variable, velocity)
 
-  def exclusion_flags(self, variable) -> tuple:
-    """``(uses_weight_decay, uses_layer_adaptation)`` of a built-for variable (for tests/logs)."""
-    index = self._get_variable_index(variable)
-    return self._use_wd_by_index[index], self._adapt_by_index[index]
-
   def get_config(self):
     config = super().get_config()
     config.update({

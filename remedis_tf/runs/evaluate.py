@@ -48,12 +48,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
-
-import tensorflow as tf
 
 from remedis_tf import io_utils
 from remedis_tf.data.label_alignment import align_labels
@@ -286,11 +283,3 @@ def _summary_csv(sets_summary: Mapping[str, Mapping[str, Any]]) -> str:
     writer.writerow([name] + ["" if row.get(c) is None else row.get(c)
                               for c in SUMMARY_COLUMNS[1:]])
   return buf.getvalue()
-
-
-def read_summary(out_dir: str) -> Dict[str, Any]:
-  """Reads ``out_dir/summary.json`` written by :func:`evaluate_model`."""
-  path = os.path.join(out_dir, "summary.json")
-  if not tf.io.gfile.exists(path):
-    raise DataError(f"no evaluation summary at {path}")
-  return json.loads(tf.io.gfile.GFile(path).read())

@@ -68,7 +68,9 @@ def is_hub_handle(path: str) -> bool:
   return str(path).lower().startswith(HUB_SCHEMES)
 
 
-def _read_json(path: str) -> Dict[str, Any]:
+def read_json_object(path: str) -> Dict[str, Any]:
+  """The JSON object in ``path``; CheckpointError naming the file when it is unreadable or
+  not an object."""
   try:
     obj = io_utils.read_json(path)
   except (ValueError, tf.errors.OpError) as e:
@@ -86,7 +88,7 @@ def is_keras_hub_preset(path: str) -> bool:
       or not tf.io.gfile.exists(os.path.join(str(path), WEIGHTS_FILE))):
     return False
   try:
-    return "registered_name" in _read_json(config)
+    return "registered_name" in read_json_object(config)
   except CheckpointError:
     return False
 
@@ -309,7 +311,7 @@ def preset_info(path: str) -> Dict[str, Any]:
   with local_preset(path) as local:
     def read(name: str) -> Optional[Dict[str, Any]]:
       full = os.path.join(local, name)
-      return _read_json(full) if tf.io.gfile.exists(full) else None
+      return read_json_object(full) if tf.io.gfile.exists(full) else None
 
     config = read(CONFIG_FILE) or {}
     metadata = read(METADATA_FILE) or {}

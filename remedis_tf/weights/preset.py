@@ -37,7 +37,7 @@ from remedis_tf.models import resnet_v2
 from remedis_tf.models.classifier import Classifier
 from remedis_tf.models.heads import ClassificationHead, ProjectionHead
 from remedis_tf.weights import bit_npz, differences, keras_hub_presets
-from remedis_tf.weights.h5_weights import check_weights_file, h5_arrays, h5_shapes
+from remedis_tf.weights.h5_weights import check_weights_file, h5_arrays
 
 PRESET_FORMAT = "remedis_tf.preset"
 FORMAT_VERSION = 1
@@ -162,13 +162,7 @@ def _read_json(path: str) -> Dict[str, Any]:
   if not tf.io.gfile.exists(path):
     raise CheckpointError(f"{path}: missing (a preset folder holds {CONFIG_FILE}, "
                           f"{METADATA_FILE} and {WEIGHTS_FILE})")
-  try:
-    obj = io_utils.read_json(path)
-  except (ValueError, tf.errors.OpError) as e:
-    raise CheckpointError(f"{path}: unreadable JSON ({e})".replace("\n", " ")) from None
-  if not isinstance(obj, dict):
-    raise CheckpointError(f"{path}: expected a JSON object")
-  return obj
+  return keras_hub_presets.read_json_object(path)
 
 
 def read_preset(preset_dir: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -347,10 +341,3 @@ def copy_projection_head(loaded: keras.Model, projection_head: ProjectionHead,
   for target, value in zip(ours, theirs):
     target.assign(value)
   return len(expected)
-
-
-def load_preset_backbone(backbone: resnet_v2.ResNetV2, preset_dir: str,
-                         load_head: bit_npz.LoadHead = False) -> bit_npz.LoadReport:
-  """Copies a preset's backbone (of a backbone or a classifier preset) into ``backbone``
-  (see :func:`copy_backbone`)."""
-  return copy_backbone(from_preset(preset_dir), backbone, load_head, source=preset_dir)

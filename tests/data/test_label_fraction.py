@@ -5,9 +5,18 @@ import math
 import numpy as np
 import pytest
 
-from remedis_tf.data.label_fraction import NO_POSITIVE, patient_strata, select_fraction
+from remedis_tf.data import label_fraction
+from remedis_tf.data.label_fraction import NO_POSITIVE, select_fraction
 from remedis_tf.data.manifest import Manifest, Record
 from remedis_tf.errors import ConfigError, DataError
+
+
+def patient_strata(manifest):
+  """Patient key → stratum name (a label name, or NO_POSITIVE), from the module's own rule."""
+  keys, _, per_patient = label_fraction._patient_positives(manifest)  # pylint: disable=protected-access
+  names = list(manifest.label_names) + [NO_POSITIVE]
+  return {k: names[s] for k, s in zip(keys, label_fraction._strata(per_patient))}  # pylint: disable=protected-access
+
 
 FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 

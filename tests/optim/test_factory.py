@@ -14,6 +14,7 @@ from remedis_tf.models.resnet_v2 import ResNetV2
 from remedis_tf.optim import factory, schedules
 from remedis_tf.optim.lars import LARS
 from remedis_tf.train import strategy as strategy_lib
+from tests.optim.lars_flags import exclusion_flags
 
 # Compares TensorFlow float results with references or across code paths: run under
 # numerics matrix (docs/testing.md).
@@ -217,7 +218,7 @@ def test_lars_factory_exclusions_on_a_real_model():
                                 variables=variables, exclude=excluded)
   excluded_ids = {id(v) for v in excluded}
   for v in variables:
-    flags = opt.exclusion_flags(v)
+    flags = exclusion_flags(opt, v)
     assert flags == ((False, False) if id(v) in excluded_ids else (True, True)), v.path
 
 

@@ -161,16 +161,16 @@ def test_weight_mismatch_names_the_array_and_both_shapes(tmp_path):
     preset.from_preset(out)
 
 
-def test_load_preset_backbone_into_existing_backbone(tmp_path):
+def test_copy_preset_backbone_into_existing_backbone(tmp_path):
   cls = _randomize(_classifier(), seed=3)
   out = preset.save_legacy_preset(cls, str(tmp_path / "cls"))
   target = ResNetV2("tiny").build_for(32)
-  report = preset.load_preset_backbone(target, out)
+  report = preset.copy_backbone(preset.from_preset(out), target, source=out)
   assert report.num_loaded == len(target.weights)
   x = _images()
   np.testing.assert_array_equal(target(x)["pooled"], cls.backbone(x)["pooled"])
   with pytest.raises(CheckpointError, match="does not match backbone small: .*shape mismatch"):
-    preset.load_preset_backbone(ResNetV2("small"), out)
+    preset.copy_backbone(preset.from_preset(out), ResNetV2("small"), source=out)
 
 
 def test_wrapped_savedmodel_backbones_are_refused():
