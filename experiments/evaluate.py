@@ -26,6 +26,12 @@ saved with the model's best checkpoint, else fitted on --val_set).
 
 Writes OUTPUT_DIR/<set>.json|.csv (metrics with patient-level bootstrap CIs),
 <set>_predictions.csv, the files above, and summary.json|.csv (one row per set).
+
+Comparing two models (e.g. REMEDIS against a supervised baseline): --reference_model=DIR
+also writes OUTPUT_DIR/findings.json, one paired finding per set (this model − the
+reference on the same patients, 95 % bootstrap interval, verdict better / worse / no
+difference; docs/demo_protocol.md "Findings and verdicts"). Sets named by --id_set are
+in-distribution (id_<set> findings), the others out-of-distribution (ood_<set>).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from experiments import _cli, data_flags
 from remedis_tf import configs
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval import calibration, subgroups, thresholds
-from remedis_tf.runs import classifier, stages
+from remedis_tf.runs import classifier, compare_models, stages
 from remedis_tf.runs import evaluate as evaluate_lib
 from remedis_tf.weights import classifier_export, preset
 
@@ -102,6 +108,15 @@ flags.DEFINE_integer("calibration_bins", calibration.DEFAULT_NUM_BINS, "Equal-wi
                      "probability bins on [0, 1] for the expected calibration error and the "
                      "reliability diagrams (<set>_calibration.json, <set>_reliability.png); "
                      "0 = no calibration report.")
+
+
+flags.DEFINE_string("reference_model", None, "A second model (run directory, classifier "
+                    "preset or SavedModel) to compare --model with on every --eval_set: "
+                    "writes findings.json with paired differences (model − reference), "
+                    "intervals and verdicts.")
+flags.DEFINE_multi_string("id_set", None, "With --reference_model: an --eval_set NAME that is "
+                          "in-distribution (its finding is id_NAME); every other set is "
+                          "out-of-distribution (ood_NAME). Repeat for several.")
 
 
 def parse_eval_sets(specs, default_source):
@@ -174,6 +189,14 @@ def main(argv):
     raise ConfigError(f"--val_set={FLAGS.val_set} is not one of the --eval_set names "
                       f"{sorted(sets)}")
   thresholds.parse_operating_point(FLAGS.operating_point)
+  if FLAGS.reference_model and FLAGS.num_bootstrap < 1:
+    raise ConfigError("--reference_model needs --num_bootstrap >= 1 (the findings' intervals)")
+  if FLAGS.id_set and not FLAGS.reference_model:
+    raise ConfigError("--id_set only applies with --reference_model")
+  unknown = sorted(set(FLAGS.id_set or ()) - set(sets))
+  if unknown:
+    raise ConfigError(f"--id_set={','.join(unknown)} is not one of the --eval_set names "
+                      f"{sorted(sets)}")
   keep = subgroups.attribute_columns(FLAGS.subgroup or ())
   labels = model_label_names(FLAGS.model)
   manifests = {name: _manifest(source, path, labels, keep)
@@ -185,6 +208,11 @@ def main(argv):
       save_predictions=FLAGS.save_predictions, subgroups=FLAGS.subgroup or (),
       subgroup_min_patients=FLAGS.subgroup_min_patients,
       calibration_bins=FLAGS.calibration_bins)
+  if FLAGS.reference_model:
+    compare_models.compare_models(FLAGS.model, FLAGS.reference_model, manifests,
+                                  FLAGS.output_dir, id_sets=FLAGS.id_set or (),
+                                  num_bootstrap=FLAGS.num_bootstrap, seed=FLAGS.seed,
+                                  batch_size=FLAGS.batch_size, which=FLAGS.which)
   if FLAGS.export_savedmodel or FLAGS.export_preset:
     if summary["model_kind"] != "run_dir":
       flag = "--export_savedmodel" if FLAGS.export_savedmodel else "--export_preset"
