@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -183,8 +183,28 @@ def _medical(data: Dict, split: str) -> Manifest:
                           attribute_columns=synthetic.SUBGROUP_COLUMNS)
 
 
-def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
-  """Runs the whole pipeline; returns the path of ``report.md``."""
+class _Stopped(Exception):
+  """A training run of the demo stopped on SIGTERM / SIGINT (its checkpoint is saved)."""
+
+
+def _stop_if(preempted: bool, what: str) -> None:
+  if preempted:
+    raise _Stopped(f"stopped by a signal during {what}; finished work and the last "
+                   "checkpoint are kept: run the same command to resume")
+
+
+def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> Optional[str]:
+  """Runs the whole pipeline; returns the path of ``report.md``, or None when SIGTERM or
+  SIGINT (Ctrl-C) stopped a training run (it saved a checkpoint; the next call resumes
+  there, and later stages never start from half-trained models)."""
+  try:
+    return _run_demo(cfg, log)
+  except _Stopped as e:
+    log(f"[demo] {e}")
+    return None
+
+
+def _run_demo(cfg: DemoConfig, log: Callable[[str], None]) -> str:
   t_start = time.time()
   out = os.path.abspath(cfg.out_dir)
   io_utils.ensure_dir(out)
@@ -221,6 +241,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
                         total_steps=steps, weight_decay=1e-4),
         natural_aug, size, _loop(upstream_dir, steps, eval_every=steps),
         runtime, validation=natural_test, stage="upstream", log=log)
+    _stop_if(stage1.preempted, "stage 1")
 
   with timer.stage("3/7 stage 2: contrastive pretraining on site A's unlabelled pool"):
     contrastive_dir = os.path.join(out, "runs", "stage2_contrastive")
@@ -241,6 +262,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
                         total_steps=steps, weight_decay=1e-6),
         cxr_aug, _loop(contrastive_dir, steps, eval_every=max(steps // 2, 1)), runtime,
         log=log, monitor=sets["site_a/valid"], knn_k=20)
+    _stop_if(stage2.preempted, "stage 2")
     pairs_png = _augmentation_examples(sets["site_a/unlabelled"], cxr_aug, cfg.seed,
                                        os.path.join(out, "augmentation_pairs.png"))
     frozen_result = _frozen_features(upstream_dir, contrastive_dir, sets, size, cfg, out, log)
@@ -259,6 +281,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
             site_a, sets["site_a/valid"], dataclasses.replace(sup, init=init, seed=seed), opt,
             finetune_aug, size, lambda d: _loop(d, opt.total_steps, eval_every=eval_every),
             grid, root, runtime, log=log)
+        _stop_if(sel is None, f"the site-A fine-tune of {name}")
         grid = (sel.lr,)
         selections[f"{name}_s{seed}"] = sel.to_dict()
         seed_dirs[(name, seed)] = sel.run_dir
@@ -296,6 +319,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> str:
         template, os.path.join(out, "data_efficiency"), runtime=runtime,
         num_bootstrap=cfg.num_bootstrap, bootstrap_seed=cfg.seed, log=log,
         validation=b_val, lr_grid=cfg.lr_grid, lr_seed_sharing=True)
+    _stop_if(de.interrupted, "the site-B sweep")
     probe = sweep_probe.probe_sweep(
         models, b_train, b_val, sets["site_b/test"], cfg.fractions, cfg.sweep_seeds, size,
         os.path.join(out, "data_efficiency", "probe"), c_grid=cfg.probe_c_grid,
