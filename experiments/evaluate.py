@@ -195,8 +195,11 @@ def main(argv):
     classifier.export_classifier_savedmodel(task, FLAGS.export_savedmodel, source=FLAGS.model,
                                             crop_fraction=crop)
     temps = "none (T = 1)" if task.temperature is None else task.temperature["temperature"]
+    fallback = sorted(((task.temperature or {}).get("fallback") or {}))
     print(f"[export] classifier SavedModel written to {FLAGS.export_savedmodel} "
-          f"(temperatures {temps})")
+          f"(temperatures {temps}"
+          + (f"; left at T = 1 for {', '.join(fallback)}, reasons in "
+             f"{classifier_export.SIDECAR_FILE}" if fallback else "") + ")")
   if FLAGS.export_preset:
     metrics = [{"set": name, **row} for name, row in summary["sets"].items()]
     classifier.export_classifier_preset(task, FLAGS.export_preset, source=FLAGS.model,

@@ -137,7 +137,9 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     The summary dict also written to ``summary.json``: ``{"model", "model_kind",
     "checkpoint", "task", "label_names", "operating_point": {...}, "sets": {name: {"metric",
     "value", "lower", "upper", "num_undefined", "num_examples", "num_patients", "role"}},
-    "calibration": {"temperature", "source", "num_bins"}, "subgroups": [spec, ...]}``;
+    "calibration": {"temperature", "source", "num_bins", "scope", "fallback"}, "subgroups":
+    [spec, ...]}`` (``fallback``: ``{finding: reason}`` for temperatures left at T = 1,
+    see :mod:`remedis_tf.eval.calibration`);
     ``num_undefined`` counts the bootstrap resamples where the metric was undefined (for
     mean AUC: some class without positives or negatives), which the CI leaves out.
   """
@@ -199,11 +201,14 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     temp_source = f"fitted on {val_set} by this evaluation (not saved with the model)"
   elif temp_record is None:
     temp_source = "none (no temperature saved with the model and no val_set)"
+  for line in calibration_lib.fallback_warnings(temp_record):
+    log(f"[calibration] WARNING: {line} (temperatures {temp_source})")
   temps = (None if temp_record is None else
            calibration_lib.temperature_vector(temp_record, model.label_names))
   calib_info = {"num_bins": int(calibration_bins), "source": temp_source,
                 "temperature": None if temp_record is None else temp_record["temperature"],
-                "scope": None if temp_record is None else temp_record.get("scope")}
+                "scope": None if temp_record is None else temp_record.get("scope"),
+                "fallback": None if temp_record is None else temp_record.get("fallback", {})}
 
   results: Dict[str, Dict[str, Any]] = {}
   calib_reports: Dict[str, Dict[str, Any]] = {}

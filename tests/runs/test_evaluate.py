@@ -38,10 +38,11 @@ def trained(tmp_path_factory):
   config = SupervisedConfig(variant="tiny", global_batch_size=12, seed=1)
   opt = OptimizerConfig(name="sgd", base_lr=0.05, lr_scaling="none", schedule="constant",
                         total_steps=20, weight_decay=0.0)
+  logs = []
   stages.run_supervised(train, config, opt, None, SIZE,
                         LoopConfig(run_dir, 20, steps_per_loop=10), validation=sets["val"],
-                        log=lambda _: None)
-  return {"root": root, "run_dir": run_dir, "sets": sets}
+                        log=logs.append)
+  return {"root": root, "run_dir": run_dir, "sets": sets, "logs": logs}
 
 
 def _auc(labels, scores):
