@@ -4,7 +4,10 @@ Each set is one repeated ``--eval_set=NAME=[SOURCE:]PATH``: PATH is the CSV (csv
 chexpert sources), the MIMIC-CXR-JPG root (mimic), the image folder (folder) or the
 TFRecord prefix (tfrecords); SOURCE defaults to --eval_source. The other --eval_* data
 flags (label columns, policies, patient column, ...) apply to every set; label columns
-default to the model's own labels (matched by name, so extra columns are ignored).
+default to the model's own labels (matched by name, so extra columns are ignored). A set
+labelled for only some of the model's labels (name those with --eval_label_columns) is
+scored on the labels it has; the others are printed and listed as missing_labels in
+summary.json (its mean AUC averages the shared labels only).
 
 Example (CheXpert-trained model; ID test + MIMIC-CXR as zero-shot OOD; operating point
 chosen on the CheXpert validation set by Youden's J):
@@ -209,7 +212,9 @@ def main(argv):
   for name, row in summary["sets"].items():
     ci = "" if row["lower"] is None else f" [{row['lower']:.4f}, {row['upper']:.4f}]"
     value = "n/a" if row["value"] is None else f"{row['value']:.4f}"
-    print(f"{name}: {row['metric']} {value}{ci} ({row['num_examples']} images)")
+    lacking = row.get("missing_labels")
+    print(f"{name}: {row['metric']} {value}{ci} ({row['num_examples']} images"
+          + (f"; not labelled for {', '.join(lacking)}" if lacking else "") + ")")
 
 
 if __name__ == "__main__":
