@@ -84,7 +84,11 @@ flags.DEFINE_bool("save_predictions", True, "Also write <set>_predictions.csv wi
 flags.DEFINE_string("export_savedmodel", None, "Also export the --model run directory as a "
                     "self-describing classifier SavedModel at this path (probabilities from "
                     "images in [0,1], using the temperatures saved with the best checkpoint; "
-                    "label names, image size and temperatures in remedis_classifier.json).")
+                    "label names, image size, crop and temperatures in "
+                    "remedis_classifier.json). Its serving_default signature (Keras "
+                    "TFSMLayer's default endpoint) expects images already centre-cropped and "
+                    "resized to the image size; serving_any_size crops and resizes any-size "
+                    "images itself, as this evaluation does.")
 flags.DEFINE_string("export_preset", None, "Also export the --model run directory as a "
                     "KerasHub classifier preset folder at this path (label names, task, image "
                     "size, eval crop and the saved temperatures travel with it; a README.md "

@@ -43,6 +43,10 @@ one warning line per entry):
 The fitted temperatures of a fine-tuning run are written next to its model-selection
 checkpoint (``run_dir/best/temperature.json``, :data:`TEMPERATURE_FILE`) and exported
 with the classifier SavedModel (see :mod:`remedis_tf.runs.classifier`).
+
+The module is long because ECE, the temperature fit (with its fallback rules), the
+temperature record on disk and the per-set report share one definition of what is
+calibrated and of the probabilities; split, each part would import the others.
 """
 
 from __future__ import annotations
