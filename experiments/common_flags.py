@@ -56,8 +56,11 @@ LOOP = ConfigFlags(LoopConfig, {
     "checkpoint_every": Flag(help="Save a checkpoint every N steps (and at the end, and on "
                              "SIGTERM)."),
     "keep_checkpoints": Flag(),
-    "summary_every": Flag(help="Write TensorBoard scalars every N steps."),
-    "log_every": Flag(help="Print a progress line (loss, images/s, ETA) every N steps."),
+    "summary_every": Flag(help="Write TensorBoard scalars every N steps; 0 = scale with "
+                          "the run: min(50, max(1, total steps // 20)), so a short run still "
+                          "gets about 20 points."),
+    "log_every": Flag(help="Print a progress line (loss, images/s, ETA) every N steps. "
+                      "Both rates leave out the first host-loop call (tracing, start-up)."),
     "eval_every": Flag(help="Evaluate on the validation set every N steps and keep the best "
                        "checkpoint in run_dir/best (0 = only at the end)."),
     "xla": Flag(help="Compile the per-replica train step with XLA (jit_compile). Off by "

@@ -56,7 +56,9 @@ class LoopConfig:
     checkpoint_every: save every N steps (independent of the summary interval); a final
       checkpoint is always written.
     keep_checkpoints: how many recent checkpoints to keep.
-    summary_every: TensorBoard scalars every N steps.
+    summary_every: TensorBoard scalars every N steps; 0 (default) scales with the run:
+      :attr:`summary_interval` = ``min(50, max(1, total_steps // 20))``, about 20 points
+      for a short run, every 50 steps from 1000 steps on.
     log_every: progress line every N steps.
     eval_every: call the task's evaluation hook every N steps (0 = only at the end).
     xla: compile the per-replica train step with XLA (``jit_compile=True``). Needs a
@@ -74,7 +76,7 @@ class LoopConfig:
   steps_per_loop: int = 1
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
-  summary_every: int = 50
+  summary_every: int = 0
   log_every: int = 20
   eval_every: int = 0
   xla: bool = False
@@ -88,11 +90,20 @@ class LoopConfig:
       "run_dir", "total_steps", "steps_per_loop", "checkpoint_every", "keep_checkpoints",
       "summary_every", "log_every", "eval_every", "xla", "lock_timeout_s", "steal_lock")
 
+  @property
+  def summary_interval(self) -> int:
+    """Steps between TensorBoard summaries: ``summary_every``, or when it is 0
+    ``min(50, max(1, total_steps // 20))``."""
+    return self.summary_every or min(50, max(1, self.total_steps // 20))
+
   def __post_init__(self):
     for name in ("total_steps", "steps_per_loop", "checkpoint_every", "keep_checkpoints",
-                 "summary_every", "log_every"):
+                 "log_every"):
       if getattr(self, name) < 1:
         raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.summary_every < 0:
+      raise ConfigError(f"summary_every must be >= 0 (0 = scale with the run), got "
+                        f"{self.summary_every}")
     if self.eval_every < 0:
       raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
     if not self.lock_timeout_s > 0:
@@ -296,12 +307,13 @@ class _TrainingRun:
       n = self._steps_to_next_event(step)
       metrics = self._run_steps(run_steps, iterator, step, n)
       step += n
+      progress.steps_done(step)
       metrics["step"] = step
       history.append(metrics)
       last_metrics = metrics
       if self._due(step, config.log_every):
         self.log(progress.line(step, metrics))
-      if self._due(step, config.summary_every):
+      if self._due(step, config.summary_interval):
         self._summary_step(step, metrics)
       if self.eval_hook is not None and self._due(step, config.eval_every):
         self._eval_step(step, metrics)
@@ -343,7 +355,7 @@ class _TrainingRun:
     config = self.config
     boundaries = [config.total_steps, step + config.steps_per_loop,
                   _next_boundary(step, config.checkpoint_every),
-                  _next_boundary(step, config.summary_every),
+                  _next_boundary(step, config.summary_interval),
                   _next_boundary(step, config.log_every)]
     if config.eval_every:
       boundaries.append(_next_boundary(step, config.eval_every))
