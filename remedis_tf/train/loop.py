@@ -20,6 +20,10 @@ Only the chief writes summaries and ``config.json``; every worker saves checkpoi
 ``checkpoints/`` (so ``run_dir`` must be shared, e.g. ``gs://``), and they check that they
 restored the same step. A SIGTERM on any worker is shared with the others at the next
 host-loop boundary, so all of them save the same step and stop together.
+
+The module is long because everything the loop does between host-loop calls (cadences,
+checkpoints, resume checks, preemption, the run-directory lock, storage retries) works on
+one run's state (``_TrainingRun``); split, each part would need all of it.
 """
 
 from __future__ import annotations
@@ -56,9 +60,7 @@ class LoopConfig:
     checkpoint_every: save every N steps (independent of the summary interval); a final
       checkpoint is always written.
     keep_checkpoints: how many recent checkpoints to keep.
-    summary_every: TensorBoard scalars every N steps; 0 (default) scales with the run:
-      :attr:`summary_interval` = ``min(50, max(1, total_steps // 20))``, about 20 points
-      for a short run, every 50 steps from 1000 steps on.
+    summary_every: TensorBoard scalars every N steps; 0 (default): :attr:`summary_interval`.
     log_every: progress line every N steps.
     eval_every: call the task's evaluation hook every N steps (0 = only at the end).
     xla: compile the per-replica train step with XLA (``jit_compile=True``). Needs a
@@ -92,18 +94,15 @@ class LoopConfig:
 
   @property
   def summary_interval(self) -> int:
-    """Steps between TensorBoard summaries: ``summary_every``, or when it is 0
-    ``min(50, max(1, total_steps // 20))``."""
+    """``summary_every``; when 0, ``min(50, max(1, total_steps // 20))`` (~20 per short run)."""
     return self.summary_every or min(50, max(1, self.total_steps // 20))
 
   def __post_init__(self):
     for name in ("total_steps", "steps_per_loop", "checkpoint_every", "keep_checkpoints",
-                 "log_every"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if self.summary_every < 0:
-      raise ConfigError(f"summary_every must be >= 0 (0 = scale with the run), got "
-                        f"{self.summary_every}")
+                 "summary_every", "log_every"):
+      low = int(name != "summary_every")  # summary_every=0: scaled with the run
+      if getattr(self, name) < low:
+        raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
     if self.eval_every < 0:
       raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
     if not self.lock_timeout_s > 0:

@@ -261,8 +261,8 @@ def write_classifier_savedmodel(model_fn: ModelFn, layers: Mapping[str, tf.Modul
 
   ``serving_default`` / ``serve`` expect images already cropped and resized to
   ``image_size``; ``serving_any_size`` does evaluation's crop and resize itself (module
-  docstring). Written into a temporary sibling and renamed into place; an existing directory that is not a classifier
-  SavedModel is never replaced. Returns ``out_dir``.
+  docstring). Written into a temporary sibling and renamed into place; an existing
+  directory that is not a classifier SavedModel is never replaced. Returns ``out_dir``.
   """
   module = _ClassifierModule(layers)
   record = None if temperature is None else dict(temperature)

@@ -49,8 +49,9 @@ def test_binaries_print_no_startup_lines_and_name_the_flag(tmp_path):
   assert code == 2 and err.strip().splitlines()[-1].startswith("error: --image_size=-32")
   bare = _startup_lines(out["bare"][1])
   if bare:  # a machine where TensorFlow has start-up lines: --tf_log_level=0 shows them
-    kinds = lambda lines: {line.split("]")[0].split()[-1].split(":")[0] for line in lines  # noqa: E731
-                           if "]" in line}
+    def kinds(lines):  # the C++ source file of each line: cudart_stub.cc, cuda_platform.cc
+      return {line.split("]")[0].split()[-1].split(":")[0] for line in lines if "]" in line}
+
     assert kinds(bare) <= kinds(_startup_lines(err)), (out["bare"][1], err)
 
 

@@ -202,7 +202,9 @@ def test_loop_config_validation():
 def test_default_summary_interval_scales_with_the_run(tmp_path):
   # About 20 points for a short run, every 50 steps from 1000 steps on; an explicit
   # interval wins.
-  interval = lambda steps, **kw: loop_lib.LoopConfig("x", steps, **kw).summary_interval  # noqa: E731
+  def interval(steps, **kw):
+    return loop_lib.LoopConfig("x", steps, **kw).summary_interval
+
   assert [interval(n) for n in (1, 12, 40, 400, 999, 1000, 100000)] == [1, 1, 2, 20, 49, 50, 50]
   assert interval(12, summary_every=5) == 5
   # A 12-step run with the default writes a summary at every step (it had one, at the end).
