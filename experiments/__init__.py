@@ -1,6 +1,5 @@
 """absl binaries: thin wrappers that parse flags, build configs and call remedis_tf."""
 
-import os
-
-# Keep TensorFlow's C++ start-up chatter out of the binaries' output.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before anything imports TensorFlow: its log level (--tf_log_level, default 2) and its
+# start-up lines kept off the console (see experiments/_startup.py).
+from experiments import _startup  # noqa: F401

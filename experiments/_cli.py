@@ -24,9 +24,17 @@ from typing import Callable, List, Optional
 import tensorflow as tf
 from absl import app, flags, logging
 
+from experiments import _startup
 from remedis_tf import remote_io
 from remedis_tf.errors import RemedisError
 from remedis_tf.train import strategy as strategy_lib
+
+flags.DEFINE_enum(_startup.FLAG, _startup.DEFAULT_LEVEL, list(_startup.LEVELS),
+                  "TensorFlow's C++ log level (TF_CPP_MIN_LOG_LEVEL): 0 everything, 1 "
+                  "warnings and errors, 2 errors (default), 3 nothing. At 2 and 3 the "
+                  "start-up lines TensorFlow prints regardless (no CUDA driver, cuInit) are "
+                  "dropped too; 0 or 1 brings them back. Read before TensorFlow starts (also "
+                  "from a --flagfile). absl's --verbosity does not reach these lines.")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C

@@ -56,8 +56,11 @@ LOOP = ConfigFlags(LoopConfig, {
     "checkpoint_every": Flag(help="Save a checkpoint every N steps (and at the end, and on "
                              "SIGTERM)."),
     "keep_checkpoints": Flag(),
-    "summary_every": Flag(help="Write TensorBoard scalars every N steps."),
-    "log_every": Flag(help="Print a progress line (loss, images/s, ETA) every N steps."),
+    "summary_every": Flag(help="Write TensorBoard scalars every N steps; 0 = scale with "
+                          "the run: min(50, max(1, total steps // 20)), so a short run still "
+                          "gets about 20 points."),
+    "log_every": Flag(help="Print a progress line (loss, images/s, ETA) every N steps. "
+                      "Both rates leave out the first host-loop call (tracing, start-up)."),
     "eval_every": Flag(help="Evaluate on the validation set every N steps and keep the best "
                        "checkpoint in run_dir/best (0 = only at the end)."),
     "xla": Flag(help="Compile the per-replica train step with XLA (jit_compile). Off by "
@@ -200,14 +203,23 @@ def define_augment_flags(default_preset: str) -> None:
                       f"{docs.get(field.name, field.name)} (unset = the preset's value)")
 
 
+# AugmentConfig's fields as the binaries' flags, for its validation errors: image_size is
+# --image_size (the training resolution), every other field --aug_<field>.
+AUGMENT = ConfigFlags(augment_lib.AugmentConfig, {
+    f.name: Flag("image_size" if f.name == "image_size" else AUG_PREFIX + f.name)
+    for f in dataclasses.fields(augment_lib.AugmentConfig)})
+
+
 def augment_from_flags(image_size: int) -> augment_lib.AugmentConfig:
-  """The preset named by --aug_preset with every --aug_* flag that was set applied."""
+  """The preset named by --aug_preset with every --aug_* flag that was set applied; a
+  ConfigError names the flag (``--image_size=-32: …``, ``--aug_blur_prob=2.0: …``)."""
   overrides: Dict[str, object] = {"image_size": image_size}
   for field in dataclasses.fields(augment_lib.AugmentConfig):
     name = AUG_PREFIX + field.name
     if name in FLAGS and FLAGS[name].value is not None:
       overrides[field.name] = FLAGS[name].value
-  return augment_lib.get_preset(FLAGS.aug_preset, **overrides)
+  with AUGMENT.flag_errors():
+    return augment_lib.get_preset(FLAGS.aug_preset, **overrides)
 
 
 def define_variant_flag(default_variant: str) -> None:

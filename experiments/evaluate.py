@@ -4,7 +4,10 @@ Each set is one repeated ``--eval_set=NAME=[SOURCE:]PATH``: PATH is the CSV (csv
 chexpert sources), the MIMIC-CXR-JPG root (mimic), the image folder (folder) or the
 TFRecord prefix (tfrecords); SOURCE defaults to --eval_source. The other --eval_* data
 flags (label columns, policies, patient column, ...) apply to every set; label columns
-default to the model's own labels (matched by name, so extra columns are ignored).
+default to the model's own labels (matched by name, so extra columns are ignored). A set
+labelled for only some of the model's labels (name those with --eval_label_columns) is
+scored on the labels it has; the others are printed and listed as missing_labels in
+summary.json (its mean AUC averages the shared labels only).
 
 Example (CheXpert-trained model; ID test + MIMIC-CXR as zero-shot OOD; operating point
 chosen on the CheXpert validation set by Youden's J):
@@ -87,7 +90,11 @@ flags.DEFINE_bool("save_predictions", True, "Also write <set>_predictions.csv wi
 flags.DEFINE_string("export_savedmodel", None, "Also export the --model run directory as a "
                     "self-describing classifier SavedModel at this path (probabilities from "
                     "images in [0,1], using the temperatures saved with the best checkpoint; "
-                    "label names, image size and temperatures in remedis_classifier.json).")
+                    "label names, image size, crop and temperatures in "
+                    "remedis_classifier.json). Its serving_default signature (Keras "
+                    "TFSMLayer's default endpoint) expects images already centre-cropped and "
+                    "resized to the image size; serving_any_size crops and resizes any-size "
+                    "images itself, as this evaluation does.")
 flags.DEFINE_string("export_preset", None, "Also export the --model run directory as a "
                     "KerasHub classifier preset folder at this path (label names, task, image "
                     "size, eval crop and the saved temperatures travel with it; a README.md "
@@ -223,8 +230,11 @@ def main(argv):
     classifier.export_classifier_savedmodel(task, FLAGS.export_savedmodel, source=FLAGS.model,
                                             crop_fraction=crop)
     temps = "none (T = 1)" if task.temperature is None else task.temperature["temperature"]
+    fallback = sorted(((task.temperature or {}).get("fallback") or {}))
     print(f"[export] classifier SavedModel written to {FLAGS.export_savedmodel} "
-          f"(temperatures {temps})")
+          f"(temperatures {temps}"
+          + (f"; left at T = 1 for {', '.join(fallback)}, reasons in "
+             f"{classifier_export.SIDECAR_FILE}" if fallback else "") + ")")
   if FLAGS.export_preset:
     metrics = [{"set": name, **row} for name, row in summary["sets"].items()]
     classifier.export_classifier_preset(task, FLAGS.export_preset, source=FLAGS.model,
@@ -234,7 +244,9 @@ def main(argv):
   for name, row in summary["sets"].items():
     ci = "" if row["lower"] is None else f" [{row['lower']:.4f}, {row['upper']:.4f}]"
     value = "n/a" if row["value"] is None else f"{row['value']:.4f}"
-    print(f"{name}: {row['metric']} {value}{ci} ({row['num_examples']} images)")
+    lacking = row.get("missing_labels")
+    print(f"{name}: {row['metric']} {value}{ci} ({row['num_examples']} images"
+          + (f"; not labelled for {', '.join(lacking)}" if lacking else "") + ")")
 
 
 if __name__ == "__main__":

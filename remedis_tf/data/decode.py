@@ -164,6 +164,14 @@ def _shrink(image: tf.Tensor, max_size: Optional[int], scale: float,
       lambda: tf.cast(image, tf.float32) / scale)
 
 
+def shrink_to(image: tf.Tensor, max_size: Optional[int]) -> tf.Tensor:
+  """A decoded float ``[H, W, C]`` image in [0, 1] downscaled as the decoders do (area
+  resampling, aspect kept, never upscaled) so its longest side is at most ``max_size``
+  (None: unchanged). The JPEG decoder's DCT-domain reduction of a huge JPEG happens on the
+  file's bytes, before this, and is not reproduced."""
+  return _shrink(tf.cast(image, tf.float32), max_size, 1.0)
+
+
 def _to_rgb(image: tf.Tensor) -> tf.Tensor:
   """[H, W, C] with C in 1..4 → [H, W, 3]: grey replicated, alpha dropped."""
   channels = tf.shape(image)[-1]

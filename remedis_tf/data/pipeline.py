@@ -19,7 +19,7 @@ datasets also yield ``"id"`` and ``"patient"`` strings and keep the last partial
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -299,7 +299,7 @@ def supervised_dataset(manifest: Manifest, *, augment: Optional[augment_lib.Augm
 
 def eval_dataset(manifest: Manifest, *, image_size: int, batch_size: int,
                  crop_fraction: float = augment_lib.EVAL_CROP_FRACTION,
-                 max_image_size: Optional[int] = None,
+                 max_image_size: Union[int, str, None] = "working",
                  tfrecords_memory_bytes: int = TFRECORDS_MEMORY_BYTES) -> tf.data.Dataset:
   """One pass over the manifest in order, last partial batch kept.
 
@@ -307,11 +307,20 @@ def eval_dataset(manifest: Manifest, *, image_size: int, batch_size: int,
   "patient": string [b]}``; images centre-cropped (``crop_fraction``) and resized.
   ``patient`` is the record's patient id, or a unique per-record key when it has none.
   TFRecord index manifests as in :func:`contrastive_dataset`.
+
+  ``max_image_size``: ``"working"`` (default) downscales each image right after decoding
+  to a longest side of ``decode.working_size(image_size)`` = ``max(4·S, 1024)`` pixels
+  (area resampling; smaller images are untouched), as training and ``evaluate`` /
+  ``evaluate_model`` do, so this yields the very batches they score; an int sets that
+  side; None keeps full-size images (slower, more memory, and slightly different pixels
+  after the final resize for images larger than the working size).
   """
   if len(manifest) == 0:
     raise DataError(f"dataset {_source(manifest)} is empty")
   if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
     raise ConfigError(f"batch_size={batch_size!r}: must be a positive integer")
+  if max_image_size == "working":
+    max_image_size = decode.working_size(image_size)
   load = _make_loader(manifest, max_image_size, False, tfrecords_memory_bytes)
   columns = {
       "index": np.arange(len(manifest), dtype=np.int64),

@@ -24,12 +24,29 @@ Scope: one temperature **per finding** for multi-label / binary (each sigmoid ou
 own binary problem, so per-finding fits are independent and cannot hurt another finding;
 ranking and so AUC are unchanged), one **per model** for multi-class (a shared ``T`` keeps
 the argmax, so accuracy is unchanged). The NLL is convex in ``1/T``; the fit bisects the
-sign of its derivative over ``T`` in [0.05, 20] (no scipy needed, exact to float64). A
-finding whose validation labels are all one class keeps ``T = 1`` (noted).
+sign of its derivative over ``T`` in [0.05, 20] (no scipy needed, exact to float64).
+
+A fit that cannot be trusted falls back to ``T = 1`` and records why (``fallback``:
+``{finding: reason}`` in the fit and in every record written from it; the callers print
+one warning line per entry):
+
+* too few validation examples: fewer than :data:`MIN_FIT_EXAMPLES` labelled examples, or
+  (multi-label / binary) fewer than :data:`MIN_FIT_PER_CLASS` positives or negatives of the
+  finding (on 8 validation images the temperatures of a real run landed on the bounds
+  and its exported model gave 0.5000 for two findings);
+* the fit ends on a bound of ``[0.05, 20]``: the NLL keeps falling towards the bound, which
+  happens when the validation scores are (nearly) separable (T → 0 makes every probability
+  0 or 1) or carry no signal (T → ∞ makes every probability 0.5); neither is a temperature
+  to deploy;
+* the finding's validation labels are all one class (or there are none).
 
 The fitted temperatures of a fine-tuning run are written next to its model-selection
 checkpoint (``run_dir/best/temperature.json``, :data:`TEMPERATURE_FILE`) and exported
 with the classifier SavedModel (see :mod:`remedis_tf.runs.classifier`).
+
+The module is long because ECE, the temperature fit (with its fallback rules), the
+temperature record on disk and the per-set report share one definition of what is
+calibrated and of the probabilities; split, each part would import the others.
 """
 
 from __future__ import annotations
@@ -49,6 +66,10 @@ DEFAULT_NUM_BINS = 15
 TEMPERATURE_FILE = "temperature.json"
 TEMPERATURE_FORMAT = "remedis_tf.temperature"
 T_RANGE = (0.05, 20.0)
+# Smallest validation set a temperature is fitted on (see the module docstring): labelled
+# examples per finding (multi-class: labelled rows), and positives / negatives per finding.
+MIN_FIT_EXAMPLES = 20
+MIN_FIT_PER_CLASS = 5
 TOP_LABEL = "top-label"
 BINNING = ("equal-width bins on [0, 1]: bin b holds p in [b/B, (b+1)/B), the last bin "
            "also holds 1.0; empty bins are skipped")
@@ -210,8 +231,9 @@ def _fit_beta(f: Callable[[float], Tuple[float, float]], t_range=T_RANGE,
 
 
 def fit_temperature(task: str, logits: Any, labels: Any, mask: Optional[Any] = None,
-                    label_names: Optional[Sequence[str]] = None, t_range=T_RANGE
-                    ) -> Dict[str, Any]:
+                    label_names: Optional[Sequence[str]] = None, t_range=T_RANGE,
+                    min_examples: int = MIN_FIT_EXAMPLES,
+                    min_per_class: int = MIN_FIT_PER_CLASS) -> Dict[str, Any]:
   """Fits temperatures minimising the validation NLL (scope: see the module docstring).
 
   Args:
@@ -220,12 +242,14 @@ def fit_temperature(task: str, logits: Any, labels: Any, mask: Optional[Any] = N
       ids); mask: optional ``[N, K]`` (0 = not used).
     label_names: K names (default ``class_j``).
     t_range: bounds on T.
+    min_examples, min_per_class: smallest set fitted on (see the module docstring).
 
   Returns:
     ``{"temperature": {name: T}, "scope": "per finding" | "per model",
     "nll_before": {name: mean NLL at T=1}, "nll_after": {...}, "num_examples": {...},
-    "notes": [str]}``. Multi-class: every name maps to the shared T and the NLL /
-    example-count entries are under the key ``"all"``.
+    "notes": [str], "fallback": {name: reason}}`` (``fallback``: the findings left at
+    T = 1 and why; see :func:`fallback_warnings`). Multi-class: every name maps to the
+    shared T and the NLL / example-count entries are under the key ``"all"``.
   """
   z = np.asarray(logits, np.float64)
   if z.ndim != 2:
@@ -237,19 +261,28 @@ def fit_temperature(task: str, logits: Any, labels: Any, mask: Optional[Any] = N
   y = np.asarray(labels, np.float64)
   m = np.ones((n, k)) if mask is None else np.asarray(mask, np.float64).reshape(n, k)
   out: Dict[str, Any] = {"temperature": {}, "nll_before": {}, "nll_after": {},
-                         "num_examples": {}, "notes": []}
+                         "num_examples": {}, "notes": [], "fallback": {}}
   if task == "multiclass":
     rows = (m > 0).any(1)
     ids = (y.argmax(1) if y.ndim == 2 else y.astype(np.int64))[rows]
     f = _nll_and_grad(task, z[rows], ids)
-    t = 1.0 / _fit_beta(f, t_range) if rows.any() else 1.0
-    if not rows.any():
-      out["notes"].append("no validation rows: T = 1")
+    count = int(rows.sum())
+    reason = None
+    if count < min_examples:
+      reason = (f"{count} labelled validation example(s), fewer than {min_examples}: "
+                "too few to fit a temperature")
+    else:
+      t = 1.0 / _fit_beta(f, t_range)
+      reason = _bound_reason(t, t_range)
+    if reason is not None:
+      t = 1.0
+      out["notes"].append(f"all classes: {reason}; T = 1")
+      out["fallback"] = {name: reason for name in names}
     out["scope"] = "per model"
     out["temperature"] = {name: float(t) for name in names}
-    out["nll_before"]["all"] = f(1.0)[0] if rows.any() else None
-    out["nll_after"]["all"] = f(1.0 / t)[0] if rows.any() else None
-    out["num_examples"]["all"] = int(rows.sum())
+    out["nll_before"]["all"] = f(1.0)[0] if count else None
+    out["nll_after"]["all"] = f(1.0 / t)[0] if count else None
+    out["num_examples"]["all"] = count
     return out
   y = y.reshape(n, k)
   out["scope"] = "per finding"
@@ -257,18 +290,52 @@ def fit_temperature(task: str, logits: Any, labels: Any, mask: Optional[Any] = N
     keep = m[:, j] > 0
     yj, zj = y[keep, j], z[keep, j]
     f = _nll_and_grad(task, zj, yj)
+    positives = int((yj > 0.5).sum())
+    negatives = int(yj.size - positives)
     if yj.size == 0 or yj.min() == yj.max():
-      t = 1.0
-      out["notes"].append(f"{name}: validation labels are all one class (or none): T = 1")
+      reason = "validation labels are all one class (or none)"
+    elif yj.size < min_examples or min(positives, negatives) < min_per_class:
+      reason = (f"{yj.size} labelled validation example(s) ({positives} positive, "
+                f"{negatives} negative), fewer than {min_examples} examples or "
+                f"{min_per_class} of each class: too few to fit a temperature")
     else:
       t = 1.0 / _fit_beta(f, t_range)
-      if not t_range[0] < t < t_range[1]:
-        out["notes"].append(f"{name}: T at the bound of [{t_range[0]}, {t_range[1]}]")
+      reason = _bound_reason(t, t_range)
+    if reason is not None:
+      t = 1.0
+      out["notes"].append(f"{name}: {reason}; T = 1")
+      out["fallback"][name] = reason
     out["temperature"][name] = float(t)
     out["nll_before"][name] = f(1.0)[0] if yj.size else None
     out["nll_after"][name] = f(1.0 / t)[0] if yj.size else None
     out["num_examples"][name] = int(yj.size)
   return out
+
+
+def _bound_reason(t: float, t_range) -> Optional[str]:
+  """Why a fitted ``t`` is not used (it ends on a bound of ``t_range``), else None."""
+  lo, hi = t_range
+  # The bisection ends within a factor 1 + 1e-12 of a bound it runs into.
+  if t <= lo * (1 + 1e-9):
+    return (f"the fit ended on the lower bound T = {lo:g} (validation scores nearly "
+            "separable, or too few examples)")
+  if t >= hi * (1 - 1e-9):
+    return (f"the fit ended on the upper bound T = {hi:g} (validation scores carry no "
+            "signal)")
+  return None
+
+
+def fallback_warnings(fit_or_record: Optional[Mapping[str, Any]]) -> List[str]:
+  """One line per finding whose temperature fell back to T = 1, with the reason (what the
+  callers print as warnings); ``[]`` for None or a record without fallbacks."""
+  fallback = (fit_or_record or {}).get("fallback") or {}
+  if not fallback:
+    return []
+  if len(set(fallback.values())) == 1 and len(fallback) > 1:
+    return [f"temperature of {', '.join(fallback)} not fitted: {next(iter(fallback.values()))}"
+            "; using T = 1"]
+  return [f"temperature of {name} not fitted: {why}; using T = 1"
+          for name, why in fallback.items()]
 
 
 def temperature_record(task: str, label_names: Sequence[str], fit: Mapping[str, Any],
@@ -278,7 +345,8 @@ def temperature_record(task: str, label_names: Sequence[str], fit: Mapping[str, 
           "label_names": list(label_names), "fitted_on": fitted_on,
           "method": "temperature scaling, mean NLL minimised on the validation set",
           **{k: fit[k] for k in ("temperature", "scope", "nll_before", "nll_after",
-                                 "num_examples", "notes")}}
+                                 "num_examples", "notes")},
+          "fallback": dict(fit.get("fallback") or {})}
 
 
 def temperature_vector(record: Optional[Mapping[str, Any]], label_names: Sequence[str]

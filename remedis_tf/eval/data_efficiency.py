@@ -58,9 +58,12 @@ class Row:
 class AggregateRow:
   """Summary of one (model, fraction) over seeds.
 
-  ``std`` is the sample standard deviation (ddof 1); ``lower``/``upper`` the Student-t
-  interval ``mean ± t_{(1+c)/2, n-1} · std / sqrt(n)``. With one seed std and the interval
-  are NaN (a single run says nothing about seed variance). ``n_train`` is the mean over
+  ``interval`` says what ``lower``/``upper`` are: ``"t"`` (from :func:`aggregate`), the
+  Student-t interval ``mean ± t_{(1+c)/2, n-1} · std / sqrt(n)`` with ``std`` the sample
+  standard deviation (ddof 1), NaN with one seed (a single run says nothing about seed
+  variance); ``"bootstrap"`` (from
+  :meth:`remedis_tf.eval.resampling.CombinedRow.to_aggregate`), the percentile interval of
+  replicates that resample seeds and test patients together. ``n_train`` is the mean over
   seeds (None when unknown).
   """
   model: str
@@ -72,6 +75,31 @@ class AggregateRow:
   num_seeds: int
   n_train: Optional[float] = None
   confidence: float = 0.95
+  interval: str = "t"
+
+
+INTERVALS = ("t", "bootstrap")
+
+
+def interval_label(table: Sequence[AggregateRow]) -> str:
+  """What the intervals of ``table`` are, in words (the Markdown table's header line):
+  a Student-t interval over seeds, a percentile bootstrap over seeds and test patients,
+  or none (one seed per cell with the t rule)."""
+  if not table:
+    return "no cells"
+  conf = f"{100 * table[0].confidence:g}%"
+  kinds = {r.interval for r in table}
+  seeds = [r.num_seeds for r in table]
+  if kinds == {"bootstrap"}:
+    over = ("test patients (one seed per cell)" if max(seeds) <= 1
+            else "seeds and test patients")
+    return f"{conf} percentile bootstrap interval, resampling {over}"
+  if kinds == {"t"}:
+    if max(seeds) <= 1:
+      return "one seed per cell: no interval"
+    return (f"{conf} Student-t interval over seeds"
+            + (" (none where a cell has one seed)" if min(seeds) <= 1 else ""))
+  return f"{conf} intervals: " + ", ".join(sorted(kinds))
 
 
 def _as_row(row: Union[Row, Mapping[str, Any]]) -> Row:
@@ -266,7 +294,7 @@ def headline_fraction(table: Sequence[Any], reference_model: str = "baseline",
 
 
 TABLE_COLUMNS = ("model", "fraction", "num_seeds", "n_train", "mean", "std", "lower", "upper",
-                 "confidence")
+                 "confidence", "interval")
 
 
 def write_table(table: Sequence[Any], csv_path: str, md_path: str, metric_name: str = "metric",
@@ -298,8 +326,7 @@ def write_table(table: Sequence[Any], csv_path: str, md_path: str, metric_name: 
                              else None)
       row[f"{m} seeds"] = r.num_seeds if r is not None else None
     md_rows.append(row)
-  conf = agg[0].confidence if agg else 0.95
-  text = (f"{metric_name}: mean over seeds [{100 * conf:g}% t-interval]\n\n"
+  text = (f"{metric_name}: mean over seeds [{interval_label(agg)}]\n\n"
           + report.markdown_table(md_rows) + "\n")
   if headline is not None:
     text += f"\n{headline.summary}.\n"

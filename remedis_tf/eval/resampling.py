@@ -99,7 +99,8 @@ class CombinedRow:
   def to_aggregate(self) -> de.AggregateRow:
     """As a :class:`remedis_tf.eval.data_efficiency.AggregateRow` (tables, plots)."""
     return de.AggregateRow(self.model, self.fraction, self.mean, self.std, self.lower,
-                           self.upper, self.num_seeds, self.n_train, self.confidence)
+                           self.upper, self.num_seeds, self.n_train, self.confidence,
+                           interval="bootstrap")
 
 
 @dataclasses.dataclass

@@ -54,9 +54,11 @@ def calibration_section(eval_dirs: Mapping[str, str], set_names: Sequence[str],
     temps = cal.get("temperature") or {}
     if model not in noted:
       noted.add(model)
+      fallback = cal.get("fallback") or {}
       notes.append(f"{model}: temperatures {cal['source']}"
                    + (f", {cal.get('scope')}" if cal.get("scope") else "") + ": "
-                   + (", ".join(f"{k} {v:.3f}" for k, v in temps.items()) or "none") + ".")
+                   + (", ".join(f"{k} {v:.3f}" for k, v in temps.items()) or "none") + "."
+                   + "".join(f" {k}: not fitted, {why}; T = 1." for k, why in fallback.items()))
     for target, entry in cal["targets"].items():
       rows.append({"model": model, "set": set_name, "finding": target,
                    "n": entry["num_examples"], "T": temps.get(target),

@@ -47,13 +47,14 @@ predicted and scored, so a failing run leaves earlier results untouched):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from remedis_tf import io_utils
-from remedis_tf.data.label_alignment import align_labels
+from remedis_tf.data.label_alignment import align_labels, missing_labels
 from remedis_tf.data.manifest import Manifest
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval import calibration as calibration_lib
@@ -113,7 +114,10 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     model_source: fine-tuning run directory, classifier preset or classifier SavedModel
       (:func:`remedis_tf.runs.classifier.load_model`).
     eval_sets: ``{name: Manifest}``; names become file names (``id_test``,
-      ``ood_site_b``, ...). Label columns are matched to the model's by name.
+      ``ood_site_b``, ...). Label columns are matched to the model's by name; a
+      multi-label or binary set that lacks some of the model's labels is scored on the
+      labels it has (the others are logged and listed as ``missing_labels`` in its
+      summary row and metrics JSON; its mean AUC averages the shared labels only).
     out_dir: output folder (local or ``gs://``).
     num_bootstrap: patient-level bootstrap resamples for the CIs (0 = no CIs).
     operating_point: ``youden`` | ``sensitivity:T`` | ``specificity:T`` | a threshold.
@@ -133,8 +137,11 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   Returns:
     The summary dict also written to ``summary.json``: ``{"model", "model_kind",
     "checkpoint", "task", "label_names", "operating_point": {...}, "sets": {name: {"metric",
-    "value", "lower", "upper", "num_undefined", "num_examples", "num_patients", "role"}},
-    "calibration": {"temperature", "source", "num_bins"}, "subgroups": [spec, ...]}``;
+    "value", "lower", "upper", "num_undefined", "num_examples", "num_patients", "role",
+    "source", "missing_labels"}},
+    "calibration": {"temperature", "source", "num_bins", "scope", "fallback"}, "subgroups":
+    [spec, ...]}`` (``fallback``: ``{finding: reason}`` for temperatures left at T = 1,
+    see :mod:`remedis_tf.eval.calibration`);
     ``num_undefined`` counts the bootstrap resamples where the metric was undefined (for
     mean AUC: some class without positives or negatives), which the CI leaves out.
   """
@@ -151,15 +158,25 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   model = classifier_lib.load_model(model_source, which)
   log(f"[evaluate] model {model_source} ({model.kind}; {model.task}, labels "
       f"{list(model.label_names)}, {model.image_size} px)")
-  aligned = {name: align_labels(m, model.label_names, model.task, name)
+  aligned = {name: align_labels(m, model.label_names, model.task, name, allow_missing=True)
              for name, m in eval_sets.items()}
+  # A set without some of the model's labels is scored on the labels it has.
+  names = {name: list(m.label_names) for name, m in aligned.items()}
+  missing = {name: missing_labels(m, model.label_names) for name, m in aligned.items()}
+  for name, lacking in missing.items():
+    if lacking:
+      log(f"[evaluate] {name}: no labels for {lacking} in {aligned[name].source}; scoring "
+          f"its {len(names[name])} shared label(s) {names[name]} (its mean is over these "
+          "only)")
   # Subgroup columns are checked before any prediction runs.
   group_values = {name: {s.column: subgroups_lib.subgroup_values(m, s) for s in specs}
                   for name, m in aligned.items()}
   preds: Dict[str, predict_lib.Predictions] = {}
   for name, manifest in aligned.items():
     log(f"[evaluate] predicting {name}: {len(manifest)} images from {manifest.source}")
-    preds[name] = model.predict(manifest, batch_size=batch_size, keep=("scores", "logits"))
+    preds[name] = _columns(model.predict(manifest, batch_size=batch_size,
+                                         keep=("scores", "logits")),
+                           [list(model.label_names).index(n) for n in names[name]])
     if specs and list(preds[name].ids) != [r.example_id for r in manifest.records]:
       raise DataError(f"evaluation set {name!r}: predictions are not in manifest order")
 
@@ -177,7 +194,11 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
     else:
       p = preds[val_set]
       thresholds, notes = thresholds_lib.choose_thresholds(op, p.labels, p.scores, p.mask,
-                                                           model.label_names)
+                                                           names[val_set])
+      for n in missing[val_set]:
+        thresholds[n] = 0.5
+        notes.append(f"{n}: not labelled in {val_set}, fixed 0.5")
+      thresholds = {n: thresholds[n] for n in model.label_names}
       op_info["chosen_on"] = val_set
     op_info["thresholds"] = thresholds
     op_info["notes"] = notes
@@ -190,37 +211,46 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
   if temp_record is None and val_set is not None and calibration_bins:
     p = preds[val_set]
     fit = calibration_lib.fit_temperature(model.task, p.logits, p.labels, p.mask,
-                                          model.label_names)
+                                          names[val_set])
+    for n in missing[val_set]:
+      fit["temperature"][n] = 1.0
+      fit["fallback"][n] = f"not labelled in {val_set}"
+    fit["temperature"] = {n: fit["temperature"][n] for n in model.label_names}
     temp_record = calibration_lib.temperature_record(model.task, model.label_names, fit,
                                                      aligned[val_set].source)
     temp_source = f"fitted on {val_set} by this evaluation (not saved with the model)"
   elif temp_record is None:
     temp_source = "none (no temperature saved with the model and no val_set)"
-  temps = (None if temp_record is None else
-           calibration_lib.temperature_vector(temp_record, model.label_names))
+  for line in calibration_lib.fallback_warnings(temp_record):
+    log(f"[calibration] WARNING: {line} (temperatures {temp_source})")
+  temps = {name: None if temp_record is None else
+           calibration_lib.temperature_vector(temp_record, names[name]) for name in preds}
   calib_info = {"num_bins": int(calibration_bins), "source": temp_source,
                 "temperature": None if temp_record is None else temp_record["temperature"],
-                "scope": None if temp_record is None else temp_record.get("scope")}
+                "scope": None if temp_record is None else temp_record.get("scope"),
+                "fallback": None if temp_record is None else temp_record.get("fallback", {})}
 
   results: Dict[str, Dict[str, Any]] = {}
   calib_reports: Dict[str, Dict[str, Any]] = {}
   subgroup_reports: Dict[str, List[Dict[str, Any]]] = {}
   sets_summary: Dict[str, Dict[str, Any]] = {}
   for name, p in preds.items():
-    kwargs = {"operating_point": thresholds} if thresholds is not None else {}
+    kwargs = ({"operating_point": {n: thresholds[n] for n in names[name]}}
+              if thresholds is not None else {})
     boot = dict(num_bootstrap=num_bootstrap, confidence=confidence, seed=seed)
     if calibration_bins:
       calib_reports[name] = {**calibration_lib.calibration_report(
-          model.task, p.labels, p.logits, p.mask, model.label_names, temps, p.patients,
+          model.task, p.labels, p.logits, p.mask, names[name], temps[name], p.patients,
           num_bins=calibration_bins, **boot), **calib_info, "set": name}
     subgroup_reports[name] = [subgroups_lib.evaluate_subgroups(
         model.task, p.labels, p.scores, p.mask, p.patients, group_values[name][s.column], s,
-        model.label_names, subgroup_min_patients, **boot, **kwargs) for s in specs]
+        names[name], subgroup_min_patients, **boot, **kwargs) for s in specs]
     result = task_metrics.evaluate_predictions(
         model.task, p.labels, p.scores, p.mask, patients=p.patients,
-        label_names=list(model.label_names), num_bootstrap=num_bootstrap,
+        label_names=names[name], num_bootstrap=num_bootstrap,
         confidence=confidence, seed=seed, logits=p.logits, **kwargs)
     result["set"] = name
+    result["missing_labels"] = missing[name]
     result["source"] = aligned[name].source
     result["model"] = model_source
     result["operating_point"] = op_info
@@ -231,7 +261,7 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
                           "upper": ci["upper"], "num_undefined": ci.get("num_undefined", 0),
                           "num_examples": result["num_examples"],
                           "num_patients": result["num_patients"], "role": role,
-                          "source": aligned[name].source}
+                          "source": aligned[name].source, "missing_labels": missing[name]}
     undefined = ci.get("num_undefined", 0)
     log(f"[evaluate] {name}: {metric_name} {_fmt(ci)} ({result['num_examples']} images"
         + (f"; undefined in {undefined} of {num_bootstrap} resamples, left out of the CI"
@@ -261,11 +291,20 @@ def evaluate_model(model_source: str, eval_sets: Mapping[str, Manifest], out_dir
                                     os.path.join(out_dir, f"{name}_subgroups.csv"))
     if save_predictions:
       io_utils.atomic_write_text(os.path.join(out_dir, f"{name}_predictions.csv"),
-                                 _predictions_csv(preds[name], model.label_names))
+                                 _predictions_csv(preds[name], names[name]))
   io_utils.atomic_write_json(os.path.join(out_dir, "summary.json"), summary)
   io_utils.atomic_write_text(os.path.join(out_dir, "summary.csv"), _summary_csv(sets_summary))
   log(f"[evaluate] wrote {out_dir}/summary.json")
   return summary
+
+
+def _columns(preds: predict_lib.Predictions, columns: Sequence[int]
+             ) -> predict_lib.Predictions:
+  """``preds`` with only the model outputs ``columns`` (the set's labels, in its order)."""
+  if list(columns) == list(range(preds.scores.shape[1])):
+    return preds
+  take = lambda a: None if a is None else a[:, list(columns)]  # noqa: E731
+  return dataclasses.replace(preds, scores=take(preds.scores), logits=take(preds.logits))
 
 
 def _fmt(ci: Mapping[str, Any]) -> str:

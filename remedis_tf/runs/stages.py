@@ -195,7 +195,7 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
   if validation is not None:
     crop = augment.eval_crop_fraction if augment is not None else augment_lib.EVAL_CROP_FRACTION
     eval_hook = _model_selection_hook(task, validation, image_size, eval_batch_size,
-                                      loop.run_dir, strategy, crop, selection_metric)
+                                      loop.run_dir, strategy, crop, selection_metric, log)
   try:
     with run_guard.guarded_run(loop.run_dir, train.source, DATA_HINT):
       return loop_lib.run_loop(task, strategy, loop, run_config, log=log, eval_hook=eval_hook,
@@ -208,10 +208,10 @@ def run_supervised(train: Manifest, config: SupervisedConfig, optimizer: Optimiz
 
 def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size: int,
                           batch_size: int, run_dir: str, strategy, crop_fraction: float,
-                          metric: Optional[str] = None):
+                          metric: Optional[str] = None, log: Callable[[str], None] = print):
   best_dir = os.path.join(run_dir, BEST_SUBDIR)
   info_path = os.path.join(best_dir, BEST_INFO)
-  state = {"manager": None}
+  state = {"manager": None, "warned": set()}
 
   def hook(step: int) -> Dict[str, float]:
     result, preds = evaluate_task(task, validation, image_size, batch_size,
@@ -232,6 +232,11 @@ def _model_selection_hook(task: SupervisedTask, validation: Manifest, image_size
         schema = task.manifest
         fit = calibration.fit_temperature(schema.task, preds.logits, preds.labels,
                                           preds.mask, schema.label_names)
+        for line in calibration.fallback_warnings(fit):
+          if line not in state["warned"]:  # once per run, not at every new best step
+            state["warned"].add(line)
+            log(f"[calibration] WARNING: {line} (recorded in {BEST_SUBDIR}/"
+                f"{calibration.TEMPERATURE_FILE})")
         calibration.write_temperature(best_dir, calibration.temperature_record(
             schema.task, schema.label_names, fit, validation.source))
         io_utils.atomic_write_json(info_path, {"step": step, "metric": name, "value": value,

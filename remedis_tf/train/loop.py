@@ -20,6 +20,10 @@ Only the chief writes summaries and ``config.json``; every worker saves checkpoi
 ``checkpoints/`` (so ``run_dir`` must be shared, e.g. ``gs://``), and they check that they
 restored the same step. A SIGTERM on any worker is shared with the others at the next
 host-loop boundary, so all of them save the same step and stop together.
+
+The module is long because everything the loop does between host-loop calls (cadences,
+checkpoints, resume checks, preemption, the run-directory lock, storage retries) works on
+one run's state (``_TrainingRun``); split, each part would need all of it.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ class LoopConfig:
     checkpoint_every: save every N steps (independent of the summary interval); a final
       checkpoint is always written.
     keep_checkpoints: how many recent checkpoints to keep.
-    summary_every: TensorBoard scalars every N steps.
+    summary_every: TensorBoard scalars every N steps; 0 (default): :attr:`summary_interval`.
     log_every: progress line every N steps.
     eval_every: call the task's evaluation hook every N steps (0 = only at the end).
     xla: compile the per-replica train step with XLA (``jit_compile=True``). Needs a
@@ -74,7 +78,7 @@ class LoopConfig:
   steps_per_loop: int = 1
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
-  summary_every: int = 50
+  summary_every: int = 0
   log_every: int = 20
   eval_every: int = 0
   xla: bool = False
@@ -88,11 +92,17 @@ class LoopConfig:
       "run_dir", "total_steps", "steps_per_loop", "checkpoint_every", "keep_checkpoints",
       "summary_every", "log_every", "eval_every", "xla", "lock_timeout_s", "steal_lock")
 
+  @property
+  def summary_interval(self) -> int:
+    """``summary_every``; when 0, ``min(50, max(1, total_steps // 20))`` (~20 per short run)."""
+    return self.summary_every or min(50, max(1, self.total_steps // 20))
+
   def __post_init__(self):
     for name in ("total_steps", "steps_per_loop", "checkpoint_every", "keep_checkpoints",
                  "summary_every", "log_every"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+      low = int(name != "summary_every")  # summary_every=0: scaled with the run
+      if getattr(self, name) < low:
+        raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
     if self.eval_every < 0:
       raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
     if not self.lock_timeout_s > 0:
@@ -296,12 +306,13 @@ class _TrainingRun:
       n = self._steps_to_next_event(step)
       metrics = self._run_steps(run_steps, iterator, step, n)
       step += n
+      progress.steps_done(step)
       metrics["step"] = step
       history.append(metrics)
       last_metrics = metrics
       if self._due(step, config.log_every):
         self.log(progress.line(step, metrics))
-      if self._due(step, config.summary_every):
+      if self._due(step, config.summary_interval):
         self._summary_step(step, metrics)
       if self.eval_hook is not None and self._due(step, config.eval_every):
         self._eval_step(step, metrics)
@@ -343,7 +354,7 @@ class _TrainingRun:
     config = self.config
     boundaries = [config.total_steps, step + config.steps_per_loop,
                   _next_boundary(step, config.checkpoint_every),
-                  _next_boundary(step, config.summary_every),
+                  _next_boundary(step, config.summary_interval),
                   _next_boundary(step, config.log_every)]
     if config.eval_every:
       boundaries.append(_next_boundary(step, config.eval_every))

@@ -1,10 +1,17 @@
-"""The loop's progress line: metrics, images/s and ETA over the window since the last line."""
+"""The loop's progress line: metrics, images/s and ETA.
+
+The first host-loop call of a run (or of a resumed run) traces and compiles the step
+function and fills the input pipeline, which can take longer than many steps. Both rates
+leave it out: images/s is measured over the steps since the previous line, the ETA over
+all steps since the first call ended. A line printed right after the first call has no
+such steps yet and shows ``?``.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 
 def format_eta(seconds: float) -> str:
@@ -18,22 +25,39 @@ def format_eta(seconds: float) -> str:
 
 
 class Progress:
-  """Progress lines of one run; rates are measured over the steps since the previous line
-  (or since the run started, at ``start_step``)."""
+  """Progress lines of one run (see the module docstring)."""
 
   def __init__(self, total_steps: int, global_batch_size: int, names: Sequence[str],
-               start_step: int):
+               start_step: int, clock=time.time):
     self.total_steps, self.global_batch_size = total_steps, global_batch_size
     self.names = list(names)
-    self._time, self._step = time.time(), start_step  # the open window
+    self._clock = clock
+    self._step = start_step  # the open window of the images/s rate starts here ...
+    self._time: Optional[float] = None  # ... at this time, once the first call ended
+    self._warm: Optional[Tuple[float, int]] = None  # (time, step) when the first call ended
+
+  def steps_done(self, step: int) -> None:
+    """Called after each host-loop call that reached ``step``; the first call's end starts
+    the timing (its tracing and start-up time is left out)."""
+    if self._warm is None:
+      now = self._clock()
+      self._warm = (now, step)
+      self._time, self._step = now, step
 
   def line(self, step: int, metrics: Dict[str, float]) -> str:
     """``[train] step S/T loss ... | R img/s | ETA E``; closes the window at ``step``."""
-    now = time.time()
-    rate = (step - self._step) * self.global_batch_size / max(now - self._time, 1e-9)
-    steps_per_s = (step - self._step) / max(now - self._time, 1e-9)
-    eta = (self.total_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
+    now = self._clock()
+    rate = eta = float("nan")
+    if self._time is not None and step > self._step:
+      rate = (step - self._step) * self.global_batch_size / max(now - self._time, 1e-9)
+    if step >= self.total_steps:
+      eta = 0.0
+    elif self._warm is not None and step > self._warm[1]:
+      steps_per_s = (step - self._warm[1]) / max(now - self._warm[0], 1e-9)
+      eta = (self.total_steps - step) / steps_per_s
     shown = " ".join(f"{k} {metrics[k]:.4f}" for k in self.names)
-    self._time, self._step = now, step
-    return (f"[train] step {step}/{self.total_steps} {shown} | {rate:.1f} img/s | "
+    if self._time is not None:
+      self._time, self._step = now, step
+    rate_text = f"{rate:.1f}" if math.isfinite(rate) else "?"
+    return (f"[train] step {step}/{self.total_steps} {shown} | {rate_text} img/s | "
             f"ETA {format_eta(eta)}")

@@ -159,9 +159,23 @@ def _build_if_needed(trackable) -> None:
     trackable.build_for()
 
 
+def _in_variable_order(trackable, paths: Dict[Tuple[str, ...], object]
+                       ) -> Dict[Tuple[str, ...], object]:
+  """``paths`` ordered as ``trackable`` creates its variables (a Keras model's ``weights``:
+  root convolution first), so a message lists the first differing variable first; paths
+  of variables it does not list keep their breadth-first order, after the others."""
+  listed = getattr(trackable, "weights", None) or getattr(trackable, "variables", None) or ()
+  rank = {id(v): i for i, v in enumerate(listed)}
+  order = sorted(enumerate(paths), key=lambda ip: (rank.get(id(paths[ip[1]]), len(rank)),
+                                                   ip[0]))
+  return {p: paths[p] for _, p in order}
+
+
 def _check_item(graph: CheckpointGraph, name, trackable, allow_extra=()):
-  """Returns (num matched, ignored paths); raises CheckpointError listing differences."""
-  expected = {p: tuple(v.shape) for p, v in variable_paths(name, trackable).items()}
+  """Returns (num matched, ignored paths); raises CheckpointError listing differences
+  (each kind in the item's variable order)."""
+  expected = {p: tuple(v.shape) for p, v in
+              _in_variable_order(trackable, variable_paths(name, trackable)).items()}
   stored = {}
   for p in expected:
     node = graph.find(p)

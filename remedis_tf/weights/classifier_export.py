@@ -1,13 +1,26 @@
 """Trained classifiers on disk: the self-describing classifier SavedModel, and loading a
 classifier SavedModel or Keras classifier preset back as a forward function.
 
-A classifier SavedModel (:func:`write_classifier_savedmodel`) is a ``tf.Module`` whose
-``__call__(images)`` maps float32 ``[B,H,W,3]`` images in [0,1] to probabilities
-``[B,K]`` (sigmoid for multi-label/binary, softmax for multi-class, of
-``logits / temperature``), plus ``embed(images) -> [B,C]``, ``logits(images) -> [B,K]``
-(raw), the variable ``temperature`` ``[K]`` and a ``serving_default`` signature returning
-all three; a JSON sidecar (:data:`SIDECAR_FILE`) inside the directory records label
-names, task, image size, eval crop and the temperature record. A classifier preset is a
+A classifier SavedModel (:func:`write_classifier_savedmodel`) is a ``tf.Module``. Who
+crops and resizes:
+
+* ``serving_default`` (also the attribute ``serve``, the endpoint ``keras.layers.TFSMLayer``
+  calls by default), ``__call__``, ``embed`` and ``logits`` take images **the caller has
+  already prepared** as evaluation does: float32 ``[B,S,S,3]`` RGB in [0,1], centre-cropped
+  to ``crop_fraction`` of the shorter side and resized (bicubic) to ``S = image_size``
+  (both in the sidecar). Other sizes run (the network is convolutional, any H, W >= 32)
+  but are not what the model was evaluated on.
+* ``serving_any_size`` (and the attribute ``preprocess``) does that itself: float32
+  ``[B,H,W,3]`` RGB in [0,1] of any size, pre-shrunk as the decoders do (area resampling
+  to a longest side of ``max(4·S, 1024)``), centre-cropped and resized exactly like
+  ``evaluate`` (:func:`remedis_tf.data.augment.eval_transform`), then classified.
+
+``__call__`` maps images to probabilities ``[B,K]`` (sigmoid for multi-label/binary,
+softmax for multi-class, of ``logits / temperature``), ``embed`` to ``[B,C]``, ``logits``
+to raw logits ``[B,K]``; the variable ``temperature`` is ``[K]``; both signatures return
+``{"probabilities", "embedding", "logits"}``. A JSON sidecar (:data:`SIDECAR_FILE`)
+inside the directory records label names, task, image size, eval crop, the input each
+endpoint expects and the temperature record. A classifier preset is a
 :mod:`remedis_tf.weights.preset` folder of a :class:`remedis_tf.models.classifier.Classifier`
 whose config records label names, task and image size.
 
@@ -26,6 +39,7 @@ import tensorflow as tf
 
 from remedis_tf import io_utils
 from remedis_tf.data import augment as augment_lib
+from remedis_tf.data import decode
 from remedis_tf.errors import CheckpointError, ConfigError
 from remedis_tf.eval import calibration as calibration_lib
 from remedis_tf.models.classifier import scoring_forward
@@ -245,9 +259,10 @@ def write_classifier_savedmodel(model_fn: ModelFn, layers: Mapping[str, tf.Modul
     temperature: calibration record (:mod:`remedis_tf.eval.calibration`; None → T = 1).
     source: provenance note (e.g. the run directory).
 
-  Any H, W ≥ 32 works; the training size is in the sidecar. Written into a temporary
-  sibling and renamed into place; an existing directory that is not a classifier
-  SavedModel is never replaced. Returns ``out_dir``.
+  ``serving_default`` / ``serve`` expect images already cropped and resized to
+  ``image_size``; ``serving_any_size`` does evaluation's crop and resize itself (module
+  docstring). Written into a temporary sibling and renamed into place; an existing
+  directory that is not a classifier SavedModel is never replaced. Returns ``out_dir``.
   """
   module = _ClassifierModule(layers)
   record = None if temperature is None else dict(temperature)
@@ -263,20 +278,68 @@ def write_classifier_savedmodel(model_fn: ModelFn, layers: Mapping[str, tf.Modul
   module.embed = tf.function(lambda images: forward(images)["embedding"],
                              input_signature=[spec])
   module.logits = tf.function(logits_fn, input_signature=[spec])
+  size, crop = int(image_size), float(crop_fraction)
+
+  def outputs(images):
+    out = forward(images)  # one pass gives all three
+    return {"probabilities": out["scores"], "embedding": out["embedding"],
+            "logits": out["logits"]}
 
   @tf.function(input_signature=[spec])
   def serve(images):
-    out = forward(images)
-    return {"probabilities": out["scores"], "embedding": out["embedding"],
-            "logits": logits_fn(images)}
+    """Classifies images the caller has already centre-cropped and resized.
+
+    Args:
+      images: float32 ``[B, S, S, 3]`` RGB in [0, 1], S = the sidecar's ``image_size``,
+        centre-cropped to its ``crop_fraction`` of the shorter side and resized (bicubic),
+        as evaluation prepares them. Use ``serving_any_size`` for uncropped images.
+    Returns:
+      ``probabilities`` ``[B, K]`` (of logits / temperature), ``embedding`` ``[B, C]``,
+      ``logits`` ``[B, K]`` (raw).
+    """
+    return outputs(images)
+
+  @tf.function(input_signature=[spec])
+  def preprocess(images):
+    """Evaluation's transform: float32 ``[B, H, W, 3]`` in [0, 1], any size → the
+    decoders' pre-shrink (longest side ≤ max(4·S, 1024), area), centre crop of
+    ``crop_fraction``, bicubic resize to ``[B, S, S, 3]``."""
+    return augment_lib.eval_transform(images, size, crop)
+
+  @tf.function(input_signature=[spec])
+  def serve_any_size(images):
+    """Crops, resizes and classifies images of any size, exactly as ``evaluate`` does.
+
+    Args:
+      images: float32 ``[B, H, W, 3]`` RGB in [0, 1], any H, W (one size per batch).
+    Returns:
+      as ``serving_default``.
+    """
+    return outputs(augment_lib.eval_transform(images, size, crop))
+
+  module.serve = serve
+  module.preprocess = preprocess
 
   sidecar = {
       "format": SIDECAR_FORMAT, "version": 1,
       "label_names": list(label_names), "task": task,
-      "image_size": int(image_size), "crop_fraction": float(crop_fraction),
-      "input": "float32 [B,H,W,3] RGB in [0,1], centre crop then resize to image_size",
+      "image_size": size, "crop_fraction": crop,
+      "input": (f"float32 [B,{size},{size},3] RGB in [0,1], already centre-cropped to "
+                f"crop_fraction {crop:g} of the shorter side and resized (bicubic) to "
+                f"image_size {size} by the caller; serving_any_size takes any-size images "
+                "and does this itself"),
+      "signatures": {
+          "serving_default": (f"images float32 [B,{size},{size},3] in [0,1], cropped and "
+                              "resized by the caller -> probabilities, embedding, logits"),
+          "serving_any_size": ("images float32 [B,H,W,3] in [0,1], any size: pre-shrink to "
+                               f"a longest side of {decode.working_size(size)} (area), "
+                               f"centre crop {crop:g}, bicubic resize to {size} inside, as "
+                               "evaluate does -> probabilities, embedding, logits")},
+      "keras": ("keras.layers.TFSMLayer(path) calls 'serve' (= serving_default); "
+                "call_endpoint='serving_any_size' for any-size images"),
       "outputs": {"__call__": "probabilities [B,K] of logits / temperature",
-                  "embed": "features [B,C]", "logits": "raw logits [B,K]"},
+                  "embed": "features [B,C]", "logits": "raw logits [B,K]",
+                  "preprocess": f"evaluation transform [B,H,W,3] -> [B,{size},{size},3]"},
       "temperature": record,
       "variant": variant,
       "from_projection_layer": int(from_projection_layer),
@@ -289,7 +352,8 @@ def write_classifier_savedmodel(model_fn: ModelFn, layers: Mapping[str, tf.Modul
                           "SavedModel")
 
   def write(tmp: str) -> None:
-    tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
+    tf.saved_model.save(module, tmp, signatures={"serving_default": serve,
+                                                 "serving_any_size": serve_any_size})
     io_utils.atomic_write_json(os.path.join(tmp, SIDECAR_FILE), sidecar)
 
   return io_utils.replace_dir_atomically(out_dir, write)

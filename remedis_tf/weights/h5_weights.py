@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import h5py
 import keras
+import numpy as np
 
 from remedis_tf.errors import CheckpointError
 from remedis_tf.weights import differences
@@ -43,6 +44,36 @@ def h5_shapes(path: str) -> Dict[str, Tuple[int, ...]]:
   return {name: shape for name, shape, _ in h5_arrays(path)}
 
 
+def model_order(reference: str, model: keras.Model) -> Dict[str, int]:
+  """``{array path: index in model.weights}`` for the arrays of ``reference``, a weights
+  file ``model`` itself just wrote (so each array holds its variable's values).
+
+  HDF5 lists groups by name (``block1_unit01/…`` before the root convolution); this is
+  the model's own creation order, for messages that list the first difference first.
+  An array is matched to the first unmatched variable of equal shape and values (equal
+  twins, e.g. freshly initialised norms, are interchangeable for a shape message).
+  """
+  values = [np.asarray(v.numpy()) for v in model.weights]
+  by_shape: Dict[Tuple[int, ...], List[int]] = {}
+  for i, value in enumerate(values):
+    by_shape.setdefault(tuple(value.shape), []).append(i)
+  taken, rank = set(), {}
+
+  def visit(name, obj):
+    if not isinstance(obj, h5py.Dataset):
+      return
+    array = obj[()]
+    for i in by_shape.get(tuple(array.shape), ()):
+      if i not in taken and np.array_equal(values[i], array):
+        taken.add(i)
+        rank[name] = i
+        return
+
+  with h5py.File(reference, "r") as f:
+    f.visititems(visit)
+  return rank
+
+
 def check_weights_file(model: keras.Model, local_weights: str, source: str,
                        write: Optional[Callable[[str], None]] = None,
                        config_file: str = "config.json") -> None:
@@ -51,17 +82,22 @@ def check_weights_file(model: keras.Model, local_weights: str, source: str,
   ``write(path)`` writes the reference file (default ``model.save_weights``).
   Raises:
     CheckpointError: one line naming ``source`` and each differing array (path inside the
-      file, expected vs found shape), missing and unexpected arrays.
+      file, expected vs found shape), missing and unexpected arrays, each kind in the
+      model's order (:func:`model_order`; the first one usually explains the rest).
   """
   found = h5_shapes(local_weights)
   with tempfile.TemporaryDirectory() as tmp:
     reference = os.path.join(tmp, "reference" + WEIGHTS_SUFFIX)
     (write or model.save_weights)(reference)
     expected = h5_shapes(reference)
-  missing, unexpected, mismatched = differences.shape_differences(expected, found)
-  if missing or unexpected or mismatched:
-    described = differences.describe_differences(missing, unexpected, mismatched, expected,
-                                                 found, noun=" array(s)")
-    variant = getattr(getattr(model, "backbone", model), "variant", "?")
-    raise CheckpointError(f"{source} does not match the {type(model).__name__} ({variant}) its "
-                          f"{config_file} describes: {described}")
+    missing, unexpected, mismatched = differences.shape_differences(expected, found)
+    if not (missing or unexpected or mismatched):
+      return
+    rank = model_order(reference, model)
+  key = lambda k: (rank.get(k, len(rank)), k)  # noqa: E731
+  missing, mismatched = sorted(missing, key=key), sorted(mismatched, key=key)
+  described = differences.describe_differences(missing, unexpected, mismatched, expected,
+                                               found, noun=" array(s)")
+  variant = getattr(getattr(model, "backbone", model), "variant", "?")
+  raise CheckpointError(f"{source} does not match the {type(model).__name__} ({variant}) its "
+                        f"{config_file} describes: {described}")

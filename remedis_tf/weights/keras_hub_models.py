@@ -10,10 +10,12 @@ KerasHub has no GroupNorm + weight-standardised ResNet-v2, so these classes make
   (the KerasHub image-backbone convention: a generic ``keras_hub.models.ImageClassifier``
   average-pools it into BiT's pre-logits). A BiT head, when converted with one, lives in
   ``backbone.resnet`` (``backbone.resnet(images)["logits"]``).
-* :class:`RemedisImageConverter` — our evaluation transform: centre square crop of
-  ``crop_fraction`` of the shorter side, bicubic resize to ``image_size``, clip to [0,1]
-  (``remedis_tf.data.augment.eval_preprocess``, the very function the evaluation pipeline
-  maps over each image). Input float images in [0,1] (uint8 images are divided by 255).
+* :class:`RemedisImageConverter` — our evaluation transform: the decoders' pre-shrink of
+  large images (area resampling to a longest side of ``max(4·image_size, 1024)``), centre
+  square crop of ``crop_fraction`` of the shorter side, bicubic resize to ``image_size``,
+  clip to [0,1] (``remedis_tf.data.augment.eval_transform``, the functions the evaluation
+  pipeline applies to each image). Input float images in [0,1] (uint8 images are divided
+  by 255).
 * :class:`RemedisImageClassifierPreprocessor` — the ``ImageClassifierPreprocessor`` that
   holds it.
 * :class:`RemedisImageClassifier` — a ``keras_hub.models.ImageClassifier``: backbone →
@@ -75,19 +77,9 @@ class BiTBackbone(keras_hub.models.Backbone):
 
 
 def eval_transform(images: tf.Tensor, image_size: int, crop_fraction: float) -> tf.Tensor:
-  """``eval_preprocess`` on one image ``[H,W,3]`` or on each image of a batch."""
-  images = tf.convert_to_tensor(images)
-  if images.dtype == tf.uint8:
-    images = tf.cast(images, tf.float32) / 255.0
-  images = tf.cast(images, tf.float32)
-
-  def one(image):
-    return augment_lib.eval_preprocess(image, image_size, crop_fraction)
-
-  if images.shape.rank == 3:
-    return one(images)
-  return tf.map_fn(one, images, fn_output_signature=tf.TensorSpec(
-      [image_size, image_size, 3], tf.float32))
+  """The evaluation transform (:func:`remedis_tf.data.augment.eval_transform`: the
+  decoders' pre-shrink, centre crop, resize) on one image ``[H,W,3]`` or a batch."""
+  return augment_lib.eval_transform(images, image_size, crop_fraction)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -117,10 +117,50 @@ def test_fit_degenerate_cases():
   fit = calibration.fit_temperature("multilabel", z, y, label_names=["all_pos", "ok"])
   assert fit["temperature"]["all_pos"] == 1.0
   assert any("all_pos" in n for n in fit["notes"])
-  # Perfectly separable: the NLL keeps falling as T shrinks, so T stops at the bound.
-  sep = calibration.fit_temperature("binary", np.array([[-1.0], [1.0]]), np.array([[0.], [1.]]))
-  assert sep["temperature"]["class_0"] == pytest.approx(calibration.T_RANGE[0])
-  assert any("bound" in n for n in sep["notes"])
+  assert "all one class" in fit["fallback"]["all_pos"]
+
+
+def test_untrustworthy_fits_fall_back_to_one_with_the_reason():
+  rng = np.random.default_rng(7)
+  # The reported case: 8 validation images, two findings; the fits end on the bounds (0.05
+  # for separable scores, 20 for scores against the labels, where every probability
+  # becomes ~0.5). Even without the size rule neither is used.
+  z8 = rng.normal(0, 2, (8, 2))
+  y8 = np.stack([(z8[:, 0] > 0), (z8[:, 1] < 0)], 1).astype(float)
+  unguarded = calibration.fit_temperature("multilabel", z8, y8, label_names=["A", "B"],
+                                          min_examples=0, min_per_class=0)
+  assert unguarded["temperature"] == {"A": 1.0, "B": 1.0}
+  assert "lower bound T = 0.05" in unguarded["fallback"]["A"]
+  assert "upper bound T = 20" in unguarded["fallback"]["B"]
+  fit = calibration.fit_temperature("multilabel", z8, y8, label_names=["A", "B"])
+  assert fit["temperature"] == {"A": 1.0, "B": 1.0}
+  assert set(fit["fallback"]) == {"A", "B"} and "too few" in fit["fallback"]["A"]
+  # One warning line for findings that share a reason, one per finding otherwise.
+  assert calibration.fallback_warnings(fit) == [
+      "temperature of A, B not fitted: 8 labelled validation example(s) (4 positive, 4 "
+      "negative), fewer than 20 examples or 5 of each class: too few to fit a temperature; "
+      "using T = 1"]
+  assert [w.split(":")[0] for w in calibration.fallback_warnings(unguarded)] == [
+      "temperature of A not fitted", "temperature of B not fitted"]
+  # Enough examples, but separable scores: the NLL falls all the way to T = 0.05.
+  z = rng.normal(0, 2, (60, 1))
+  sep = calibration.fit_temperature("binary", z, (z > 0).astype(float))
+  assert sep["temperature"]["class_0"] == 1.0
+  assert "lower bound" in sep["fallback"]["class_0"]
+  # Multi-class: too few rows for the shared temperature.
+  small = calibration.fit_temperature("multiclass", rng.normal(0, 1, (10, 3)),
+                                      np.eye(3)[rng.integers(0, 3, 10)])
+  assert set(small["temperature"].values()) == {1.0} and len(small["fallback"]) == 3
+  assert calibration.fallback_warnings(small) == [
+      "temperature of class_0, class_1, class_2 not fitted: 10 labelled validation "
+      "example(s), fewer than 20: too few to fit a temperature; using T = 1"]
+  # A trustworthy fit records no fallback, and the record keeps what the fit says.
+  z = rng.normal(0, 3, (400, 1))
+  y = (rng.random((400, 1)) < 1 / (1 + np.exp(-z / 2))).astype(float)
+  good = calibration.fit_temperature("binary", z, y)
+  assert good["fallback"] == {} and calibration.fallback_warnings(good) == []
+  record = calibration.temperature_record("multilabel", ["A", "B"], fit, "val.csv")
+  assert record["fallback"] == fit["fallback"]
 
 
 def test_temperature_files_round_trip(tmp_path):

@@ -1,6 +1,7 @@
 """Aggregation, headline fraction, table/plot output."""
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -136,6 +137,8 @@ def test_write_table_and_plot(tmp_path):
   a = [x for x in agg if x.model == "remedis" and x.fraction == 0.1][0]
   assert f"0.790 [{a.lower:.3f}, {a.upper:.3f}]" in md
   assert "| 10% |" in md and "remedis AUC" in md and h.summary in md
+  assert md.startswith("AUC: mean over seeds [95% Student-t interval over seeds]")
+  assert r["interval"] == "t"
 
   png = str(tmp_path / "curve.png")
   assert plots.plot_data_efficiency(agg, png, "AUC", headline=h) == png
@@ -144,3 +147,25 @@ def test_write_table_and_plot(tmp_path):
   # One seed per cell (no CI) and an explicit reference line still plot.
   plots.plot_data_efficiency([de.Row("remedis", 0.1, 0, 0.5)], png, "AUC", reference=0.6)
   assert open(png, "rb").read()[:8] == PNG_MAGIC
+
+
+def test_table_header_names_the_interval_it_shows(tmp_path):
+  """The header said "95 % t-interval" whatever the cells held."""
+  def header(table):
+    de.write_table(table, str(tmp_path / "t.csv"), str(tmp_path / "t.md"), "AUC")
+    return open(tmp_path / "t.md").read().splitlines()[0]
+
+  one_seed = [de.Row("baseline", f, 0, 0.6 + f / 10) for f in (0.1, 1.0)]
+  assert header(one_seed) == "AUC: mean over seeds [one seed per cell: no interval]"
+  mixed = one_seed + [de.Row("baseline", 0.1, 1, 0.65)]
+  assert header(mixed) == ("AUC: mean over seeds [95% Student-t interval over seeds (none "
+                           "where a cell has one seed)]")
+  boot = [de.AggregateRow("baseline", f, 0.7, 0.01, 0.68, 0.72, 3, confidence=0.9,
+                          interval="bootstrap") for f in (0.1, 1.0)]
+  assert header(boot) == ("AUC: mean over seeds [90% percentile bootstrap interval, "
+                          "resampling seeds and test patients]")
+  boot1 = [dataclasses.replace(r, num_seeds=1) for r in boot]
+  assert header(boot1) == ("AUC: mean over seeds [90% percentile bootstrap interval, "
+                           "resampling test patients (one seed per cell)]")
+  rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+  assert {r["interval"] for r in rows} == {"bootstrap"}

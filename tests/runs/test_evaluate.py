@@ -2,6 +2,7 @@
 and preset (remedis_tf.runs.classifier)."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -38,10 +39,11 @@ def trained(tmp_path_factory):
   config = SupervisedConfig(variant="tiny", global_batch_size=12, seed=1)
   opt = OptimizerConfig(name="sgd", base_lr=0.05, lr_scaling="none", schedule="constant",
                         total_steps=20, weight_decay=0.0)
+  logs = []
   stages.run_supervised(train, config, opt, None, SIZE,
                         LoopConfig(run_dir, 20, steps_per_loop=10), validation=sets["val"],
-                        log=lambda _: None)
-  return {"root": root, "run_dir": run_dir, "sets": sets}
+                        log=logs.append)
+  return {"root": root, "run_dir": run_dir, "sets": sets, "logs": logs}
 
 
 def _auc(labels, scores):
@@ -118,15 +120,50 @@ def test_operating_point_chosen_on_validation_and_failures_keep_results(trained,
   assert written["per_class"]["Bright"]["threshold"] == pytest.approx(op["thresholds"]["Bright"])
   assert summary["sets"]["val"]["role"].startswith("validation")
   before = open(os.path.join(out, "summary.json")).read()
-  # A set that lacks the model's labels fails before anything is written.
-  bad = Manifest(trained["sets"]["id_test"].records, ("Other", "Noise"), "multilabel", "bad")
-  with pytest.raises(DataError, match="Bright"):
+  # A set that has none of the model's labels fails before anything is written.
+  bad = Manifest(trained["sets"]["id_test"].records, ("Other", "Else"), "multilabel", "bad")
+  with pytest.raises(DataError, match="none of the model's labels"):
     evaluation.evaluate_model(trained["run_dir"], {"id_test": bad}, out, num_bootstrap=0,
                               log=lambda _: None)
   assert open(os.path.join(out, "summary.json")).read() == before
   with pytest.raises(ConfigError, match="val_set"):
     evaluation.evaluate_model(trained["run_dir"], sets, out, val_set="nope",
                               log=lambda _: None)
+
+
+def test_a_set_without_some_of_the_models_labels_is_scored_on_the_shared_ones(
+    trained, tmp_path):
+  """A set labelled for Noise only (as --eval_label_columns=Noise reads it) is scored on
+  Noise; Bright is listed as missing, on the console and in the summary."""
+  full = trained["sets"]["id_test"]
+  noise_only = Manifest(tuple(dataclasses.replace(r, labels=r.labels[1:], mask=r.mask[1:])
+                              for r in full.records), ("Noise",), "binary", "noise.csv")
+  logs = []
+  summary = evaluation.evaluate_model(
+      trained["run_dir"], {"val": trained["sets"]["val"], "full": full, "noise": noise_only},
+      str(tmp_path / "eval"), num_bootstrap=20, val_set="val", calibration_bins=5,
+      log=logs.append)
+  assert summary["sets"]["noise"]["missing_labels"] == ["Bright"]
+  assert summary["sets"]["full"]["missing_labels"] == []
+  assert any(line.startswith("[evaluate] noise: no labels for ['Bright']") for line in logs)
+  scored = json.load(open(tmp_path / "eval" / "noise.json"))
+  reference = json.load(open(tmp_path / "eval" / "full.json"))
+  assert list(scored["per_class"]) == ["Noise"] and scored["missing_labels"] == ["Bright"]
+  # Same images, same model output column, same threshold: the Noise numbers agree.
+  assert scored["per_class"]["Noise"] == reference["per_class"]["Noise"]
+  assert summary["sets"]["noise"]["value"] == reference["per_class"]["Noise"]["auc"]["value"]
+  rows = _read_predictions(str(tmp_path / "eval" / "noise_predictions.csv"))
+  assert [k for k in rows[0] if k.startswith("score:")] == ["score:Noise"]
+  cal = json.load(open(tmp_path / "eval" / "noise_calibration.json"))
+  assert list(cal["targets"]) == ["Noise"]
+  # Validation labelled for Noise only: Bright gets the fixed threshold 0.5 and T = 1.
+  only = evaluation.evaluate_model(trained["run_dir"], {"val": noise_only, "full": full},
+                                   str(tmp_path / "eval2"), num_bootstrap=0, val_set="val",
+                                   which="latest", log=lambda _: None)
+  assert only["operating_point"]["thresholds"]["Bright"] == 0.5
+  assert "Bright: not labelled in val, fixed 0.5" in only["operating_point"]["notes"]
+  assert only["calibration"]["temperature"]["Bright"] == 1.0
+  assert only["calibration"]["fallback"]["Bright"] == "not labelled in val"
 
 
 def test_classifier_savedmodel_gives_the_same_scores(trained, tmp_path):

@@ -33,6 +33,14 @@ def test_best_checkpoint_has_its_temperature_and_export_uses_it(trained, tmp_pat
   record = calibration.read_temperature(os.path.join(trained["run_dir"], stages.BEST_SUBDIR))
   assert record is not None and record["label_names"] == ["Bright", "Noise"]
   assert record["scope"] == "per finding"
+  # 16 validation images are too few to fit a temperature: T = 1, the reason recorded and
+  # printed once as a warning.
+  assert record["temperature"] == {"Bright": 1.0, "Noise": 1.0}
+  assert set(record["fallback"]) == {"Bright", "Noise"}
+  assert "16 labelled validation example(s)" in record["fallback"]["Bright"]
+  warned = [line for line in trained["logs"] if line.startswith("[calibration] WARNING:")]
+  assert warned and all("best/temperature.json" in line for line in warned)
+  assert any("Bright" in line and "too few" in line for line in warned)
   model = classifier.load_model(trained["run_dir"])
   assert model.temperature == record
   val = model.predict(trained["sets"]["val"], keep=("scores", "logits"))
@@ -67,6 +75,7 @@ def test_best_checkpoint_has_its_temperature_and_export_uses_it(trained, tmp_pat
   np.testing.assert_allclose(served["probabilities"].numpy(), module(images).numpy())
   sidecar = classifier_export.read_sidecar(export)
   assert sidecar["temperature"]["temperature"] == forced["temperature"]
+  assert sidecar["temperature"]["fallback"] == record["fallback"]
   assert classifier.load_model(export).temperature["temperature"] == forced["temperature"]
 
 
@@ -136,10 +145,15 @@ def test_evaluate_writes_subgroups_and_calibration(trained, tmp_path):  # noqa: 
       _loop_ece(y, s, 5), abs=1e-6)
   assert os.path.getsize(os.path.join(out, "id_test_reliability.png")) > 1000
 
+  logs = []
   latest = evaluation.evaluate_model(trained["run_dir"], sets, str(tmp_path / "latest"),
                                      num_bootstrap=0, val_set="val", which="latest",
-                                     log=lambda _: None)
+                                     log=logs.append)
   assert latest["calibration"]["source"].startswith("fitted on val by this evaluation")
+  # Fitted here on 16 images: too few, T = 1 with the reason in the summary and a warning.
+  assert latest["calibration"]["temperature"] == {"Bright": 1.0, "Noise": 1.0}
+  assert "too few" in latest["calibration"]["fallback"]["Bright"]
+  assert any(line.startswith("[calibration] WARNING: temperature of Bright") for line in logs)
   none = evaluation.evaluate_model(trained["run_dir"], {"id_test": sets["id_test"]},
                                    str(tmp_path / "none"), num_bootstrap=0, which="latest",
                                    log=lambda _: None)

@@ -195,3 +195,26 @@ def test_two_replicas_match_one_replica(tmp_path):
 def test_loop_config_validation():
   with pytest.raises(ConfigError, match="total_steps"):
     loop_lib.LoopConfig(run_dir="x", total_steps=0)
+  with pytest.raises(ConfigError, match="summary_every must be >= 0"):
+    loop_lib.LoopConfig(run_dir="x", total_steps=10, summary_every=-1)
+
+
+def test_default_summary_interval_scales_with_the_run(tmp_path):
+  # About 20 points for a short run, every 50 steps from 1000 steps on; an explicit
+  # interval wins.
+  def interval(steps, **kw):
+    return loop_lib.LoopConfig("x", steps, **kw).summary_interval
+
+  assert [interval(n) for n in (1, 12, 40, 400, 999, 1000, 100000)] == [1, 1, 2, 20, 49, 50, 50]
+  assert interval(12, summary_every=5) == 5
+  # A 12-step run with the default writes a summary at every step (it had one, at the end).
+  loop_lib.run_loop(RegressionTask(), tf.distribute.get_strategy(),
+                    loop_lib.LoopConfig(str(tmp_path), 12, steps_per_loop=4,
+                                        checkpoint_every=12),
+                    run_config={"stage": "test"}, log=lambda _: None)
+  steps = set()
+  for path in tf.io.gfile.glob(str(tmp_path / "train" / "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      if any(v.tag == "loss" for v in event.summary.value):
+        steps.add(event.step)
+  assert steps == set(range(1, 13))

@@ -68,7 +68,10 @@ def test_other_variant_is_rejected_with_shapes(tmp_path):
     checkpoint_io.restore_backbone(target, prefix)
   msg = str(info.value)
   assert "\n" not in msg and "backbone (tiny)" in msg
-  assert "backbone/root_conv/_kernel expected (7, 7, 3, 8) found (7, 7, 3, 16)" in msg
+  # First the root convolution, then in the model's variable order (block 1 before the
+  # final norm, which the checkpoint's breadth-first order would list second).
+  assert ("43 shape mismatch(es): backbone/root_conv/_kernel expected (7, 7, 3, 8) found "
+          "(7, 7, 3, 16); backbone/block1_unit01/") in msg
   for b, v in zip(before, target.weights):
     np.testing.assert_array_equal(b, v.numpy())
 

@@ -13,13 +13,13 @@ from remedis_tf.data.augment.geometry import (bilinear_sample, elastic_params_fo
                                               random_flips, random_resized_crop, warped_crop)
 from remedis_tf.data.augment.ops import (adjust_saturation, color_jitter, equalize_histogram,
                                          gaussian_blur, random_blur, to_grayscale)
-from remedis_tf.data.augment.views import (augment_view, eval_preprocess, finetune_augment,
-                                           mixup_batch, sample_mixup_lambda)
+from remedis_tf.data.augment.views import (augment_view, eval_preprocess, eval_transform,
+                                           finetune_augment, mixup_batch, sample_mixup_lambda)
 
 __all__ = [
     "AugmentConfig", "PRESETS", "get_preset", "RESIZE_METHODS", "FILL_MODES",
     "EVAL_CROP_FRACTION",
-    "augment_view", "finetune_augment", "eval_preprocess", "mixup_batch",
+    "augment_view", "finetune_augment", "eval_preprocess", "eval_transform", "mixup_batch",
     "sample_mixup_lambda",
     "random_resized_crop", "random_flips", "bilinear_sample", "elastic_params_for_source",
     "warped_crop",

@@ -19,6 +19,7 @@ from typing import Optional, Tuple, Union
 import tensorflow as tf
 
 from remedis_tf import stateless_random
+from remedis_tf.data import decode
 from remedis_tf.data.augment.config import (EVAL_CROP_FRACTION, OP_BLUR, OP_COLOR, OP_CROP,
                                             OP_ELASTIC, OP_GRAY, OP_HIST_EQ, OP_ROTATE,
                                             AugmentConfig)
@@ -101,6 +102,33 @@ def eval_preprocess(image: tf.Tensor, image_size: int,
   out = resize_clipped(crop, image_size, "bicubic", False)
   out.set_shape([image_size, image_size, 3])
   return out
+
+
+def eval_transform(images: tf.Tensor, image_size: int,
+                   crop_fraction: float = EVAL_CROP_FRACTION) -> tf.Tensor:
+  """What evaluation does to a decoded image, on one image ``[H,W,3]`` or on each image of
+  a batch ``[B,H,W,3]`` (float in [0, 1], or uint8 scaled by 1/255): the decoders'
+  pre-shrink to a longest side of ``decode.working_size(image_size)`` (``max(4·S, 1024)``,
+  area resampling; a no-op for smaller images), then :func:`eval_preprocess`. Returns
+  float32 ``[S,S,3]`` / ``[B,S,S,3]``.
+
+  This is the input a classifier was evaluated on when ``evaluate`` read the same pixels
+  from a PNG or DICOM file; a JPEG larger than twice the working size was first reduced in
+  its DCT domain by the decoder, which this cannot reproduce (sub-1 % pixel differences).
+  """
+  images = tf.convert_to_tensor(images)
+  if images.dtype == tf.uint8:
+    images = tf.cast(images, tf.float32) / 255.0
+  images = tf.cast(images, tf.float32)
+  working = decode.working_size(image_size)
+
+  def one(image):
+    return eval_preprocess(decode.shrink_to(image, working), image_size, crop_fraction)
+
+  if images.shape.rank == 3:
+    return one(images)
+  return tf.map_fn(one, images, fn_output_signature=tf.TensorSpec(
+      [image_size, image_size, 3], tf.float32))
 
 
 def sample_mixup_lambda(alpha: float, seed) -> tf.Tensor:
