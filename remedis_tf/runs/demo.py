@@ -8,6 +8,9 @@ C), with calibration and Sex / age-band subgroup reports → data-efficiency swe
 
 Every stage calls the same library functions as the binaries. All numbers in the report
 are measured in this run.
+
+The module is long because it is the demo's one script: the seven stages in order, with
+the settings of each next to the call that uses them and the reasons for them.
 """
 
 from __future__ import annotations

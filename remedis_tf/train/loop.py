@@ -94,8 +94,9 @@ class LoopConfig:
 
   @property
   def summary_interval(self) -> int:
-    """``summary_every``; when 0, ``min(50, max(1, total_steps // 20))`` (~20 per short run)."""
-    return self.summary_every or min(50, max(1, self.total_steps // 20))
+    """``summary_every``; when 0, ``min(50, max(steps_per_loop, total_steps // 20))``: ~20
+    per short run, never splitting a host-loop call (a split costs a call's overhead)."""
+    return self.summary_every or min(50, max(self.steps_per_loop, self.total_steps // 20))
 
   def __post_init__(self):
     for name in ("total_steps", "steps_per_loop", "checkpoint_every", "keep_checkpoints",

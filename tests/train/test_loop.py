@@ -200,14 +200,16 @@ def test_loop_config_validation():
 
 
 def test_default_summary_interval_scales_with_the_run(tmp_path):
-  # About 20 points for a short run, every 50 steps from 1000 steps on; an explicit
-  # interval wins.
+  # About 20 points for a short run, every 50 steps from 1000 steps on, never more often
+  # than one host-loop call (steps_per_loop); an explicit interval wins.
   def interval(steps, **kw):
     return loop_lib.LoopConfig("x", steps, **kw).summary_interval
 
   assert [interval(n) for n in (1, 12, 40, 400, 999, 1000, 100000)] == [1, 1, 2, 20, 49, 50, 50]
+  assert [interval(n, steps_per_loop=4) for n in (12, 40, 400)] == [4, 4, 20]
   assert interval(12, summary_every=5) == 5
-  # A 12-step run with the default writes a summary at every step (it had one, at the end).
+  # A 12-step run with the default and 4 steps per call writes a summary after every call
+  # (it had one, at the end).
   loop_lib.run_loop(RegressionTask(), tf.distribute.get_strategy(),
                     loop_lib.LoopConfig(str(tmp_path), 12, steps_per_loop=4,
                                         checkpoint_every=12),
@@ -217,4 +219,4 @@ def test_default_summary_interval_scales_with_the_run(tmp_path):
     for event in tf.compat.v1.train.summary_iterator(path):
       if any(v.tag == "loss" for v in event.summary.value):
         steps.add(event.step)
-  assert steps == set(range(1, 13))
+  assert steps == {4, 8, 12}
