@@ -7,13 +7,17 @@ bootstrap interval whose resamples are shared by both models (paired), and a ver
 (``better`` / ``worse`` / ``no difference``). A set named in ``id_sets`` gives an
 ``id_<set>`` finding (in-distribution: the model's own site), every other set an
 ``ood_<set>`` finding. Labels are matched to each model's by name; both models must have
-the same task and label names.
+the same task and label names. A label without a positive or a negative example in a set
+has no AUC there; it is left out of that set's mean AUC and named in the finding
+(``labels_left_out``).
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any, Callable, Dict, Mapping, Sequence
+
+import numpy as np
 
 from remedis_tf import io_utils
 from remedis_tf.data.label_alignment import align_labels
@@ -24,6 +28,25 @@ from remedis_tf.eval import resampling
 from remedis_tf.runs import classifier as classifier_lib
 
 FINDINGS_FILE = "findings.json"
+
+
+def _scorable_labels(task: str, label_names, labels, mask):
+  """Column indices whose AUC is defined on the full set (a positive and a negative among
+  the labelled examples), and the names of the others; every column for multi-class (top-1
+  accuracy needs them all)."""
+  if task == "multiclass":
+    return np.arange(labels.shape[1]), []
+  keep, left_out = [], []
+  for k, label in enumerate(label_names):
+    known = labels[mask[:, k] > 0, k]
+    if (known == 1).any() and (known == 0).any():
+      keep.append(k)
+    else:
+      left_out.append(label)
+  if not keep:
+    raise ConfigError(f"no label has both a positive and a negative example in this set: "
+                      f"{list(label_names)} cannot be compared")
+  return np.asarray(keep), left_out
 
 
 def finding_name(set_name: str, in_distribution: bool) -> str:
@@ -68,11 +91,16 @@ def compare_models(model_source: str, reference_source: str,
     preds = {key: m.predict(aligned, batch_size=batch_size)
              for key, m in (("reference", reference), ("model", model))}
     p = preds["model"]
-    reps = resampling.replicates({(key, 1.0, 0): q.scores for key, q in preds.items()},
-                                 p.labels, p.mask, p.patients, model.task, num_bootstrap, seed)
+    keep, left_out = _scorable_labels(model.task, model.label_names, p.labels, p.mask)
+    if left_out:
+      log(f"[compare] {name}: {left_out} left out of {metric_name} (no positive or no "
+          "negative example in this set)")
+    reps = resampling.replicates({(key, 1.0, 0): q.scores[:, keep] for key, q in preds.items()},
+                                 p.labels[:, keep], p.mask[:, keep], p.patients, model.task,
+                                 num_bootstrap, seed)
     item = findings_lib.compare(finding_name(name, name in id_sets), metric_name, reps,
                                 ("reference", 1.0), ("model", 1.0), set=name,
-                                source=aligned.source)
+                                source=aligned.source, labels_left_out=left_out)
     found.append(item)
     lo, hi = item["interval"]
     log(f"[compare] {item['name']}: {metric_name} {item['values'][1]:.4f} vs reference "

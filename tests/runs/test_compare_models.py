@@ -1,5 +1,6 @@
 """compare_models: two tiny fine-tuned runs on the same sets → paired findings.json."""
 
+import dataclasses
 import json
 import os
 
@@ -90,3 +91,19 @@ def test_bad_requests_name_the_problem(runs, tmp_path):
     compare_models.compare_models(runs["trained"], runs["barely"], runs["sets"],
                                   str(tmp_path / "x"), num_bootstrap=0)
   assert not os.path.exists(tmp_path / "x")
+
+
+def test_a_label_without_negatives_is_left_out_and_named(runs, tmp_path):
+  # "Noise" labels all 1 in this set: its AUC is undefined, so the mean runs over "Bright".
+  base = runs["sets"]["id_test"]
+  records = [dataclasses.replace(r, labels=(r.labels[0], 1.0)) for r in base.records]
+  one_sided = dataclasses.replace(base, records=type(base.records)(records))
+  doc = compare_models.compare_models(runs["trained"], runs["barely"], {"id_test": one_sided},
+                                      str(tmp_path / "one"), num_bootstrap=50,
+                                      log=lambda _: None)
+  item = doc["findings"][0]
+  assert item["labels_left_out"] == ["Noise"]
+  bright = [skm.roc_auc_score(
+      p.labels[:, 0], p.scores[:, 0]) for p in (classifier.load_model(runs[k]).predict(one_sided)
+                                                for k in ("trained", "barely"))]
+  assert item["estimate"] == pytest.approx(bright[0] - bright[1], abs=1e-9)
