@@ -27,8 +27,9 @@ def _rel_err(got, want):
 def test_old_backbone_preset_loads_with_the_same_feature_map():
   backbone = preset.from_preset(os.path.join(DATA, "bb"))
   assert isinstance(backbone, ResNetV2) and backbone.variant == "tiny"
-  x = np.load(os.path.join(DATA, "x.npy"))
-  assert _rel_err(backbone(x)["feature_map"], np.load(os.path.join(DATA, "fm.npy"))) <= REL_TOL
+  x = np.load(os.path.join(DATA, "x.npy"), allow_pickle=False)
+  want = np.load(os.path.join(DATA, "fm.npy"), allow_pickle=False)
+  assert _rel_err(backbone(x)["feature_map"], want) <= REL_TOL
 
 
 @pytest.mark.numerics
@@ -38,5 +39,6 @@ def test_old_classifier_preset_loads_with_labels_temperatures_and_logits():
   assert info["temperature"]["temperature"] == {"a": 1.3, "b": 0.8}
   cls = preset.from_preset(os.path.join(DATA, "cls"))
   assert isinstance(cls, Classifier)
-  x = np.load(os.path.join(DATA, "x.npy"))
-  assert _rel_err(cls(x)["logits"], np.load(os.path.join(DATA, "logits.npy"))) <= REL_TOL
+  x = np.load(os.path.join(DATA, "x.npy"), allow_pickle=False)
+  want = np.load(os.path.join(DATA, "logits.npy"), allow_pickle=False)
+  assert _rel_err(cls(x)["logits"], want) <= REL_TOL
