@@ -271,11 +271,8 @@ def fit_temperature(task: str, logits: Any, labels: Any, mask: Optional[Any] = N
     if count < min_examples:
       reason = (f"{count} labelled validation example(s), fewer than {min_examples}: "
                 "too few to fit a temperature")
-    else:
-      t = 1.0 / _fit_beta(f, t_range)
-      reason = _bound_reason(t, t_range)
+    t, reason = _fit_unless(reason, f, t_range)
     if reason is not None:
-      t = 1.0
       out["notes"].append(f"all classes: {reason}; T = 1")
       out["fallback"] = {name: reason for name in names}
     out["scope"] = "per model"
@@ -299,10 +296,9 @@ def fit_temperature(task: str, logits: Any, labels: Any, mask: Optional[Any] = N
                 f"{negatives} negative), fewer than {min_examples} examples or "
                 f"{min_per_class} of each class: too few to fit a temperature")
     else:
-      t = 1.0 / _fit_beta(f, t_range)
-      reason = _bound_reason(t, t_range)
+      reason = None
+    t, reason = _fit_unless(reason, f, t_range)
     if reason is not None:
-      t = 1.0
       out["notes"].append(f"{name}: {reason}; T = 1")
       out["fallback"][name] = reason
     out["temperature"][name] = float(t)
@@ -310,6 +306,17 @@ def fit_temperature(task: str, logits: Any, labels: Any, mask: Optional[Any] = N
     out["nll_after"][name] = f(1.0 / t)[0] if yj.size else None
     out["num_examples"][name] = int(yj.size)
   return out
+
+
+def _fit_unless(reason: Optional[str], f, t_range) -> Tuple[float, Optional[str]]:
+  """``(T, None)`` fitted on ``f``, or ``(1.0, reason)`` when there is already a reason not
+  to fit or the fit ends on a bound of ``t_range``."""
+  if reason is None:
+    t = 1.0 / _fit_beta(f, t_range)
+    reason = _bound_reason(t, t_range)
+    if reason is None:
+      return t, None
+  return 1.0, reason
 
 
 def _bound_reason(t: float, t_range) -> Optional[str]:
