@@ -10,9 +10,12 @@ A :class:`ConfigFlags` declares, for one frozen config class (``OptimizerConfig`
   gives a better one for the command line;
 * builds the config (:meth:`ConfigFlags.build`) from the parsed flags, with the values
   the binary computes (total steps, warmup, ...) passed in by field name;
-* translates the library's validation errors, which name fields, into flag names
-  (:meth:`ConfigFlags.flag_message`): ``OptimizerConfig.base_lr=0.0: must be > 0`` reads
-  ``--learning_rate=0.0: must be > 0`` under a binary.
+* translates the library's validation errors into flag names
+  (:meth:`ConfigFlags.flag_errors`): a ``ConfigError`` says which field it rejects
+  (``e.field``), and the table re-words it with that field's flag, so
+  ``OptimizerConfig.base_lr=0.0: must be > 0`` reads ``--learning_rate=0.0: must be > 0``
+  under a binary. The message's text is not searched: a field named in its prose stays
+  as written.
 
 Flags defined here belong, for ``--helpfull`` and ``--helpshort``, to the module that
 called :meth:`ConfigFlags.define` (``disclaim_key_flags`` below), exactly as if that
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from absl import flags
@@ -122,26 +124,17 @@ class ConfigFlags:
     with self.flag_errors():
       return self.config_cls(**{**self.values(flag_values), **computed})
 
-  def flag_message(self, message: str) -> str:
-    """``message`` with this table's field names written as their flags: the qualified
-    ``Class.field`` anywhere, a bare name where it is an identifier with an underscore
-    or the message's first word (so plain words such as ``name`` stay prose)."""
-    cls = re.escape(self.config_cls.__name__)
-    for field in sorted(self._table, key=len, reverse=True):
-      flag = "--" + self.flag_name(field)
-      name = re.escape(field)
-      message = re.sub(rf"(?<![\w.-]){cls}\.{name}(?!\w)", flag, message)
-      bare = rf"(?<![\w.-]){name}(?![\w-])" if "_" in field else rf"^{name}(?![\w-])"
-      message = re.sub(bare, flag, message)
-    return message
-
   @contextlib.contextmanager
   def flag_errors(self) -> Iterator[None]:
-    """A ConfigError raised inside is raised again with :meth:`flag_message` applied."""
+    """A ConfigError raised inside that rejects a field of this table is raised again
+    naming the field's flag (``e.renamed``; its ``field`` is kept); any other is left as
+    it is."""
     try:
       yield
     except ConfigError as e:
-      raise ConfigError(self.flag_message(str(e))) from e
+      if e.field not in self._table or e.config not in (None, self.config_cls.__name__):
+        raise
+      raise e.renamed("--" + self.flag_name(e.field)) from e
 
   def items(self) -> Iterator[Tuple[str, str]]:
     """``(field, flag)`` pairs of the table, in declaration order."""

@@ -5,13 +5,65 @@ checkpoint) raises a subclass of :class:`RemedisError` with a one-line message t
 names the offending input, so binaries can print it and exit non-zero.
 """
 
+import copy
+from typing import Any, Optional
+
+# ConfigError(value=...) not given (None is a value a message may show).
+_NO_VALUE = object()
+
 
 class RemedisError(Exception):
   """Base class for all errors raised deliberately by remedis_tf."""
 
 
 class ConfigError(RemedisError, ValueError):
-  """An invalid or contradictory setting (flag value, config field)."""
+  """An invalid or contradictory setting (flag value, config field).
+
+  ``ConfigError(message)`` carries a self-contained message. A config class' validation
+  says which field it rejects instead, and the message is built from the parts:
+
+  * ``ConfigError("must be >= 1, got 0", field="steps_per_loop")`` reads
+    ``steps_per_loop must be >= 1, got 0``;
+  * with ``value`` (and ``config``, the class qualifying the name),
+    ``ConfigError("must be > 0", field="base_lr", value=0.0, config="OptimizerConfig")``
+    reads ``OptimizerConfig.base_lr=0.0: must be > 0``.
+
+  Attributes:
+    field: the config field that was rejected; None for a self-contained message.
+    reason: what is wrong with it (the message itself when there is no field).
+    config: the class name qualifying ``field`` in the message, or None.
+
+  Whoever sets a field under another name (a binary's ``--flag``) re-words the error with
+  :meth:`renamed`, from these parts: the message's text is never parsed.
+  """
+
+  def __init__(self, message: str, *, field: Optional[str] = None, value: Any = _NO_VALUE,
+               config: Optional[str] = None):
+    if field is None and (value is not _NO_VALUE or config is not None):
+      raise TypeError("ConfigError: value= and config= need field=")
+    self.field = field
+    self.reason = message
+    self.config = config
+    self._value_text = None if value is _NO_VALUE else repr(value)
+    self._name = field if config is None else f"{config}.{field}"
+    super().__init__(self._message())
+
+  def _message(self) -> str:
+    if self.field is None:
+      return self.reason
+    if self._value_text is None:
+      return f"{self._name} {self.reason}"
+    return f"{self._name}={self._value_text}: {self.reason}"
+
+  def renamed(self, name: str) -> "ConfigError":
+    """The same error (same ``field``, ``reason``, ``config``) whose message calls the field
+    ``name``, e.g. the flag that set it: ``--learning_rate=0.0: must be > 0``."""
+    if self.field is None:
+      raise ValueError("renamed: this ConfigError names no field")
+    error = copy.copy(self)
+    error._name = name  # pylint: disable=protected-access
+    error.args = (error._message(),)  # pylint: disable=protected-access
+    return error
 
 
 class DataError(RemedisError, ValueError):

@@ -4,7 +4,10 @@ A binary prints ``error: <message>`` for every ``RemedisError`` (and for the mes
 ``experiments/_cli.py`` passes to ``fail``). This test reads the message templates from
 the source: the first argument of every call of one of the error classes (``raise
 DataError(f"…")``, ``return StorageError(…)``) and of ``fail(…)``, in remedis_tf/ and
-experiments/. Each template's stable text must appear in the troubleshooting page:
+experiments/. A ``ConfigError`` that names its field (``ConfigError("must be > 0, got …",
+field="temperature")``, optionally ``value=`` and ``config=``) is read as the message it
+prints, ``temperature must be > 0, got …`` (``Config.field=…: reason``). Each template's
+stable text must appear in the troubleshooting page:
 
 * the template is split at its placeholders (``{path}``, ``{e}``) into literal parts;
 * its stable text is the literal part before the first placeholder when that is at
@@ -49,6 +52,21 @@ def _literal_parts(node: ast.AST) -> Optional[List[Optional[str]]]:
   return None
 
 
+def _field_message_parts(reason: Optional[List[Optional[str]]], keywords: dict
+                         ) -> List[Optional[str]]:
+  """The parts of the message ``ConfigError(reason, field=…, value=…, config=…)`` prints
+  (remedis_tf.errors.ConfigError): ``[config.]field reason`` or
+  ``[config.]field=value: reason``; a part that is not a literal is a placeholder."""
+  def literal(node):
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+  parts: List[Optional[str]] = []
+  if "config" in keywords:
+    parts += [literal(keywords["config"]), "."]
+  parts.append(literal(keywords["field"]))
+  parts += ["=", None, ": "] if "value" in keywords else [" "]
+  return parts + (reason or [None])
+
+
 def templates() -> Iterator[Tuple[str, int, List[Optional[str]]]]:
   """``(file, line, parts)`` of every message template in the source."""
   for top in ("remedis_tf", "experiments"):
@@ -65,6 +83,9 @@ def templates() -> Iterator[Tuple[str, int, List[Optional[str]]]]:
           called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
           if called in ERRORS or (called in PRINTERS and top == "experiments"):
             parts = _literal_parts(node.args[0])
+            keywords = {k.arg: k.value for k in node.keywords}
+            if called == "ConfigError" and "field" in keywords:
+              parts = _field_message_parts(parts, keywords)
             if parts is not None:
               yield os.path.relpath(path, ROOT), node.lineno, parts
 
@@ -115,6 +136,9 @@ def test_the_check_reads_messages_and_can_fail():
   assert ("remedis_tf/eval/calibration.py", "unreadable temperature file") in found
   assert any(p == "experiments/evaluate.py" and t.startswith("--eval_set=") for p, t in found)
   assert ("experiments/_cli.py", "see --helpfull)") in found  # fail(f"{e} (see --helpfull)")
+  # ConfigError(reason, field=..., value=..., config=...): read as the message it prints.
+  assert ("remedis_tf/train/loop.py", "eval_every must be >= 0, got") in found
+  assert ("remedis_tf/optim/factory.py", "OptimizerConfig") in found
   tree = ast.parse('raise DataError(f"{path}: a message nobody wrote down ({e})")')
   parts = _literal_parts(tree.body[0].exc.args[0])
   assert stable_text(parts) == "a message nobody wrote down"

@@ -60,11 +60,11 @@ class FrozenEvalConfig:
 
   def __post_init__(self):
     if self.knn_k < 1:
-      raise ConfigError(f"knn_k must be >= 1, got {self.knn_k}")
+      raise ConfigError(f"must be >= 1, got {self.knn_k}", field="knn_k")
     if self.probe_c <= 0:
-      raise ConfigError(f"probe_c must be > 0, got {self.probe_c}")
+      raise ConfigError(f"must be > 0, got {self.probe_c}", field="probe_c")
     if self.num_bootstrap < 1:
-      raise ConfigError(f"num_bootstrap must be >= 1, got {self.num_bootstrap}")
+      raise ConfigError(f"must be >= 1, got {self.num_bootstrap}", field="num_bootstrap")
 
 
 def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray,

@@ -97,7 +97,8 @@ class OptimizerConfig:
 
   def __post_init__(self):
     def bad(field, why):
-      raise ConfigError(f"OptimizerConfig.{field}={getattr(self, field)!r}: {why}")
+      raise ConfigError(why, field=field, value=getattr(self, field),
+                        config="OptimizerConfig")
     if self.name not in OPTIMIZERS:
       bad("name", f"unknown optimizer; valid: {', '.join(OPTIMIZERS)}")
     if self.lr_scaling not in schedules.LR_SCALINGS:

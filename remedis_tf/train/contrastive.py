@@ -52,11 +52,13 @@ class ContrastiveConfig:
 
   def __post_init__(self):
     if self.temperature <= 0:
-      raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+      raise ConfigError(f"must be > 0, got {self.temperature}", field="temperature")
     if self.global_batch_size < 2:
-      raise ConfigError(f"global_batch_size must be >= 2, got {self.global_batch_size}")
+      raise ConfigError(f"must be >= 2, got {self.global_batch_size}",
+                        field="global_batch_size")
     if self.projection_layers < 1:
-      raise ConfigError(f"projection_layers must be >= 1, got {self.projection_layers}")
+      raise ConfigError(f"must be >= 1, got {self.projection_layers}",
+                        field="projection_layers")
 
 
 class ContrastiveTask(TaskBase):

@@ -103,11 +103,11 @@ class LoopConfig:
                  "summary_every", "log_every"):
       low = int(name != "summary_every")  # summary_every=0: scaled with the run
       if getattr(self, name) < low:
-        raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        raise ConfigError(f"must be >= {low}, got {getattr(self, name)}", field=name)
     if self.eval_every < 0:
-      raise ConfigError(f"eval_every must be >= 0, got {self.eval_every}")
+      raise ConfigError(f"must be >= 0, got {self.eval_every}", field="eval_every")
     if not self.lock_timeout_s > 0:
-      raise ConfigError(f"lock_timeout_s must be > 0, got {self.lock_timeout_s}")
+      raise ConfigError(f"must be > 0, got {self.lock_timeout_s}", field="lock_timeout_s")
 
 
 @dataclasses.dataclass

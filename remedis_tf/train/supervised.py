@@ -58,15 +58,16 @@ class SupervisedConfig:
 
   def __post_init__(self):
     if not _FREEZE.match(self.train_mode):
-      raise ConfigError(f"train_mode must be full, linear or freeze:N (N=0..4), "
-                        f"got {self.train_mode!r}")
+      raise ConfigError(f"must be full, linear or freeze:N (N=0..4), got {self.train_mode!r}",
+                        field="train_mode")
     if not 0 <= self.from_projection_layer <= self.projection_layers:
-      raise ConfigError(f"from_projection_layer must be in 0..{self.projection_layers}, "
-                        f"got {self.from_projection_layer}")
+      raise ConfigError(f"must be in 0..{self.projection_layers}, "
+                        f"got {self.from_projection_layer}", field="from_projection_layer")
     if self.mixup_alpha < 0:
-      raise ConfigError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+      raise ConfigError(f"must be >= 0, got {self.mixup_alpha}", field="mixup_alpha")
     if self.global_batch_size < 1:
-      raise ConfigError(f"global_batch_size must be >= 1, got {self.global_batch_size}")
+      raise ConfigError(f"must be >= 1, got {self.global_batch_size}",
+                        field="global_batch_size")
 
 
 class SupervisedTask(TaskBase):

@@ -3,6 +3,7 @@ validation error names the flag, not the config field it sets."""
 
 import dataclasses
 import os
+import pickle
 import subprocess
 import sys
 
@@ -74,16 +75,55 @@ def test_generated_flags_take_type_default_and_help_from_the_field():
     table.build(values)
 
 
-def test_plain_words_stay_prose():
+def test_errors_are_mapped_by_their_field_not_their_text():
   table = ConfigFlags(ContrastiveConfig, {"variant": Flag("backbone"), "temperature": Flag(),
                                           "global_batch_size": Flag("batch_size")})
-  assert table.flag_message("temperature must be > 0, got 0") == "--temperature must be > 0, got 0"
-  assert table.flag_message("the variant of ContrastiveConfig.variant, global_batch_size=1") == (
-      "the variant of --backbone, --batch_size=1")
   assert dict(table.items()) == {"variant": "backbone", "temperature": "temperature",
                                  "global_batch_size": "batch_size"}
+
+  def reraised(error):
+    with pytest.raises(ConfigError) as info:
+      with table.flag_errors():
+        raise error
+    return info.value
+
+  # The field's flag replaces its name; the field and the reason are kept, the library's
+  # error is the cause. Field names in the prose stay as written.
+  e = reraised(ConfigError("must be >= 2 (a variant's global_batch_size), got 1",
+                           field="global_batch_size"))
+  assert str(e) == "--batch_size must be >= 2 (a variant's global_batch_size), got 1"
+  assert (e.field, e.reason) == ("global_batch_size", "must be >= 2 (a variant's "
+                                                      "global_batch_size), got 1")
+  assert str(e.__cause__) == "global_batch_size must be >= 2 (a variant's global_batch_size), got 1"
+  e = reraised(ConfigError("not with temperature", field="variant", value="tiny",
+                           config="ContrastiveConfig"))
+  assert str(e) == "--backbone='tiny': not with temperature"
+  # No field, a field this table does not map, or another class' field: left as it is,
+  # even when the text starts with a field's name.
+  for error in (ConfigError("temperature must be > 0, got 0"),
+                ConfigError("must be >= 1, got 0", field="seed"),
+                ConfigError("must be > 0", field="temperature", value=0,
+                            config="OptimizerConfig")):
+    assert reraised(error) is error
   with pytest.raises(ValueError, match="no field"):
     ConfigFlags(ContrastiveConfig, {"learning_rate": Flag()})
+
+
+def test_config_error_names_its_field():
+  e = ConfigError("must be > 0", field="base_lr", value=0.0, config="OptimizerConfig")
+  assert (str(e), e.field, e.reason, e.config) == (
+      "OptimizerConfig.base_lr=0.0: must be > 0", "base_lr", "must be > 0", "OptimizerConfig")
+  assert str(e.renamed("--learning_rate")) == "--learning_rate=0.0: must be > 0"
+  assert str(e) == "OptimizerConfig.base_lr=0.0: must be > 0"  # renamed() copies
+  copied = pickle.loads(pickle.dumps(e.renamed("--learning_rate")))
+  assert (str(copied), copied.field) == ("--learning_rate=0.0: must be > 0", "base_lr")
+  assert str(ConfigError("must be >= 1, got 0", field="knn_k")) == "knn_k must be >= 1, got 0"
+  plain = ConfigError("knn_k must be >= 1, got 0")
+  assert (str(plain), plain.field, plain.reason) == ("knn_k must be >= 1, got 0", None,
+                                                     "knn_k must be >= 1, got 0")
+  with pytest.raises(ConfigError, match=r"^knn_k must be >= 1, got 0$") as info:
+    FrozenEvalConfig(knn_k=0)
+  assert info.value.field == "knn_k"
 
 
 def test_binary_reports_the_flag_of_a_bad_config_value(tmp_path):

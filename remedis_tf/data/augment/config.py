@@ -95,7 +95,7 @@ class AugmentConfig:
 
 
 def _fail(field: str, value, why: str):
-  raise ConfigError(f"AugmentConfig.{field}={value!r}: {why}")
+  raise ConfigError(why, field=field, value=value, config="AugmentConfig")
 
 
 def _validate(cfg: AugmentConfig) -> None:
