@@ -22,8 +22,8 @@ from typing import Dict, Tuple, Union
 
 import tensorflow as tf
 
-from remedis_tf.data.manifest import LABELLED_TASKS
 from remedis_tf.errors import ConfigError
+from remedis_tf.tasks import LABELLED_TASKS
 
 LARGE_NUM = 1e9
 

@@ -18,7 +18,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 UTILITIES = {"errors", "io_utils", "configs", "remote_io", "run_lock", "run_guard",
-             "stateless_random"}
+             "stateless_random", "tasks"}
 PIECES = {"models", "data", "optim", "losses", "eval", "synthetic"}
 CORE = {"train", "weights"}
 # Same-layer imports that would blur the picture: the left may never import the right.

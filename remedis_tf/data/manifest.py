@@ -13,11 +13,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from remedis_tf.data.dicom import DicomOptions
+# The task names are remedis_tf.tasks'; re-exported here, where readers have always
+# imported them.
+from remedis_tf.tasks import LABELLED_TASKS, TASK_TYPES  # pylint: disable=unused-import
 
-TASK_TYPES = ("multilabel", "multiclass", "binary", "unlabelled")
 STORAGE_KINDS = ("files", "tfrecords")
-# The tasks with labels (losses, metrics, classification heads).
-LABELLED_TASKS = tuple(t for t in TASK_TYPES if t != "unlabelled")
 
 
 def task_for_label_count(num_labels: int) -> str:

@@ -17,12 +17,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from remedis_tf import io_utils
-from remedis_tf.data.manifest import LABELLED_TASKS
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval.bootstrap import BootstrapResult, bootstrap_ci, json_float
 from remedis_tf.eval.metrics import ArrayLike, as_weights, check_binary_labels, class_ids
 from remedis_tf.eval.metrics import per_class_auc, safe_divide, softmax_log_odds
 from remedis_tf.eval.metrics import topk_accuracy, unbatch
+from remedis_tf.tasks import LABELLED_TASKS
 
 TASKS = LABELLED_TASKS
 # The model-selection metric of a training run, in order of preference: mean AUC whenever
