@@ -35,11 +35,12 @@ flags.DEFINE_list("fractions", None, f"{_DOCS['fractions']} (default "
                   f"{','.join(map(str, _DEFAULT.fractions))}).")
 flags.DEFINE_integer("num_bootstrap", None, _DOCS["num_bootstrap"])
 flags.DEFINE_enum("precision", "float32", ["float32", "bfloat16"], _DOCS["precision"])
+flags.DEFINE_integer("workers", 0, _DOCS["workers"])
 
 
 def main(argv):
   del argv
-  overrides = {"seed": FLAGS.seed, "precision": FLAGS.precision}
+  overrides = {"seed": FLAGS.seed, "precision": FLAGS.precision, "workers": FLAGS.workers}
   for name in ("variant", "image_size", "upstream_steps", "contrastive_steps",
                "finetune_steps", "sweep_steps", "num_bootstrap"):
     if FLAGS[name].value is not None:

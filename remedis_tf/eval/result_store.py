@@ -3,15 +3,18 @@ metrics in one resumable JSON file (what lets a sweep be re-run and resume)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import json
 import math
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+import os
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
-from remedis_tf import io_utils
+from remedis_tf import io_utils, remote_io
 from remedis_tf.errors import ConfigError, DataError
 from remedis_tf.eval.data_efficiency import Cell, Row
 
@@ -36,7 +39,8 @@ def _json_safe(obj: Any) -> Any:
 class ResultStore:
   """Finished (model, fraction, seed) cells and their metrics in one JSON file.
 
-  Every :meth:`add` re-reads the file (to keep cells other processes finished meanwhile),
+  Every :meth:`add` re-reads the file (to keep cells other processes finished meanwhile;
+  under a lock file beside it, for local files),
   then rewrites it atomically (temporary file + rename), so an interrupted write leaves
   the previous file intact. Only finished cells are added, so a failed run never replaces
   an earlier result. A file that exists but cannot be parsed raises DataError instead of
@@ -91,11 +95,12 @@ class ResultStore:
     entry = {"model": cell.model, "fraction": cell.fraction, "seed": cell.seed,
              "result": _json_safe(dict(result)),
              "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
-    cells = self._load()
-    cells[cell.key()] = entry
-    ordered = [cells[k] for k in sorted(cells)]
-    io_utils.atomic_write_json(self.path, {"format": self.FORMAT, "version": 1,
-                                           "cells": ordered})
+    with _exclusive(self.path):
+      cells = self._load()
+      cells[cell.key()] = entry
+      ordered = [cells[k] for k in sorted(cells)]
+      io_utils.atomic_write_json(self.path, {"format": self.FORMAT, "version": 1,
+                                             "cells": ordered})
     self._cells = cells
 
   def cells(self) -> List[Cell]:
@@ -118,6 +123,23 @@ class ResultStore:
                      float("nan") if value is None else float(value),
                      None if n_train is None else int(n_train)))
     return out
+
+
+@contextlib.contextmanager
+def _exclusive(path: str) -> Iterator[None]:
+  """Holds an exclusive lock on ``path + ".lock"`` (local files; a no-op elsewhere), so
+  processes adding cells side by side (a parallel sweep) never lose each other's cell in
+  the read-modify-write of :meth:`ResultStore.add`."""
+  if remote_io.is_remote(path):
+    yield
+    return
+  io_utils.ensure_dir(os.path.dirname(os.path.abspath(path)))
+  with open(path + ".lock", "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _lookup(result: Mapping[str, Any], dotted: str) -> Tuple[bool, Any]:

@@ -30,7 +30,7 @@ from remedis_tf.eval import metrics, plots, resampling
 from remedis_tf.eval.frozen import FrozenEvalConfig
 from remedis_tf.optim.factory import OptimizerConfig
 from remedis_tf.data.label_fraction import holdout_split
-from remedis_tf.runs import demo_findings, demo_report, frozen, selection, stages, sweep
+from remedis_tf.runs import demo_findings, demo_report, frozen, parallel, selection, stages, sweep
 from remedis_tf.runs import sweep_probe
 from remedis_tf.runs import evaluate as evaluate_lib
 from remedis_tf.train import finetune_plan
@@ -70,6 +70,9 @@ class DemoConfig:
     sweep_seeds: seeds per sweep cell.
     num_bootstrap: bootstrap resamples for confidence intervals.
     precision: float32 or bfloat16.
+    workers: fine-tunes trained side by side in worker processes (the site-A arms, the
+      sweep's (model, fraction) groups; :mod:`remedis_tf.runs.parallel`): 0 = one per CPU
+      core, at most 2; 1 = one at a time in this process. The numbers do not depend on it.
   """
   out_dir: str = "demo_output"
   quick: bool = False
@@ -97,6 +100,7 @@ class DemoConfig:
   sweep_seeds: Tuple[int, ...] = (0, 1, 2)
   num_bootstrap: int = 500
   precision: str = "float32"
+  workers: int = 0
 
   @classmethod
   def quick_config(cls, out_dir: str, **overrides) -> "DemoConfig":
@@ -184,6 +188,50 @@ def _medical(data: Dict, split: str) -> Manifest:
   return recipes.chexpert(data["csv"][split], data["out_dir"],
                           label_columns=synthetic.FINDINGS if "unlabelled" not in split else (),
                           attribute_columns=synthetic.SUBGROUP_COLUMNS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ArmJob:
+  """One arm of the site-A comparison: its seeds fine-tuned one after the other (the first
+  chooses the learning rate from ``lr_grid`` on validation, the others reuse it)."""
+  name: str
+  init: str
+  train: Manifest
+  validation: Manifest
+  supervised: SupervisedConfig
+  optimizer: OptimizerConfig
+  augment: augment_lib.AugmentConfig
+  size: int
+  lr_grid: Tuple[float, ...]
+  seeds: Tuple[int, ...]
+  out: str
+  runtime: stages.RuntimeConfig
+  in_worker: bool = False
+
+
+def _finetune_arm_job(job: _ArmJob):
+  return _finetune_arm(job, parallel.worker_log(job.name))
+
+
+def _finetune_arm(job: _ArmJob, log) -> Optional[Dict[int, selection.Selection]]:
+  """``{seed: Selection}`` of one arm, or None when a signal stopped it."""
+  eval_every = max(job.optimizer.total_steps // 2, 3)
+  grid, chosen = job.lr_grid, {}
+  for seed in job.seeds:
+    if job.in_worker and parallel.stop_requested():
+      return None
+    root = os.path.join(job.out, "runs", f"finetune_{job.name}" + (f"_s{seed}" if seed else ""))
+    sel = selection.finetune_selected(
+        job.train, job.validation,
+        dataclasses.replace(job.supervised, init=job.init, seed=seed), job.optimizer,
+        job.augment, job.size,
+        lambda d: _loop(d, job.optimizer.total_steps, eval_every=eval_every),
+        grid, root, job.runtime, log=log)
+    if sel is None:
+      return None
+    grid = (sel.lr,)  # chosen on the first seed, reused by the others
+    chosen[seed] = sel
+  return chosen
 
 
 class _Stopped(Exception):
@@ -275,20 +323,18 @@ def _run_demo(cfg: DemoConfig, log: Callable[[str], None]) -> str:
   with timer.stage("4/7 fine-tune baseline and REMEDIS on site A"):
     site_a = sets["site_a/train"]
     sup, opt = _finetune_configs(cfg, len(site_a), cfg.finetune_epochs, 1, cfg.finetune_steps)
-    eval_every = max(opt.total_steps // 2, 3)
-    for name, init in models.items():
-      grid = cfg.lr_grid  # chosen on the first seed, reused by the others
-      for seed in cfg.finetune_seeds:
-        root = os.path.join(out, "runs", f"finetune_{name}" + (f"_s{seed}" if seed else ""))
-        sel = selection.finetune_selected(
-            site_a, sets["site_a/valid"], dataclasses.replace(sup, init=init, seed=seed), opt,
-            finetune_aug, size, lambda d: _loop(d, opt.total_steps, eval_every=eval_every),
-            grid, root, runtime, log=log)
-        _stop_if(sel is None, f"the site-A fine-tune of {name}")
-        grid = (sel.lr,)
-        selections[f"{name}_s{seed}"] = sel.to_dict()
-        seed_dirs[(name, seed)] = sel.run_dir
-      finetune_dirs[name] = seed_dirs[(name, cfg.finetune_seeds[0])]
+    jobs = [_ArmJob(name, init, site_a, sets["site_a/valid"], sup, opt, finetune_aug, size,
+                    cfg.lr_grid, tuple(cfg.finetune_seeds), out, runtime, cfg.workers != 1)
+            for name, init in models.items()]
+    workers = cfg.workers if cfg.workers > 0 else parallel.default_workers(len(jobs))
+    arms = (parallel.run_jobs(_finetune_arm_job, jobs, workers, log) if workers > 1
+            else [_finetune_arm(job, log) for job in jobs])
+    for job, arm in zip(jobs, arms):
+      _stop_if(arm is None, f"the site-A fine-tune of {job.name}")
+      for seed, sel in arm.items():
+        selections[f"{job.name}_s{seed}"] = sel.to_dict()
+        seed_dirs[(job.name, seed)] = sel.run_dir
+      finetune_dirs[job.name] = seed_dirs[(job.name, cfg.finetune_seeds[0])]
 
   eval_sets = {"id_valid": sets["site_a/valid"], "id_site_a": sets["site_a/test"],
                "ood_site_b": sets["site_b/test"], "ood_site_c": sets["site_c/test"]}
@@ -321,7 +367,7 @@ def _run_demo(cfg: DemoConfig, log: Callable[[str], None]) -> str:
         b_train, sets["site_b/test"], models, cfg.fractions, cfg.sweep_seeds,
         template, os.path.join(out, "data_efficiency"), runtime=runtime,
         num_bootstrap=cfg.num_bootstrap, bootstrap_seed=cfg.seed, log=log,
-        validation=b_val, lr_grid=cfg.lr_grid, lr_seed_sharing=True)
+        validation=b_val, lr_grid=cfg.lr_grid, lr_seed_sharing=True, workers=cfg.workers)
     _stop_if(de.interrupted, "the site-B sweep")
     probe = sweep_probe.probe_sweep(
         models, b_train, b_val, sets["site_b/test"], cfg.fractions, cfg.sweep_seeds, size,

@@ -29,6 +29,13 @@ are the two-level bootstrap of :mod:`remedis_tf.eval.resampling` over test patie
 seeds, and ``headline.json`` carries the headline's interval (the whole rule re-run on
 every replicate); otherwise they fall back to the Student-t interval over seeds.
 
+With ``workers > 1`` the (model, fraction) groups of cells run side by side in worker
+processes (:mod:`remedis_tf.runs.parallel`), each group's seeds in order; the result store
+takes the cells of every worker (under a file lock).
+
+The module is long because one cell's whole recipe (subset, plan, learning-rate selection,
+test scoring, result record) reads in one place, the same in this process and in a worker.
+
 ``out_dir/sweep.json`` records what the results are comparable under (train/test sets,
 template, bootstrap settings, model inits); a later call with a different setup is
 refused instead of mixing incomparable cells. New models, fractions or seeds may be added.
@@ -38,11 +45,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from remedis_tf import configs, io_utils
+from remedis_tf import configs, io_utils, remote_io
 from remedis_tf.data import augment as augment_lib
 from remedis_tf.data.label_alignment import align_labels
 from remedis_tf.data.label_fraction import select_fraction
@@ -53,7 +60,7 @@ from remedis_tf.eval import predict as predict_lib
 from remedis_tf.eval import task_metrics
 from remedis_tf.eval.result_store import ResultStore
 from remedis_tf.optim.factory import OptimizerConfig
-from remedis_tf.runs import selection, stages
+from remedis_tf.runs import parallel, selection, stages
 from remedis_tf.runs.sweep_summary import (PREDICTIONS_FILE, SweepResult, _summarise,
                                            combined_from_store)
 from remedis_tf.train import finetune_plan
@@ -214,6 +221,116 @@ def _check_sweep(out_dir: str, setup: Dict[str, Any], models: Mapping[str, str])
   io_utils.atomic_write_json(path, setup)
 
 
+
+@dataclasses.dataclass(frozen=True)
+class _SweepContext:
+  """What every cell of one sweep call shares (picklable: it travels to worker processes)."""
+  train: Manifest
+  test: Manifest
+  validation: Optional[Manifest]
+  models: Dict[str, str]
+  template: FinetuneTemplate
+  out_dir: str
+  runtime: Any
+  num_bootstrap: int
+  bootstrap_seed: int
+  metric: Optional[str]
+  grid: Tuple[float, ...]
+  lr_seed_sharing: bool
+  seeds: Tuple[int, ...]
+  num_cells: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _CellsJob:
+  """Cells run one after the other (one (model, fraction) of the sweep), with their
+  1-based numbers in the sweep; ``in_worker``: run in a worker process."""
+  context: _SweepContext
+  cells: Tuple[Tuple[int, de.Cell], ...]
+  in_worker: bool = False
+
+
+def _tag(i: int, n: int, cell: de.Cell) -> str:
+  return f"[sweep {i}/{n}] {cell.model} fraction {cell.fraction:g} seed {cell.seed}"
+
+
+def _run_cells_job(job: _CellsJob) -> Tuple[List[de.Cell], bool]:
+  """:func:`_run_cells` in a worker process (lines go to its stdout)."""
+  first = job.cells[0][1]
+  return _run_cells(job, parallel.worker_log(f"{first.model} f{first.fraction:g}"))
+
+
+def _run_cells(job: _CellsJob, log: Callable[[str], None]) -> Tuple[List[de.Cell], bool]:
+  """Trains, selects and scores the job's cells in order, adding each finished one to the
+  result store; returns (finished cells, stopped by a signal)."""
+  c = job.context
+  store = ResultStore(os.path.join(c.out_dir, RESULTS_FILE))
+  computed: List[de.Cell] = []
+  for i, cell in job.cells:
+    tag = _tag(i, c.num_cells, cell)
+    if job.in_worker and parallel.stop_requested():
+      log(f"{tag}: not started (stop requested); run the same sweep again to resume")
+      return computed, True
+    subset = c.train if cell.fraction >= 1.0 else select_fraction(
+        c.train, cell.fraction, seed=cell.seed)
+    plan = plan_cell(c.template, c.models[cell.model], cell.seed, len(subset))
+    run_dir = cell_dir(c.out_dir, cell.model, cell.fraction, cell.seed)
+    log(f"{tag}: {len(subset)} images, batch {plan.supervised.global_batch_size}, "
+        f"{plan.total_steps} steps -> {run_dir}")
+    evals = max(c.template.evals_per_run, 1) if c.validation is not None else 0
+
+    def make_loop(directory: str, total: int = plan.total_steps, evals: int = evals):
+      return LoopConfig(run_dir=directory, total_steps=total,
+                        steps_per_loop=min(c.template.steps_per_loop, total),
+                        checkpoint_every=c.template.checkpoint_every,
+                        log_every=c.template.log_every, summary_every=c.template.log_every,
+                        eval_every=max(-(-total // evals), 1) if evals else 0)
+
+    chosen: Dict[str, Any] = {}
+    if c.validation is None:
+      result = stages.run_supervised(subset, plan.supervised, plan.optimizer,
+                                     c.template.augment, c.template.image_size,
+                                     make_loop(run_dir), c.runtime, log=log)
+      preempted, scored_dir, which = result.preempted, run_dir, "latest"
+    else:
+      # The lr is chosen on the first seed of each (model, fraction) and reused by its
+      # other seeds (each still keeps its best checkpoint on validation).
+      first = store.get(de.Cell(cell.model, cell.fraction, c.seeds[0])) or {}
+      cell_grid = ([first["lr"]] if c.lr_seed_sharing and cell.seed != c.seeds[0]
+                   and "lr" in first else list(c.grid))
+      sel = selection.finetune_selected(
+          subset, c.validation, plan.supervised, plan.optimizer, c.template.augment,
+          c.template.image_size, make_loop, cell_grid, run_dir, c.runtime, c.metric, log)
+      preempted, scored_dir, which = sel is None, sel and sel.run_dir, "best"
+      if sel is not None:
+        chosen = {"selection": "validation", "lr": sel.lr, "lr_grid": list(c.grid),
+                  "lr_chosen_on_seed": c.seeds[0] if len(cell_grid) < len(c.grid)
+                  else cell.seed, "val_metric": sel.metric, "val_value": sel.value,
+                  "val_step": sel.step, "val_grid": sel.grid}
+    if preempted:
+      log(f"{tag}: preempted; run the same sweep again to resume")
+      return computed, True
+    task, run_config = stages.load_classifier(scored_dir, which=which)
+    evaluated, preds = stages.evaluate_task(task, c.test, c.template.image_size,
+                                            batch_size=c.template.eval_batch_size,
+                                            num_bootstrap=c.num_bootstrap,
+                                            seed=c.bootstrap_seed,
+                                            crop_fraction=stages.eval_crop_fraction(run_config))
+    name, ci = task_metrics.main_metric(evaluated, c.metric)
+    task_metrics.write_metrics(evaluated, os.path.join(run_dir, "test_metrics.json"),
+                               os.path.join(run_dir, "test_metrics.csv"))
+    predict_lib.save_predictions(os.path.join(run_dir, PREDICTIONS_FILE), preds, c.test.task)
+    store.add(cell, {"metric": ci, "metric_name": name, "n_train": len(subset),
+                     "n_train_patients": len({r for r in subset.patients()}),
+                     "global_batch_size": plan.supervised.global_batch_size,
+                     "total_steps": plan.total_steps, "run_dir": run_dir,
+                     "init": c.models[cell.model], "metrics": evaluated["metrics"], **chosen})
+    computed.append(cell)
+    log(f"{tag}: test {name} {ci.get('value')}"
+        + (f" (lr {chosen['lr']:g}, validation {chosen['val_value']:.3f})" if chosen else ""))
+  return computed, False
+
+
 def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, str],
                         fractions: Sequence[float], seeds: Sequence[int],
                         template: FinetuneTemplate, out_dir: str, runtime=None,
@@ -223,7 +340,7 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
                         log: Callable[[str], None] = print,
                         validation: Optional[Manifest] = None,
                         lr_grid: Sequence[float] = (),
-                        lr_seed_sharing: bool = False) -> SweepResult:
+                        lr_seed_sharing: bool = False, workers: int = 1) -> SweepResult:
   """Runs (or resumes) the data-efficiency sweep and writes its table, headline, plot and
   ``findings.json``.
 
@@ -251,6 +368,9 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
     lr_grid: base learning rates tried per cell (default: the template's ``base_lr``).
     lr_seed_sharing: choose the lr on the first seed of each (model, fraction) only and
       reuse it for the other seeds (a cheaper grid; checkpoints are still chosen per cell).
+    workers: (model, fraction) groups trained side by side in worker processes
+      (:mod:`remedis_tf.runs.parallel`; each group's cells stay in order); 1 = all in this
+      process, 0 = one per core, at most 2. The results do not depend on it.
   """
   runtime = runtime or stages.RuntimeConfig()
   _check_names(models)
@@ -269,73 +389,37 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
     setup.update(validation=_manifest_fingerprint(validation), lr_grid=grid)
   _check_sweep(out_dir, setup, models)
   store = ResultStore(os.path.join(out_dir, RESULTS_FILE))
-  computed: List[de.Cell] = []
-  skipped: List[de.Cell] = []
   cells = [de.Cell(m, float(f), int(s)) for m in models for f in sorted(fractions)
            for s in seeds]
-  interrupted = False
+  skipped: List[de.Cell] = []
+  pending: Dict[tuple, List[Tuple[int, de.Cell]]] = {}
   for i, cell in enumerate(cells, start=1):
-    tag = f"[sweep {i}/{len(cells)}] {cell.model} fraction {cell.fraction:g} seed {cell.seed}"
     if store.has(cell):
-      log(f"{tag}: already done, skipping")
+      log(f"{_tag(i, len(cells), cell)}: already done, skipping")
       skipped.append(cell)
-      continue
-    subset = train if cell.fraction >= 1.0 else select_fraction(
-        train, cell.fraction, seed=cell.seed)
-    plan = plan_cell(template, models[cell.model], cell.seed, len(subset))
-    run_dir = cell_dir(out_dir, cell.model, cell.fraction, cell.seed)
-    log(f"{tag}: {len(subset)} images, batch {plan.supervised.global_batch_size}, "
-        f"{plan.total_steps} steps -> {run_dir}")
-    evals = max(template.evals_per_run, 1) if validation is not None else 0
-
-    def make_loop(directory: str, total: int = plan.total_steps, evals: int = evals):
-      return LoopConfig(run_dir=directory, total_steps=total,
-                        steps_per_loop=min(template.steps_per_loop, total),
-                        checkpoint_every=template.checkpoint_every,
-                        log_every=template.log_every, summary_every=template.log_every,
-                        eval_every=max(-(-total // evals), 1) if evals else 0)
-
-    chosen: Dict[str, Any] = {}
-    if validation is None:
-      result = stages.run_supervised(subset, plan.supervised, plan.optimizer, template.augment,
-                                     template.image_size, make_loop(run_dir), runtime, log=log)
-      preempted, scored_dir, which = result.preempted, run_dir, "latest"
     else:
-      # The lr is chosen on the first seed of each (model, fraction) and reused by its
-      # other seeds (each still keeps its best checkpoint on validation).
-      first = store.get(de.Cell(cell.model, cell.fraction, int(seeds[0]))) or {}
-      cell_grid = ([first["lr"]] if lr_seed_sharing and cell.seed != int(seeds[0])
-                   and "lr" in first else grid)
-      sel = selection.finetune_selected(
-          subset, validation, plan.supervised, plan.optimizer, template.augment,
-          template.image_size, make_loop, cell_grid, run_dir, runtime, metric, log)
-      preempted, scored_dir, which = sel is None, sel and sel.run_dir, "best"
-      if sel is not None:
-        chosen = {"selection": "validation", "lr": sel.lr, "lr_grid": grid,
-                  "lr_chosen_on_seed": int(seeds[0]) if len(cell_grid) < len(grid)
-                  else cell.seed, "val_metric": sel.metric, "val_value": sel.value,
-                  "val_step": sel.step, "val_grid": sel.grid}
-    if preempted:
-      log(f"{tag}: preempted; run the same sweep again to resume")
-      interrupted = True
-      break
-    task, run_config = stages.load_classifier(scored_dir, which=which)
-    evaluated, preds = stages.evaluate_task(task, test, template.image_size,
-                                            batch_size=template.eval_batch_size,
-                                            num_bootstrap=num_bootstrap, seed=bootstrap_seed,
-                                            crop_fraction=stages.eval_crop_fraction(run_config))
-    name, ci = task_metrics.main_metric(evaluated, metric)
-    task_metrics.write_metrics(evaluated, os.path.join(run_dir, "test_metrics.json"),
-                               os.path.join(run_dir, "test_metrics.csv"))
-    predict_lib.save_predictions(os.path.join(run_dir, PREDICTIONS_FILE), preds, test.task)
-    store.add(cell, {"metric": ci, "metric_name": name, "n_train": len(subset),
-                     "n_train_patients": len({r for r in subset.patients()}),
-                     "global_batch_size": plan.supervised.global_batch_size,
-                     "total_steps": plan.total_steps, "run_dir": run_dir,
-                     "init": models[cell.model], "metrics": evaluated["metrics"], **chosen})
-    computed.append(cell)
-    log(f"{tag}: test {name} {ci.get('value')}"
-        + (f" (lr {chosen['lr']:g}, validation {chosen['val_value']:.3f})" if chosen else ""))
+      # One job per (model, fraction): its first seed chooses the lr its other seeds reuse.
+      pending.setdefault((cell.model, cell.fraction), []).append((i, cell))
+  context = _SweepContext(train, test, validation, dict(models), template, out_dir, runtime,
+                          int(num_bootstrap), int(bootstrap_seed), metric, tuple(grid),
+                          bool(lr_seed_sharing), tuple(int(s) for s in seeds), len(cells))
+  if workers <= 0:
+    workers = parallel.default_workers(len(pending))
+  if workers > 1 and remote_io.is_remote(out_dir):
+    log(f"[sweep] {out_dir} is not a local folder: cells run one at a time")
+    workers = 1
+  jobs = [_CellsJob(context, tuple(group), workers > 1) for group in pending.values()]
+  if workers > 1:
+    outcomes = parallel.run_jobs(_run_cells_job, jobs, workers, log)
+  else:
+    outcomes = []
+    for job in jobs:
+      outcomes.append(_run_cells(job, log))
+      if outcomes[-1][1]:
+        break
+  computed = [cell for done, _ in outcomes for cell in done]
+  interrupted = any(stopped for _, stopped in outcomes)
+  store = ResultStore(store.path)  # the cells the workers added
   protocol = {"selection": "validation" if validation is not None else "final weights",
               "lr_grid": grid, "lr_chosen_per": ("model and fraction, on the first seed"
                                                  if lr_seed_sharing else "cell"), "seeds": [int(s) for s in seeds],
