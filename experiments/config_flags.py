@@ -134,7 +134,9 @@ class ConfigFlags:
     except ConfigError as e:
       if e.field not in self._table or e.config not in (None, self.config_cls.__name__):
         raise
-      raise e.renamed("--" + self.flag_name(e.field)) from e
+      raise e.renamed("--" + self.flag_name(e.field),
+                      {f: "--" + self.flag_name(f) for f in e.related if f in self._table}
+                      ) from e
 
   def items(self) -> Iterator[Tuple[str, str]]:
     """``(field, flag)`` pairs of the table, in declaration order."""

@@ -65,6 +65,13 @@ flags.DEFINE_float("train_epochs", 10, "Epochs over each cell's subset when --tr
 flags.DEFINE_integer("steps_per_loop", 10, "Steps per tf.function call (host loop).")
 flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint every N steps within a cell.")
 flags.DEFINE_integer("log_every", 50, "Progress line every N steps.")
+flags.DEFINE_integer("workers", 1, "Cells trained side by side, each (model, fraction) group "
+                     "in its own worker process with its own TensorFlow (~1.5 GB each); its "
+                     "seeds run in order. 1 = one cell at a time in this process (the default: "
+                     "on a GPU one process should own the device); 0 = one per CPU core, at "
+                     "most 2. Pays on small CPU machines, where one small fine-tune leaves "
+                     "cores idle (benchmarks/README.md, 'Parallel fine-tunes'). The numbers "
+                     "do not depend on it.")
 common_flags.define_variant_flag("r50x1")
 common_flags.define_projection_flags()
 common_flags.define_runtime_flags()
@@ -146,7 +153,8 @@ def main(argv):
       train, test, models, _floats("fractions"), _ints("seeds"), template_from_flags(train),
       FLAGS.output_dir, runtime=common_flags.runtime_from_flags(),
       num_bootstrap=FLAGS.num_bootstrap, metric=FLAGS.metric,
-      reference_model=FLAGS.reference_model, candidate_model=FLAGS.candidate_model)
+      reference_model=FLAGS.reference_model, candidate_model=FLAGS.candidate_model,
+      workers=FLAGS.workers)
   print(f"[sweep] {len(result.computed)} cell(s) computed, {len(result.skipped)} already done")
   if result.interrupted:
     print("[sweep] interrupted: run the same command again to resume")

@@ -12,6 +12,7 @@ from absl import flags
 
 from experiments import common_flags
 from experiments.config_flags import ConfigFlags, Flag
+from remedis_tf.data import augment as augment_lib
 from remedis_tf.errors import ConfigError
 from remedis_tf.eval.frozen import FrozenEvalConfig
 from remedis_tf.train.contrastive import ContrastiveConfig
@@ -107,6 +108,26 @@ def test_errors_are_mapped_by_their_field_not_their_text():
     assert reraised(error) is error
   with pytest.raises(ValueError, match="no field"):
     ConfigFlags(ContrastiveConfig, {"learning_rate": Flag()})
+
+
+def test_a_reason_naming_another_field_names_its_flag_too():
+  # The reason marks the other field ({crop_area_max}) and lists it in ``related``: the
+  # library prints field names, a binary the flags of both (no text is searched).
+  with pytest.raises(ConfigError) as info:
+    augment_lib.AugmentConfig(crop_area_min=0.5, crop_area_max=0.3)
+  e = info.value
+  assert str(e) == ("AugmentConfig.crop_area_min=0.5: need 0 < crop_area_min <= "
+                    "crop_area_max (0.3) <= 1")
+  assert (e.field, e.related) == ("crop_area_min", ("crop_area_max",))
+  with pytest.raises(ConfigError) as info:
+    with common_flags.AUGMENT.flag_errors():
+      raise e
+  assert str(info.value) == ("--aug_crop_area_min=0.5: need 0 < --aug_crop_area_min <= "
+                             "--aug_crop_area_max (0.3) <= 1")
+  # A reason without related fields is not a template: its braces stay as written.
+  assert str(ConfigError("must be one of {'a', 'b'}", field="x")) == "x must be one of {'a', 'b'}"
+  with pytest.raises(TypeError):
+    ConfigError("need {y}", related=("y",))
 
 
 def test_config_error_names_its_field():

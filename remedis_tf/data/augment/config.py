@@ -94,8 +94,8 @@ class AugmentConfig:
     _validate(self)
 
 
-def _fail(field: str, value, why: str):
-  raise ConfigError(why, field=field, value=value, config="AugmentConfig")
+def _fail(field: str, value, why: str, related=()):
+  raise ConfigError(why, field=field, value=value, config="AugmentConfig", related=related)
 
 
 def _validate(cfg: AugmentConfig) -> None:
@@ -110,10 +110,12 @@ def _validate(cfg: AugmentConfig) -> None:
       _fail(name, value, "must be in [0, 1]")
   if not 0.0 < cfg.crop_area_min <= cfg.crop_area_max <= 1.0:
     _fail("crop_area_min", cfg.crop_area_min,
-          f"need 0 < crop_area_min <= crop_area_max ({cfg.crop_area_max}) <= 1")
+          f"need 0 < {{crop_area_min}} <= {{crop_area_max}} ({cfg.crop_area_max}) <= 1",
+          related=("crop_area_max",))
   if not 0.0 < cfg.crop_aspect_min <= cfg.crop_aspect_max:
     _fail("crop_aspect_min", cfg.crop_aspect_min,
-          f"need 0 < crop_aspect_min <= crop_aspect_max ({cfg.crop_aspect_max})")
+          f"need 0 < {{crop_aspect_min}} <= {{crop_aspect_max}} ({cfg.crop_aspect_max})",
+          related=("crop_aspect_max",))
   if cfg.resize_method not in RESIZE_METHODS:
     _fail("resize_method", cfg.resize_method, f"must be one of {RESIZE_METHODS}")
   if cfg.rotation_fill_mode not in FILL_MODES:
@@ -122,7 +124,8 @@ def _validate(cfg: AugmentConfig) -> None:
     _fail("color_strength", cfg.color_strength, "must be in [0, 2.5] (hue shift 0.2·s <= 0.5)")
   if not 0.0 < cfg.blur_sigma_min <= cfg.blur_sigma_max:
     _fail("blur_sigma_min", cfg.blur_sigma_min,
-          f"need 0 < blur_sigma_min <= blur_sigma_max ({cfg.blur_sigma_max})")
+          f"need 0 < {{blur_sigma_min}} <= {{blur_sigma_max}} ({cfg.blur_sigma_max})",
+          related=("blur_sigma_max",))
   if not 0.0 < cfg.blur_kernel_fraction <= 0.5:
     _fail("blur_kernel_fraction", cfg.blur_kernel_fraction, "must be in (0, 0.5]")
   if not 0.0 <= cfg.rotation_degrees <= 180.0:
