@@ -1,6 +1,6 @@
 r"""The README's main command: the whole REMEDIS pipeline on the embedded synthetic data.
 
-  python -m experiments.demo                 # full demo (~15 min on a 2-core CPU)
+  python -m experiments.demo                 # full demo (17-19 min on a 2-core CPU)
   python -m experiments.demo --quick         # smoke test (~2 min)
 
 Generates the synthetic multi-site benchmark, trains stage 1 (supervised upstream),
