@@ -15,6 +15,10 @@ run of its own, seeded by its config, and writes only into its own run directory
 worker keeps the thread pools a run in this process has (checked: a quick demo gives the
 same numbers with ``workers`` 1 and 2, tests/runs/test_parallel.py).
 
+Jobs, results and errors travel between this process and its own workers through
+``multiprocessing`` queues (pickled by multiprocessing, as it always does); nothing read from
+a file is ever unpickled (tests/reliability/test_no_pickle.py).
+
 Stopping: a SIGTERM or Ctrl-C (SIGINT) received by this process is passed on to the workers
 as SIGTERM, so each running training loop saves its checkpoint and returns ``preempted``
 (the caller's job function reports that in its result). A job that has not started when
@@ -26,10 +30,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import pickle
 import queue
 import signal
 import traceback
+from multiprocessing import reduction
 from typing import Any, Callable, List, Sequence
 
 from remedis_tf.errors import TrainingError
@@ -73,8 +77,8 @@ def _worker(fn: Callable[[Any], Any], jobs, results) -> None:
     except BaseException as e:  # pylint: disable=broad-except
       ok = False
       value = e
-      try:
-        pickle.dumps(e)
+      try:  # it travels back pickled: an error that cannot be comes back as its traceback
+        reduction.ForkingPickler.dumps(e)
       except Exception:  # pylint: disable=broad-except
         value = TrainingError("".join(traceback.format_exception(e)).rstrip())
     results.put((index, ok, value))

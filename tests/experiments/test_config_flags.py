@@ -3,7 +3,6 @@ validation error names the flag, not the config field it sets."""
 
 import dataclasses
 import os
-import pickle
 import subprocess
 import sys
 
@@ -136,8 +135,8 @@ def test_config_error_names_its_field():
       "OptimizerConfig.base_lr=0.0: must be > 0", "base_lr", "must be > 0", "OptimizerConfig")
   assert str(e.renamed("--learning_rate")) == "--learning_rate=0.0: must be > 0"
   assert str(e) == "OptimizerConfig.base_lr=0.0: must be > 0"  # renamed() copies
-  copied = pickle.loads(pickle.dumps(e.renamed("--learning_rate")))
-  assert (str(copied), copied.field) == ("--learning_rate=0.0: must be > 0", "base_lr")
+  # (That a ConfigError keeps its field on its way back from a worker process is tested in
+  # tests/runs/test_parallel.py.)
   assert str(ConfigError("must be >= 1, got 0", field="knn_k")) == "knn_k must be >= 1, got 0"
   plain = ConfigError("knn_k must be >= 1, got 0")
   assert (str(plain), plain.field, plain.reason) == ("knn_k must be >= 1, got 0", None,
