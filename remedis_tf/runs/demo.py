@@ -206,7 +206,6 @@ class _ArmJob:
   seeds: Tuple[int, ...]
   out: str
   runtime: stages.RuntimeConfig
-  in_worker: bool = False
 
 
 def _finetune_arm_job(job: _ArmJob):
@@ -218,7 +217,7 @@ def _finetune_arm(job: _ArmJob, log) -> Optional[Dict[int, selection.Selection]]
   eval_every = max(job.optimizer.total_steps // 2, 3)
   grid, chosen = job.lr_grid, {}
   for seed in job.seeds:
-    if job.in_worker and parallel.stop_requested():
+    if parallel.stop_requested():
       return None
     root = os.path.join(job.out, "runs", f"finetune_{job.name}" + (f"_s{seed}" if seed else ""))
     sel = selection.finetune_selected(
@@ -324,11 +323,17 @@ def _run_demo(cfg: DemoConfig, log: Callable[[str], None]) -> str:
     site_a = sets["site_a/train"]
     sup, opt = _finetune_configs(cfg, len(site_a), cfg.finetune_epochs, 1, cfg.finetune_steps)
     jobs = [_ArmJob(name, init, site_a, sets["site_a/valid"], sup, opt, finetune_aug, size,
-                    cfg.lr_grid, tuple(cfg.finetune_seeds), out, runtime, cfg.workers != 1)
+                    cfg.lr_grid, tuple(cfg.finetune_seeds), out, runtime)
             for name, init in models.items()]
-    workers = cfg.workers if cfg.workers > 0 else parallel.default_workers(len(jobs))
-    arms = (parallel.run_jobs(_finetune_arm_job, jobs, workers, log) if workers > 1
-            else [_finetune_arm(job, log) for job in jobs])
+    workers = parallel.workers_for(cfg.workers, len(jobs))
+    if workers > 1:
+      arms = parallel.run_jobs(_finetune_arm_job, jobs, workers, log)
+    else:
+      arms = []
+      for job in jobs:  # one at a time: an arm stopped by a signal stops the stage
+        arms.append(_finetune_arm(job, log))
+        if arms[-1] is None:
+          break
     for job, arm in zip(jobs, arms):
       _stop_if(arm is None, f"the site-A fine-tune of {job.name}")
       for seed, sel in arm.items():

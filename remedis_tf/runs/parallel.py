@@ -43,7 +43,7 @@ _STOP = {"requested": False}
 
 def stop_requested() -> bool:
   """True in a worker process once this process or its parent was asked to stop (a job
-  function checks it before each training run)."""
+  function checks it before each training run); always False outside a worker."""
   return _STOP["requested"]
 
 
@@ -55,6 +55,12 @@ def default_workers(num_jobs: int, cap: int = 2) -> int:
   """Worker processes for ``num_jobs`` jobs: one per CPU core, at most ``cap`` (each holds
   its own TensorFlow, ~1.5 GB) and at most ``num_jobs``."""
   return max(1, min(os.cpu_count() or 1, cap, num_jobs))
+
+
+def workers_for(requested: int, num_jobs: int) -> int:
+  """The ``workers`` setting of a binary or config: ``requested`` if > 0, else (0 = auto)
+  :func:`default_workers`."""
+  return requested if requested > 0 else default_workers(num_jobs)
 
 
 def _worker(fn: Callable[[Any], Any], jobs, results) -> None:
@@ -161,4 +167,4 @@ def worker_log(label: str) -> Callable[[str], None]:
   return log
 
 
-__all__ = ["run_jobs", "stop_requested", "default_workers", "worker_log"]
+__all__ = ["run_jobs", "stop_requested", "default_workers", "workers_for", "worker_log"]

@@ -244,10 +244,9 @@ class _SweepContext:
 @dataclasses.dataclass(frozen=True)
 class _CellsJob:
   """Cells run one after the other (one (model, fraction) of the sweep), with their
-  1-based numbers in the sweep; ``in_worker``: run in a worker process."""
+  1-based numbers in the sweep."""
   context: _SweepContext
   cells: Tuple[Tuple[int, de.Cell], ...]
-  in_worker: bool = False
 
 
 def _tag(i: int, n: int, cell: de.Cell) -> str:
@@ -268,7 +267,7 @@ def _run_cells(job: _CellsJob, log: Callable[[str], None]) -> Tuple[List[de.Cell
   computed: List[de.Cell] = []
   for i, cell in job.cells:
     tag = _tag(i, c.num_cells, cell)
-    if job.in_worker and parallel.stop_requested():
+    if parallel.stop_requested():
       log(f"{tag}: not started (stop requested); run the same sweep again to resume")
       return computed, True
     subset = c.train if cell.fraction >= 1.0 else select_fraction(
@@ -403,12 +402,11 @@ def run_data_efficiency(train: Manifest, test: Manifest, models: Mapping[str, st
   context = _SweepContext(train, test, validation, dict(models), template, out_dir, runtime,
                           int(num_bootstrap), int(bootstrap_seed), metric, tuple(grid),
                           bool(lr_seed_sharing), tuple(int(s) for s in seeds), len(cells))
-  if workers <= 0:
-    workers = parallel.default_workers(len(pending))
+  workers = parallel.workers_for(workers, len(pending))
   if workers > 1 and remote_io.is_remote(out_dir):
     log(f"[sweep] {out_dir} is not a local folder: cells run one at a time")
     workers = 1
-  jobs = [_CellsJob(context, tuple(group), workers > 1) for group in pending.values()]
+  jobs = [_CellsJob(context, tuple(group)) for group in pending.values()]
   if workers > 1:
     outcomes = parallel.run_jobs(_run_cells_job, jobs, workers, log)
   else:
